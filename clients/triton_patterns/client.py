@@ -1,0 +1,249 @@
+"""Client SDK: one call per pattern over tritonclient (HTTP or gRPC, sync or asyncio).
+
+    from triton_patterns.client import PatternClient
+    with PatternClient("127.0.0.1:8000") as client:
+        p = client.synchronous([6.7, 3.0, 5.2, 2.3], version=1)
+        print(p.label, p.scores, p.model, p.version, p.latency_ms)
+
+Values go in as plain Python/NumPy (feature lists, image bytes); results come back as
+`Prediction`s that carry the label, class id, scores, the model and version that answered, and
+the round-trip latency. `AsyncPatternClient` has the same methods as coroutines. Server errors
+surface as `PatternError` with the server's message (which names the bad input).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpc_sync
+import tritonclient.grpc.aio as grpc_aio
+import tritonclient.http as http_sync
+import tritonclient.http.aio as http_aio
+from tritonclient.utils import InferenceServerException
+
+from .patterns import PatternSpec, pattern
+
+_SYNC = {"http": http_sync, "grpc": grpc_sync}
+_ASYNC = {"http": http_aio, "grpc": grpc_aio}
+
+
+class PatternError(RuntimeError):
+    """The server refused or failed a request; `status` is the server's status if it gave one."""
+
+    def __init__(self, model: str, message: str, status: str | None = None):
+        self.model, self.status = model, status
+        super().__init__(f"{model}: {message}")
+
+
+@dataclass
+class Prediction:
+    model: str
+    version: str
+    label: str
+    class_id: int
+    scores: np.ndarray
+    latency_ms: float
+    outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "label": self.label,
+            "class_id": self.class_id,
+            "scores": [round(float(s), 4) for s in self.scores],
+            "latency_ms": round(self.latency_ms, 2),
+        }
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    state: str
+    reason: str = ""
+
+
+def as_batch(spec: PatternSpec, value: Any) -> np.ndarray:
+    """The input tensor for one sample or a batch of samples, with the batch dimension first."""
+    if spec.datatype == "BYTES":
+        items = [value] if isinstance(value, (bytes, bytearray, str)) else list(value)
+        encoded = [v.encode() if isinstance(v, str) else bytes(v) for v in items]
+        return np.array(encoded, dtype=np.object_).reshape(-1, 1)
+    array = np.asarray(value, dtype=np.float32)
+    return array.reshape(1, -1) if array.ndim == 1 else array
+
+
+def _labels_from_config(config: dict[str, Any]) -> list[str]:
+    config = config.get("config", config)  # gRPC's JSON wraps the config
+    text = config.get("parameters", {}).get("labels", {}).get("string_value", "")
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _response_meta(result) -> tuple[str, str]:
+    response = result.get_response()
+    if isinstance(response, dict):
+        return response.get("model_name", ""), str(response.get("model_version", ""))
+    return response.model_name, str(response.model_version)
+
+
+def to_predictions(
+    spec: PatternSpec, result, labels: Sequence[str], latency_ms: float
+) -> list[Prediction]:
+    model, version = _response_meta(result)
+    outputs = {name: result.as_numpy(name) for name in spec.outputs}
+    scores = outputs["PROBABILITIES"]
+    raw_label = outputs["LABEL"].reshape(len(scores), -1)[:, 0]
+    ids = outputs.get("CLASS_ID", raw_label if raw_label.dtype != np.object_ else None)
+    predictions = []
+    for row in range(len(scores)):
+        class_id = int(np.asarray(ids).reshape(-1)[row])
+        if raw_label.dtype == np.object_:
+            label = raw_label[row].decode() if isinstance(raw_label[row], bytes) else str(raw_label[row])
+        else:
+            label = labels[class_id] if class_id < len(labels) else str(class_id)
+        predictions.append(
+            Prediction(
+                model=model,
+                version=version,
+                label=label,
+                class_id=class_id,
+                scores=np.asarray(scores[row]),
+                latency_ms=latency_ms,
+                outputs={name: arr[row] for name, arr in outputs.items()},
+            )
+        )
+    return predictions
+
+
+def _model_infos(index: Any) -> list[ModelInfo]:
+    entries = index.get("models", []) if isinstance(index, dict) else index
+    return [
+        ModelInfo(e.get("name", ""), str(e.get("version", "")), e.get("state", ""), e.get("reason", ""))
+        for e in entries
+    ]
+
+
+class _Base:
+    def __init__(self, url: str, protocol: str, modules: dict):
+        if protocol not in modules:
+            raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
+        self.url, self.protocol = url, protocol
+        self._mod = modules[protocol]
+        self._labels: dict[str, list[str]] = {}
+        self._json = {"as_json": True} if protocol == "grpc" else {}
+
+    def _request(self, spec: PatternSpec, value: Any):
+        data = as_batch(spec, value)
+        tensor = self._mod.InferInput(spec.input, list(data.shape), spec.datatype)
+        tensor.set_data_from_numpy(data)
+        return [tensor], [self._mod.InferRequestedOutput(n) for n in spec.outputs]
+
+    @staticmethod
+    def _error(spec: PatternSpec, exc: InferenceServerException) -> PatternError:
+        return PatternError(spec.model, exc.message(), exc.status())
+
+
+class PatternClient(_Base):
+    """Blocking client. `protocol` is "http" (port 8000 by default) or "grpc" (8001)."""
+
+    def __init__(self, url: str = "127.0.0.1:8000", protocol: str = "http", timeout_s: float = 60.0):
+        super().__init__(url, protocol, _SYNC)
+        options = {"network_timeout": timeout_s} if protocol == "http" else {}
+        self.client = self._mod.InferenceServerClient(url, **options)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> PatternClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def labels(self, model: str) -> list[str]:
+        if model not in self._labels:
+            self._labels[model] = _labels_from_config(self.client.get_model_config(model, **self._json))
+        return self._labels[model]
+
+    def models(self) -> list[ModelInfo]:
+        return _model_infos(self.client.get_model_repository_index(**self._json))
+
+    def predict(self, pattern_name: str, value: Any, version: int | str | None = None) -> list[Prediction]:
+        """Every pattern through one call: one Prediction per input row."""
+        spec = pattern(pattern_name)
+        inputs, outputs = self._request(spec, value)
+        start = time.perf_counter()
+        try:
+            result = self.client.infer(spec.model, inputs, model_version=str(version or ""), outputs=outputs)
+        except InferenceServerException as exc:
+            raise self._error(spec, exc) from None
+        latency = (time.perf_counter() - start) * 1000
+        return to_predictions(spec, result, self.labels(spec.model), latency)
+
+    def web_single(self, features: Sequence[float]) -> Prediction:
+        return self.predict("web_single", features)[0]
+
+    def synchronous(self, features: Sequence[float], version: int | None = None) -> Prediction:
+        return self.predict("synchronous", features, version)[0]
+
+    def prep_pred(self, image: bytes, form: str = "ensemble") -> Prediction:
+        """`form` "ensemble" (model `digits`) or "bls" (model `digits_bls`)."""
+        return self.predict("prep_pred" if form == "ensemble" else "prep_pred_bls", image)[0]
+
+    def serial(self, text: str) -> Prediction:
+        """Topic of a text through tokenizer -> encoder -> classifier (ensemble `text_classify`)."""
+        return self.predict("serial", text)[0]
+
+
+class AsyncPatternClient(_Base):
+    """asyncio client with the same calls as PatternClient, as coroutines."""
+
+    def __init__(self, url: str = "127.0.0.1:8000", protocol: str = "http"):
+        super().__init__(url, protocol, _ASYNC)
+        self.client = self._mod.InferenceServerClient(url)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def __aenter__(self) -> AsyncPatternClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def labels(self, model: str) -> list[str]:
+        if model not in self._labels:
+            config = await self.client.get_model_config(model, **self._json)
+            self._labels[model] = _labels_from_config(config)
+        return self._labels[model]
+
+    async def models(self) -> list[ModelInfo]:
+        return _model_infos(await self.client.get_model_repository_index(**self._json))
+
+    async def predict(self, pattern_name: str, value: Any, version: int | str | None = None) -> list[Prediction]:
+        spec = pattern(pattern_name)
+        inputs, outputs = self._request(spec, value)
+        start = time.perf_counter()
+        try:
+            result = await self.client.infer(spec.model, inputs, model_version=str(version or ""), outputs=outputs)
+        except InferenceServerException as exc:
+            raise self._error(spec, exc) from None
+        latency = (time.perf_counter() - start) * 1000
+        return to_predictions(spec, result, await self.labels(spec.model), latency)
+
+    async def web_single(self, features: Sequence[float]) -> Prediction:
+        return (await self.predict("web_single", features))[0]
+
+    async def synchronous(self, features: Sequence[float], version: int | None = None) -> Prediction:
+        return (await self.predict("synchronous", features, version))[0]
+
+    async def prep_pred(self, image: bytes, form: str = "ensemble") -> Prediction:
+        return (await self.predict("prep_pred" if form == "ensemble" else "prep_pred_bls", image))[0]
+
+    async def serial(self, text: str) -> Prediction:
+        return (await self.predict("serial", text))[0]

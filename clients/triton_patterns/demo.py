@@ -1,0 +1,131 @@
+"""The main demonstration: every pattern called through the client SDK against a real
+tritonserver and a real Redis, printing what each returned, then stopping what it started.
+
+Run it with `make demo` or `triton-patterns demo` (add `--url HOST:PORT` to use a running
+server instead of starting one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from .client import PatternClient, PatternError, Prediction
+
+console = Console()
+
+IRIS_SAMPLES = [  # (features in cm, true species), rows of scikit-learn's iris data
+    ([5.1, 3.5, 1.4, 0.2], "setosa"),
+    ([6.4, 3.2, 4.5, 1.5], "versicolor"),
+    ([6.7, 3.0, 5.2, 2.3], "virginica"),
+]
+
+TEXT_SAMPLES = [  # (text, expected topic); not part of the generated training set
+    ("The goalkeeper saved a penalty in the last minute of the cup final.", "sports"),
+    ("The new laptop ships with a faster processor and more memory.", "technology"),
+    ("Slow-cook the beef stew with carrots, garlic and red wine.", "food"),
+    ("Heavy rain and strong winds are expected along the coast tonight.", "weather"),
+]
+
+
+def digit_samples(count: int = 3) -> list[tuple[bytes, int]]:
+    """Held-out digits (never seen in training) encoded as PNG files, with their true labels."""
+    from export.digits import encode_digit_png, load_test_split
+
+    images, labels = load_test_split()
+    return [(encode_digit_png(images[i]), int(labels[i])) for i in range(count)]
+
+
+@contextlib.contextmanager
+def running_stack() -> Iterator[tuple[str, str]]:
+    """Start Redis and tritonserver on free ports; yield (triton http url, redis url); stop both."""
+    from .launcher import TritonServer
+    from .redis_server import RedisServer
+
+    with console.status("starting Redis and tritonserver (models load in ~20-60 s)..."):
+        with RedisServer() as redis, TritonServer() as triton:
+            console.print(f"tritonserver ready: http {triton.http_url}, grpc {triton.grpc_url}, "
+                          f"metrics {triton.metrics_url}; log {triton.log_path}")
+            console.print(f"redis ready: {redis.url}")
+            yield triton.http_url, redis.url
+
+
+def _row(table: Table, pattern: str, call: str, expected: str, fn: Callable[[], Prediction]) -> bool:
+    try:
+        p = fn()
+    except PatternError as exc:
+        table.add_row(pattern, call, "-", "-", f"[red]error: {exc}[/red]", expected, "-")
+        return False
+    ok = p.label == expected
+    mark = "[green]ok[/green]" if ok else "[red]WRONG[/red]"
+    table.add_row(
+        pattern, call, p.model, p.version,
+        f"{p.label} (p={float(np.max(p.scores)):.3f}) {mark}", expected, f"{p.latency_ms:.1f}",
+    )
+    return ok
+
+
+def run_patterns(url: str) -> bool:
+    """Call every pattern; print a table; return True when every answer was right."""
+    table = Table(title="Patterns through the client SDK", show_lines=False)
+    for column in ("pattern", "call", "model", "version", "output", "expected", "ms"):
+        table.add_column(column)
+    ok = True
+    with PatternClient(url) as client:
+        for features, species in IRIS_SAMPLES:
+            ok &= _row(table, "web_single", f"web_single({features})", species,
+                       lambda f=features: client.web_single(f))
+            for version in (1, 2):
+                ok &= _row(table, "synchronous", f"synchronous({features}, version={version})", species,
+                           lambda f=features, v=version: client.synchronous(f, version=v))
+        for png, digit in digit_samples():
+            for form in ("ensemble", "bls"):
+                ok &= _row(table, "prep_pred", f"prep_pred(<{len(png)}-byte PNG>, form={form!r})",
+                           str(digit), lambda b=png, f=form: client.prep_pred(b, form=f))
+        for text, topic in TEXT_SAMPLES:
+            ok &= _row(table, "serial", f"serial({text[:40]!r}...)", topic, lambda t=text: client.serial(t))
+        console.print(table)
+        console.print("[bold]Bad input gets a clear error and the server keeps serving:[/bold]")
+        for call, fn in (
+            ("web_single([5.1, 3.5, 45.0, 0.2])", lambda: client.web_single([5.1, 3.5, 45.0, 0.2])),
+            ("prep_pred(b'not an image', form='bls')", lambda: client.prep_pred(b"not an image", form="bls")),
+            ("serial('')", lambda: client.serial("")),
+        ):
+            try:
+                fn()
+                console.print(f"  {call}: [red]accepted (expected an error)[/red]")
+                ok = False
+            except PatternError as exc:
+                console.print(f"  {call}: [yellow]{exc}[/yellow]")
+    return ok
+
+
+def show_models(url: str) -> None:
+    with PatternClient(url) as client:
+        models = client.models()
+    table = Table(title="Model repository")
+    for column in ("model", "version", "state"):
+        table.add_column(column)
+    for m in models:
+        table.add_row(m.name, m.version, m.state)
+    console.print(table)
+
+
+def main(url: str | None = None) -> int:
+    start = time.perf_counter()
+    if url:
+        show_models(url)
+        ok = run_patterns(url)
+    else:
+        with running_stack() as (triton_url, _redis_url):
+            show_models(triton_url)
+            ok = run_patterns(triton_url)
+        console.print("stopped tritonserver and Redis")
+    verdict = "[green]all answers correct[/green]" if ok else "[red]some answers were wrong[/red]"
+    console.print(f"demo finished in {time.perf_counter() - start:.1f} s: {verdict}")
+    return 0 if ok else 1

@@ -1,0 +1,769 @@
+"""Start, stop and supervise a Triton Inference Server.
+
+Two runtimes with one interface (`start`, `stop`, `http_url`, `grpc_url`, `metrics_url`,
+`is_running`, `log_tail`, `wait_ready_models`, context manager):
+
+* `TritonServer` (embedded): the tritonserver 2.51 binary from the `nvidia-pytriton` wheel,
+  run as a child process with a backend directory assembled from the wheel's `python`
+  backend, the stub for the running Python, and the project's `backends/*`. A daemon
+  thread watches the process; a death not asked for by `stop()` is reported (exit code or
+  signal, log tail) and, with `restart_on_death`, the server is restarted on the same ports.
+* `DockerTritonServer`: an NGC `tritonserver` image through the Docker SDK, with the
+  repository and the project's pattern backends mounted (not its `onnxruntime` shim: the
+  image has the native backend).
+
+`serve()` is what `make serve` runs: embedded, supervised, until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from . import paths
+from .processes import (
+    ManagedProcess,
+    describe_returncode,
+    free_ports,
+    http_status,
+    signal_name,
+    tail,
+    wait_for,
+)
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_NGC_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
+DEFAULT_CACHE_SIZE_BYTES = 64 * 1024 * 1024
+NATIVE_IN_NGC_IMAGE = frozenset({"onnxruntime"})  # project shims the NGC image replaces natively
+PACKAGE_DIR = Path(__file__).resolve().parent
+LOG_TAIL_LINES = 60
+
+
+class TritonStartError(RuntimeError):
+    """The server could not be started, or did not become ready; the message ends with its log tail."""
+
+
+@dataclass
+class ServerDied:
+    """A server process that ended without `stop()` having been called."""
+
+    pid: int
+    returncode: int
+    description: str  # "killed by SIGSEGV", "exit code 1"
+    uptime_s: float
+    log_tail: str
+    restarting: bool
+    at: float = field(default_factory=time.time)
+
+    @property
+    def signal(self) -> str | None:
+        """Signal name (e.g. "SIGSEGV") if a signal ended it."""
+        return signal_name(-self.returncode) if self.returncode < 0 else None
+
+    def __str__(self) -> str:
+        then = "restarting" if self.restarting else "not restarting"
+        return f"tritonserver pid {self.pid} died ({self.description}) after {self.uptime_s:.1f}s; {then}"
+
+
+# --------------------------------------------------------------------------- the wheel's files
+
+
+def wheel_dir() -> Path:
+    """`site-packages/pytriton/tritonserver` of the installed nvidia-pytriton wheel."""
+    spec = importlib.util.find_spec("pytriton")  # locate without importing pytriton
+    if spec is None or not spec.submodule_search_locations:
+        raise TritonStartError("nvidia-pytriton is not installed: pip install nvidia-pytriton==0.7.0")
+    return Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+
+
+def python_version_tag(version: Sequence[int] | None = None) -> str:
+    major, minor = (version or sys.version_info)[:2]
+    return f"{major}.{minor}"
+
+
+def stub_path(python_version: str | None = None) -> Path:
+    """The wheel's `triton_python_backend_stub` for a Python version (default: the running one)."""
+    version = python_version or python_version_tag()
+    stubs = wheel_dir() / "python_backend_stubs"
+    stub = stubs / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        available = sorted(p.name for p in stubs.iterdir() if (p / "triton_python_backend_stub").is_file())
+        raise TritonStartError(
+            f"the nvidia-pytriton wheel has no Python backend stub for Python {version} "
+            f"(it has: {', '.join(available) or 'none'}); run the launcher from a virtualenv "
+            f"of one of those versions (project code in Triton must run on 3.10-3.12)"
+        )
+    return stub
+
+
+def _symlink(target: Path, link: Path) -> None:
+    """Point `link` at `target`, atomically replacing whatever is there."""
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
+    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+def project_backend_folders(project_backends: Path | str = paths.BACKENDS) -> dict[str, Path]:
+    """Pattern backends of the project: folders of `backends/` holding a `model.py`."""
+    root = Path(project_backends)
+    if not root.is_dir():
+        return {}
+    found = {p.name: p.resolve() for p in sorted(root.iterdir()) if (p / "model.py").is_file()}
+    if "python" in found:
+        raise TritonStartError(f"{root}/python would shadow Triton's python backend; rename it")
+    return found
+
+
+def assemble_backend_directory(
+    target: Path | str,
+    project_backends: Path | str = paths.BACKENDS,
+    python_version: str | None = None,
+) -> Path:
+    """Make `target` a Triton `--backend-directory` out of symlinks (idempotent, safe to rerun).
+
+    `target/python/` holds the wheel's `libtriton_python.so`, `triton_python_backend_utils.py`
+    and the stub for `python_version` (default: the running Python); every project backend
+    folder is linked as `target/<name>`. Links to backends that disappeared are removed.
+    """
+    target = Path(target)
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    wheel_python = wheel_dir() / "backends" / "python"
+    _symlink(wheel_python / "libtriton_python.so", python_dir / "libtriton_python.so")
+    _symlink(wheel_python / "triton_python_backend_utils.py", python_dir / "triton_python_backend_utils.py")
+    _symlink(stub_path(python_version), python_dir / "triton_python_backend_stub")
+
+    wanted = project_backend_folders(project_backends)
+    for name, folder in wanted.items():
+        _symlink(folder, target / name)
+    for entry in target.iterdir():
+        if entry.is_symlink() and entry.name not in wanted and not entry.name.startswith("."):
+            entry.unlink(missing_ok=True)
+    return target
+
+
+# --------------------------------------------------------------------------- environment and flags
+
+
+def python_libdir() -> Path | None:
+    """Directory of the running interpreter's `libpythonX.Y.so` (None for a static build)."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    ldlibrary = f"libpython{python_version_tag()}.so.1.0"
+    if sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir and (Path(libdir) / ldlibrary).exists():
+        return Path(libdir)
+    return None
+
+
+def _prepend(env: dict[str, str], name: str, value: str) -> None:
+    env[name] = value + (os.pathsep + env[name] if env.get(name) else "")
+
+
+def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the embedded server, so its Python stubs run *this* interpreter's world.
+
+    * PATH starts with this virtualenv's `bin/`: the stub builds `sys.path` from the first
+      `python3` on PATH (it ignores PYTHONPATH), so models import the venv's packages.
+    * LD_LIBRARY_PATH starts with this interpreter's libpython directory: the stub links
+      `libpythonX.Y.so.1.0`; without it the system's copy (another patch release, or none)
+      is loaded. The wheel's own libraries need nothing: its binaries carry an RPATH.
+    """
+    env = dict(os.environ)
+    _prepend(env, "PATH", os.path.dirname(sys.executable))  # not resolved: the venv's bin
+    libdir = python_libdir()
+    if libdir is not None:
+        _prepend(env, "LD_LIBRARY_PATH", str(libdir))
+    env.update(extra or {})
+    return env
+
+
+def common_server_flags(
+    *,
+    model_control_mode: str = "none",
+    load_models: Iterable[str] | None = None,
+    repository_poll_secs: int = 5,
+    cache_size_bytes: int | None = DEFAULT_CACHE_SIZE_BYTES,
+    log_verbose: int = 0,
+    exit_on_error: bool = True,
+) -> list[str]:
+    """Flags both runtimes pass to tritonserver (everything except paths and ports).
+
+    `--strict-readiness=true`: /v2/health/ready is 200 only when every model is ready, so
+    waiting for it waits for the models. `--exit-on-error=true` (the default): a model that
+    fails to load at startup stops the server at once, and the launcher reports the log
+    instead of waiting out its deadline on a server that will never be ready.
+    """
+    if model_control_mode not in ("none", "explicit", "poll"):
+        raise ValueError(f"model_control_mode must be none, explicit or poll, not {model_control_mode!r}")
+    flags = [
+        "--strict-readiness=true",
+        f"--exit-on-error={str(exit_on_error).lower()}",
+        "--allow-metrics=true",
+        f"--model-control-mode={model_control_mode}",
+    ]
+    if model_control_mode == "explicit":
+        flags += [f"--load-model={name}" for name in load_models or ()]
+    elif load_models:
+        raise ValueError("load_models needs model_control_mode='explicit'")
+    if model_control_mode == "poll":
+        flags.append(f"--repository-poll-secs={repository_poll_secs}")
+    if cache_size_bytes:
+        flags.append(f"--cache-config=local,size={int(cache_size_bytes)}")
+    if log_verbose:
+        flags.append(f"--log-verbose={int(log_verbose)}")
+    return flags
+
+
+# --------------------------------------------------------------------------- shared client side
+
+
+class _Endpoints:
+    """URLs, readiness checks and context-manager protocol shared by both runtimes."""
+
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+
+    def start(self) -> Any:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 30.0) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    @property
+    def _connect_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    @property
+    def http_url(self) -> str:
+        """host:port, as tritonclient.http expects."""
+        return f"{self._connect_host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self._connect_host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self._connect_host}:{self.metrics_port}/metrics"
+
+    def _status(self, path: str, method: str = "GET") -> int | None:
+        return http_status(f"http://{self.http_url}{path}", method=method)
+
+    def is_ready(self) -> bool:
+        return self._status("/v2/health/ready") == 200
+
+    def model_ready(self, name: str, version: str | int | None = None) -> bool:
+        version_part = f"/versions/{version}" if version is not None else ""
+        return self._status(f"/v2/models/{name}{version_part}/ready") == 200
+
+    def wait_ready_models(self, names: Iterable[str], timeout: float = 60.0) -> None:
+        """Wait until `/v2/models/<name>/ready` is 200 for every name; TimeoutError names the rest."""
+        pending = list(names)
+
+        def all_ready() -> bool:
+            pending[:] = [n for n in pending if not self.model_ready(n)]
+            return not pending
+
+        if not wait_for(all_ready, timeout, interval=0.25):
+            raise TimeoutError(f"models not ready after {timeout:.0f}s: {', '.join(pending)}")
+
+    def model_index(self) -> list[dict]:
+        """The repository index (name, version, state) from `POST /v2/repository/index`."""
+        import urllib.request
+
+        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"[]")
+
+    def reload_model(self, name: str) -> bool:
+        """Ask the server to (re)load a model (model-control mode explicit), e.g. after its stub died."""
+        return self._status(f"/v2/repository/models/{name}/load", method="POST") == 200
+
+
+# --------------------------------------------------------------------------- embedded server
+
+
+class TritonServer(_Endpoints):
+    """The wheel's tritonserver as a supervised child process (its own process group)."""
+
+    def __init__(
+        self,
+        *,
+        model_repository: Path | str = paths.MODEL_REPOSITORY,
+        project_backends: Path | str = paths.BACKENDS,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        host: str = "127.0.0.1",
+        cache_size_bytes: int | None = DEFAULT_CACHE_SIZE_BYTES,
+        model_control_mode: str = "none",
+        load_models: Iterable[str] | None = None,
+        repository_poll_secs: int = 5,
+        exit_on_error: bool = True,
+        startup_timeout: float = 180.0,
+        log_verbose: int = 0,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        log_dir: Path | str | None = None,
+        backend_directory: Path | str | None = None,
+        restart_on_death: bool = False,
+        max_restarts: int = 5,
+        restart_backoff: float = 1.0,
+        on_death: Callable[[ServerDied], None] | None = None,
+        die_with_parent: bool = True,
+    ):
+        self.model_repository = Path(model_repository).resolve()
+        self.project_backends = Path(project_backends).resolve()
+        self.host = host
+        port_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        chosen = iter(free_ports(3, port_host))
+        self.http_port = http_port or next(chosen)
+        self.grpc_port = grpc_port or next(chosen)
+        self.metrics_port = metrics_port or next(chosen)
+        self.cache_size_bytes = cache_size_bytes
+        self.flags = common_server_flags(
+            model_control_mode=model_control_mode,
+            load_models=load_models,
+            repository_poll_secs=repository_poll_secs,
+            cache_size_bytes=cache_size_bytes,
+            log_verbose=log_verbose,
+            exit_on_error=exit_on_error,
+        )
+        self.startup_timeout = startup_timeout
+        self.extra_args = list(extra_args)
+        self.extra_env = dict(env or {})
+        self.backend_directory = Path(backend_directory) if backend_directory else self._default_backend_directory()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.log_path = Path(log_dir or paths.BUILD / "logs") / f"tritonserver-{stamp}-{self.http_port}.log"
+        self.restart_on_death = restart_on_death
+        self.max_restarts = max_restarts
+        self.restart_backoff = restart_backoff
+        self.on_death = on_death
+        self.die_with_parent = die_with_parent
+
+        self.deaths: list[ServerDied] = []
+        self.restarts = 0
+        self._quick_deaths = 0
+        self._proc: ManagedProcess | None = None
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._given_up = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    def _default_backend_directory(self) -> Path:
+        """build/backends-pyX.Y for the project's own backends, else a private temporary dir."""
+        if self.project_backends == paths.BACKENDS.resolve():
+            return paths.BUILD / f"backends-py{python_version_tag()}"
+        tmp = Path(tempfile.mkdtemp(prefix="triton-backends-"))
+        weakref.finalize(self, shutil.rmtree, tmp, True)
+        return tmp
+
+    # -- what is run
+
+    def command(self) -> list[str]:
+        """The tritonserver command line (nothing is started)."""
+        return [
+            str(wheel_dir() / "bin" / "tritonserver"),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={self.backend_directory}",
+            f"--cache-directory={wheel_dir() / 'caches'}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            *self.flags,
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        return server_env(self.extra_env)
+
+    # -- lifecycle
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc else None
+
+    @property
+    def gave_up(self) -> bool:
+        """True once the server died and will not be restarted (no restart, or limit reached)."""
+        return self._given_up.is_set()
+
+    def is_running(self) -> bool:
+        proc = self._proc
+        return proc is not None and proc.is_running()
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return tail(self.log_path, lines)
+
+    def start(self) -> TritonServer:
+        """Start the server and wait for /v2/health/ready; TritonStartError (with log tail) if not."""
+        if self.is_running():
+            raise RuntimeError(f"tritonserver already running (pid {self.pid})")
+        if not self.model_repository.is_dir():
+            raise TritonStartError(f"model repository {self.model_repository} does not exist")
+        assemble_backend_directory(self.backend_directory, self.project_backends)
+        self._stopping.clear()
+        self._given_up.clear()
+        with self._lock:
+            self._proc = self._spawn()
+        proc = self._proc
+        started = time.monotonic()
+        if not self._wait_ready(proc):
+            reason = self._not_ready_reason(proc, time.monotonic() - started)
+            proc.terminate(timeout=10)
+            raise TritonStartError(f"{reason}; last lines of {self.log_path}:\n{proc.log_tail(LOG_TAIL_LINES)}")
+        LOG.info("tritonserver pid %s ready in %.1fs at %s", proc.pid, time.monotonic() - started, self.http_url)
+        self._supervisor = threading.Thread(target=self._supervise, name=f"triton-supervisor-{self.http_port}", daemon=True)
+        self._supervisor.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the server this object started, SIGKILL its process group after `timeout`; wait."""
+        with self._lock:
+            self._stopping.set()
+            proc = self._proc
+        if proc is not None:
+            proc.terminate(timeout)
+        supervisor = self._supervisor
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join(timeout=10)
+        self._supervisor = None
+
+    def _spawn(self) -> ManagedProcess:
+        return ManagedProcess(
+            self.command(), self.log_path, env=self.environment(), die_with_parent=self.die_with_parent
+        )
+
+    def _wait_ready(self, proc: ManagedProcess) -> bool:
+        return wait_for(
+            lambda: proc.is_running() and self.is_ready(),
+            self.startup_timeout,
+            interval=0.2,
+            abort=lambda: not proc.is_running() or self._stopping.is_set(),
+        )
+
+    def _not_ready_reason(self, proc: ManagedProcess, waited: float) -> str:
+        if not proc.is_running():
+            return f"tritonserver exited during startup ({describe_returncode(proc.returncode)})"
+        if self._stopping.is_set():
+            return "tritonserver start interrupted by stop()"
+        return f"tritonserver not ready after {waited:.0f}s (startup_timeout={self.startup_timeout:.0f}s)"
+
+    # -- supervision
+
+    def _supervise(self) -> None:
+        """Wait on the current process; report deaths not caused by stop(); restart if asked."""
+        while True:
+            proc = self._proc
+            assert proc is not None
+            proc.wait()
+            if self._stopping.is_set():
+                return
+            proc.kill_leftovers()  # e.g. Python stubs orphaned by a crash
+            self._report(proc)
+            if not self.deaths[-1].restarting:
+                self._given_up.set()
+                return
+            if self._stopping.wait(self._backoff(proc.uptime())):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.restarts += 1
+                self._proc = self._spawn()
+            if self._wait_ready(self._proc):
+                LOG.warning("tritonserver restarted (restart %d), pid %s ready", self.restarts, self._proc.pid)
+            # not ready: if it died, the next proc.wait() returns at once and is reported
+
+    def _report(self, proc: ManagedProcess) -> None:
+        returncode = proc.returncode
+        died = ServerDied(
+            pid=proc.pid,
+            returncode=returncode,
+            description=describe_returncode(returncode),
+            uptime_s=proc.uptime(),
+            log_tail=proc.log_tail(LOG_TAIL_LINES),
+            restarting=self.restart_on_death and self.restarts < self.max_restarts,
+        )
+        self.deaths.append(died)
+        LOG.error("%s; last lines of %s:\n%s", died, self.log_path, died.log_tail)
+        if self.on_death is not None:
+            try:
+                self.on_death(died)
+            except Exception:  # a faulty callback must not stop supervision
+                LOG.exception("on_death callback failed")
+
+    def _backoff(self, uptime: float) -> float:
+        """restart_backoff, doubled for each consecutive death within 30 s of a start (max 30 s)."""
+        self._quick_deaths = self._quick_deaths + 1 if uptime < 30 else 0
+        return min(self.restart_backoff * 2 ** max(0, self._quick_deaths - 1), 30.0)
+
+
+# --------------------------------------------------------------------------- make serve
+
+
+def serve(wait_models: Iterable[str] = (), **kwargs: Any) -> int:
+    """Run the embedded server, supervised, until SIGINT/SIGTERM; then stop it cleanly.
+
+    Prints the URLs and the model index. Returns 0 after a requested stop, 1 if the server
+    died and could not be restarted. TritonStartError propagates when the first start fails.
+    """
+    kwargs.setdefault("restart_on_death", True)
+    kwargs.setdefault("max_restarts", 20)
+    server = TritonServer(**kwargs)
+    stop_requested = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop_requested.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        server.wait_ready_models(wait_models)
+        _print_banner(server)
+        while not stop_requested.wait(0.5):
+            if server.gave_up:
+                print(f"tritonserver gave up after {server.restarts} restarts: {server.deaths[-1]}", file=sys.stderr)
+                return 1
+        print("stopping tritonserver ...", flush=True)
+        return 0
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _print_banner(server: TritonServer) -> None:
+    print(f"tritonserver pid {server.pid} ready")
+    print(f"  HTTP     http://{server.http_url}")
+    print(f"  gRPC     {server.grpc_url}")
+    print(f"  metrics  {server.metrics_url}")
+    print(f"  log      {server.log_path}")
+    try:
+        index = server.model_index()
+    except OSError as err:  # e.g. the repository API is restricted
+        index = []
+        print(f"  (model index unavailable: {err})")
+    for model in index:
+        print(f"  model    {model.get('name')} v{model.get('version', '-')}  {model.get('state', '')}")
+    print("Ctrl-C to stop", flush=True)
+
+
+# --------------------------------------------------------------------------- docker mode
+
+CONTAINER_MODELS = "/models"
+CONTAINER_BACKENDS = "/opt/tritonserver/backends"
+# Every Debian/Ubuntu python3 (the NGC images' own) searches this folder whatever its minor version.
+CONTAINER_PACKAGE = "/usr/lib/python3/dist-packages/triton_patterns"
+
+
+def _device_requests(gpus: bool | str | None) -> list:
+    if not gpus:
+        return []
+    import docker
+
+    if gpus is True or gpus == "all":
+        return [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    ids = [g.strip() for g in str(gpus).split(",") if g.strip()]
+    return [docker.types.DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
+
+
+def docker_container_spec(
+    image: str = DEFAULT_NGC_IMAGE,
+    model_repository: Path | str = paths.MODEL_REPOSITORY,
+    project_backends: Path | str = paths.BACKENDS,
+    http_port: int = 8000,
+    grpc_port: int = 8001,
+    metrics_port: int = 8002,
+    gpus: bool | str = False,
+    shm_size: str = "1g",
+    extra_args: Sequence[str] = (),
+    *,
+    host: str = "127.0.0.1",
+    cache_size_bytes: int | None = DEFAULT_CACHE_SIZE_BYTES,
+    model_control_mode: str = "none",
+    load_models: Iterable[str] | None = None,
+    log_verbose: int = 0,
+    name: str | None = None,
+    labels: dict[str, str] | None = None,
+    auto_remove: bool = True,
+) -> dict[str, Any]:
+    """kwargs for `docker.from_env().containers.run(**spec)` running the NGC tritonserver image.
+
+    Mounts (all read-only): the repository at /models; each project pattern backend at
+    /opt/tritonserver/backends/<name>, beside the image's native backends, except the
+    `onnxruntime` shim (the image has the C++ one); the `triton_patterns` package straight
+    into `/usr/lib/python3/dist-packages/`, which the image's python3 searches (so the
+    Python stub imports it like any installed package: no entrypoint script, no pip, no
+    network). Third-party modules the backends import must be in the image.
+    The container's ports 8000/8001/8002 are published on `host` at the given ports;
+    `gpus` = True/"all" or "0,1" adds a GPU device request; NGC's recommended ulimits apply.
+    """
+    from docker.types import Ulimit
+
+    volumes = {str(Path(model_repository).resolve()): {"bind": CONTAINER_MODELS, "mode": "ro"}}
+    for backend, folder in project_backend_folders(project_backends).items():
+        if backend not in NATIVE_IN_NGC_IMAGE:
+            volumes[str(folder)] = {"bind": f"{CONTAINER_BACKENDS}/{backend}", "mode": "ro"}
+    volumes[str(PACKAGE_DIR)] = {"bind": CONTAINER_PACKAGE, "mode": "ro"}
+
+    command = [
+        "tritonserver",
+        f"--model-repository={CONTAINER_MODELS}",
+        f"--backend-directory={CONTAINER_BACKENDS}",
+        *common_server_flags(
+            model_control_mode=model_control_mode,
+            load_models=load_models,
+            cache_size_bytes=cache_size_bytes,
+            log_verbose=log_verbose,
+        ),
+        *extra_args,
+    ]
+    spec: dict[str, Any] = {
+        "image": image,
+        "command": command,
+        "volumes": volumes,
+        "ports": {"8000/tcp": (host, http_port), "8001/tcp": (host, grpc_port), "8002/tcp": (host, metrics_port)},
+        "shm_size": shm_size,
+        "ulimits": [Ulimit(name="memlock", soft=-1, hard=-1), Ulimit(name="stack", soft=67108864, hard=67108864)],
+        "detach": True,
+        "auto_remove": auto_remove,
+        "name": name or f"triton-patterns-{http_port}",
+        "labels": {"app": "triton-patterns", "triton-patterns.http-port": str(http_port), **(labels or {})},
+    }
+    device_requests = _device_requests(gpus)
+    if device_requests:
+        spec["device_requests"] = device_requests
+    return spec
+
+
+def docker_available(timeout: float = 3.0) -> tuple[bool, str]:
+    """(True, engine version) if a Docker engine answers a ping, else (False, why not)."""
+    try:
+        import docker
+    except ImportError as err:
+        return False, f"the docker SDK is not installed ({err})"
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return True, f"Docker engine {client.version().get('Version', '?')}"
+    except Exception as err:  # DockerException, connection errors, timeouts
+        return False, f"no Docker engine reachable: {type(err).__name__}: {err}"
+
+
+class DockerTritonServer(_Endpoints):
+    """An NGC tritonserver container with the same interface as `TritonServer`."""
+
+    def __init__(
+        self,
+        *,
+        image: str = DEFAULT_NGC_IMAGE,
+        model_repository: Path | str = paths.MODEL_REPOSITORY,
+        project_backends: Path | str = paths.BACKENDS,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        host: str = "127.0.0.1",
+        gpus: bool | str = False,
+        shm_size: str = "1g",
+        startup_timeout: float = 300.0,
+        name: str | None = None,
+        **spec_kwargs: Any,
+    ):
+        self.host = host
+        chosen = iter(free_ports(3, "127.0.0.1" if host in ("0.0.0.0", "") else host))
+        self.http_port = http_port or next(chosen)
+        self.grpc_port = grpc_port or next(chosen)
+        self.metrics_port = metrics_port or next(chosen)
+        self.startup_timeout = startup_timeout
+        self.spec = docker_container_spec(
+            image=image,
+            model_repository=model_repository,
+            project_backends=project_backends,
+            http_port=self.http_port,
+            grpc_port=self.grpc_port,
+            metrics_port=self.metrics_port,
+            gpus=gpus,
+            shm_size=shm_size,
+            host=host,
+            name=name,
+            auto_remove=False,  # keep the container's log until stop(), for start errors
+            **spec_kwargs,
+        )
+        self.container = None
+        self.log_path = None  # logs live in the container: see log_tail()
+
+    @property
+    def pid(self) -> int | None:
+        return (self.container.attrs.get("State") or {}).get("Pid") if self.container else None
+
+    def is_running(self) -> bool:
+        if self.container is None:
+            return False
+        import docker
+
+        try:
+            self.container.reload()
+        except docker.errors.NotFound:
+            return False
+        return self.container.status == "running"
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        if self.container is None:
+            return ""
+        with contextlib.suppress(Exception):
+            return self.container.logs(tail=lines).decode("utf-8", errors="replace")
+        return ""
+
+    def start(self) -> DockerTritonServer:
+        import docker
+
+        ok, why = docker_available()
+        if not ok:
+            raise TritonStartError(why)
+        self.container = docker.from_env().containers.run(**self.spec)
+        started = time.monotonic()
+        if not wait_for(self.is_ready, self.startup_timeout, interval=0.5, abort=lambda: not self.is_running()):
+            state = "exited" if not self.is_running() else f"not ready after {time.monotonic() - started:.0f}s"
+            tail_text = self.log_tail()
+            self.stop(timeout=5)
+            raise TritonStartError(f"container {self.spec['name']} ({self.spec['image']}) {state}; last lines:\n{tail_text}")
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.container is None:
+            return
+        import docker
+
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            self.container.stop(timeout=int(timeout))
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            self.container.remove(force=True)
+        self.container = None

@@ -1,0 +1,60 @@
+"""The catalogue of patterns the SDK and CLI can call: which model, which input, which outputs.
+
+A pattern here is data, not code: adding a pattern whose model takes one input tensor and
+answers with a class is one entry in PATTERNS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PatternSpec:
+    name: str
+    model: str
+    input: str
+    datatype: str  # KServe v2 datatype of the input: "FP32", "BYTES", ...
+    outputs: tuple[str, ...]
+    argument: str  # how the CLI reads the value: "numbers" (comma list), "file" or "text"
+    summary: str
+    example: str  # a CLI argument, for help texts
+
+
+PATTERNS: dict[str, PatternSpec] = {
+    spec.name: spec
+    for spec in (
+        PatternSpec(
+            "web_single", "iris_web_single", "FEATURES", "FP32", ("LABEL", "CLASS_ID", "PROBABILITIES"), "numbers",
+            "validation, preprocessing and inference in one model",
+            "5.1,3.5,1.4,0.2",
+        ),
+        PatternSpec(
+            "synchronous", "iris", "FEATURES", "FP32", ("LABEL", "PROBABILITIES"), "numbers",
+            "the ONNX model served directly, dynamic batching, versions 1 and 2",
+            "6.7,3.0,5.2,2.3",
+        ),
+        PatternSpec(
+            "prep_pred", "digits", "IMAGE", "BYTES", ("LABEL", "PROBABILITIES"), "file",
+            "preprocessing and prediction as two models in an ensemble",
+            "digit.png",
+        ),
+        PatternSpec(
+            "prep_pred_bls", "digits_bls", "IMAGE", "BYTES", ("LABEL", "PROBABILITIES"), "file",
+            "the prep-pred flow as a BLS model that names the failing step",
+            "digit.png",
+        ),
+        PatternSpec(
+            "serial", "text_classify", "TEXT", "BYTES", ("LABEL", "PROBABILITIES"), "text",
+            "tokenizer -> MiniLM encoder -> classifier head, as an ensemble",
+            "the striker scored twice in the final",
+        ),
+    )
+}
+
+
+def pattern(name: str) -> PatternSpec:
+    try:
+        return PATTERNS[name]
+    except KeyError:
+        raise ValueError(f"unknown pattern {name!r}; known: {', '.join(PATTERNS)}") from None

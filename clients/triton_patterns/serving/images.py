@@ -1,0 +1,34 @@
+"""Decoding encoded images (PNG, JPEG, ...) into the normalised tensors a classifier takes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+
+def decode_image(
+    name: str,
+    data: bytes,
+    width: int,
+    height: int,
+    scale_max: float,
+    invert: bool = False,
+) -> np.ndarray:
+    """Decode, convert to grayscale, resize (box filter) and scale to [0, scale_max].
+
+    Returns a float32 array of width*height values, row-major."""
+    if not data:
+        raise InputError(name, "is empty; expected encoded image bytes (PNG or JPEG)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            gray = image.convert("L").resize((width, height), Image.Resampling.BOX)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(name, f"is not a decodable image (PNG or JPEG expected): {exc}") from None
+    pixels = np.asarray(gray, dtype=np.float32)
+    if invert:
+        pixels = 255.0 - pixels
+    return (pixels * (scale_max / 255.0)).reshape(-1)

@@ -1,0 +1,116 @@
+"""Reading a Triton model configuration (the JSON the backend receives) into plain values."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Triton data types as they appear in the JSON config ("TYPE_FP32") to numpy.
+_NUMPY_TYPES = {
+    "TYPE_BOOL": np.bool_,
+    "TYPE_UINT8": np.uint8,
+    "TYPE_UINT16": np.uint16,
+    "TYPE_UINT32": np.uint32,
+    "TYPE_UINT64": np.uint64,
+    "TYPE_INT8": np.int8,
+    "TYPE_INT16": np.int16,
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_FP16": np.float16,
+    "TYPE_FP32": np.float32,
+    "TYPE_FP64": np.float64,
+    "TYPE_STRING": np.object_,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a model config: name, numpy dtype, per-item dims, reshape."""
+
+    name: str
+    dtype: type
+    dims: tuple[int, ...]
+    reshape: tuple[int, ...] | None = None
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    max_batch_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    parameters: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch_size > 0
+
+    def parameter(self, key: str, default: str | None = None) -> str | None:
+        return self.parameters.get(key, default)
+
+    def int_parameter(self, key: str, default: int) -> int:
+        value = self.parameters.get(key)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(
+                f"model '{self.name}': parameter '{key}' must be an integer, got {value!r}"
+            ) from None
+
+    def float_parameter(self, key: str, default: float) -> float:
+        value = self.parameters.get(key)
+        if value is None or value == "":
+            return default
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(
+                f"model '{self.name}': parameter '{key}' must be a number, got {value!r}"
+            ) from None
+
+    def required_parameter(self, key: str) -> str:
+        value = self.parameters.get(key)
+        if not value:
+            raise ValueError(f"model '{self.name}': config parameter '{key}' is required")
+        return value
+
+
+def numpy_dtype(triton_type: str) -> type:
+    try:
+        return _NUMPY_TYPES[triton_type]
+    except KeyError:
+        raise ValueError(f"unsupported data type {triton_type!r}") from None
+
+
+def _tensor_spec(entry: dict[str, Any]) -> TensorSpec:
+    reshape = entry.get("reshape")
+    return TensorSpec(
+        name=entry["name"],
+        dtype=numpy_dtype(entry["data_type"]),
+        dims=tuple(int(d) for d in entry.get("dims", [])),
+        reshape=tuple(int(d) for d in reshape.get("shape", [])) if reshape is not None else None,
+        optional=bool(entry.get("optional", False)),
+    )
+
+
+def parse_model_config(model_config: str | dict[str, Any]) -> ModelConfig:
+    """Parse `args["model_config"]` (a JSON string) as handed to `initialize`."""
+    raw = json.loads(model_config) if isinstance(model_config, str) else model_config
+    parameters = {
+        key: value.get("string_value", "") for key, value in raw.get("parameters", {}).items()
+    }
+    return ModelConfig(
+        name=raw.get("name", ""),
+        max_batch_size=int(raw.get("max_batch_size", 0)),
+        inputs=tuple(_tensor_spec(e) for e in raw.get("input", [])),
+        outputs=tuple(_tensor_spec(e) for e in raw.get("output", [])),
+        parameters=parameters,
+        raw=raw,
+    )

@@ -1,0 +1,91 @@
+"""The only helper module that touches `triton_python_backend_utils` (available inside Triton).
+
+It reads request inputs into numpy, builds responses and error responses, and wraps BLS calls
+so that every failure names the model that failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from .batching import Runner, run_requests
+from .errors import InputError, StepError
+from .model_config import TensorSpec
+
+
+def read_inputs(request, specs: Iterable[TensorSpec]) -> dict[str, np.ndarray]:
+    """Inputs of one request as numpy arrays; optional inputs that were not sent are left out."""
+    arrays: dict[str, np.ndarray] = {}
+    for spec in specs:
+        tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
+        if tensor is None:
+            if spec.optional:
+                continue
+            raise InputError(spec.name, "is required but was not sent")
+        arrays[spec.name] = tensor.as_numpy()
+    return arrays
+
+
+def response(outputs: Mapping[str, np.ndarray], parameters: Mapping | None = None):
+    tensors = [pb_utils.Tensor(name, np.ascontiguousarray(arr)) for name, arr in outputs.items()]
+    if parameters:
+        return pb_utils.InferenceResponse(output_tensors=tensors, parameters=dict(parameters))
+    return pb_utils.InferenceResponse(output_tensors=tensors)
+
+
+def error_response(exc: BaseException):
+    """A per-request error: INVALID_ARG for bad input; a failed step keeps its callee's code
+    (UNAVAILABLE when it has none); anything else is INTERNAL."""
+    if isinstance(exc, StepError):
+        code = exc.code if exc.code is not None else pb_utils.TritonError.UNAVAILABLE
+    elif isinstance(exc, (InputError, ValueError)):
+        code = pb_utils.TritonError.INVALID_ARG
+    else:
+        code = pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code))
+
+
+def call_model(
+    step: str,
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    output_names: list[str],
+    version: int = -1,
+) -> dict[str, np.ndarray]:
+    """Synchronous BLS call; returns the requested outputs or raises StepError."""
+    request = pb_utils.InferenceRequest(
+        model_name=model,
+        model_version=version,
+        inputs=[pb_utils.Tensor(n, np.ascontiguousarray(a)) for n, a in inputs.items()],
+        requested_output_names=output_names,
+    )
+    result = request.exec()
+    if result.has_error():
+        error = result.error()
+        raise StepError(step, model, version, error.message(), error.code())
+    outputs = {}
+    for name in output_names:
+        tensor = pb_utils.get_output_tensor_by_name(result, name)
+        if tensor is None:
+            raise StepError(step, model, version, f"returned no output '{name}'")
+        outputs[name] = tensor.as_numpy()
+    return outputs
+
+
+def execute_requests(requests, specs: Iterable[TensorSpec], run: Runner, batching: bool) -> list:
+    """The body of a typical `execute`: read inputs, run (merged when batching), respond;
+    each failure becomes that request's error response and the others still succeed."""
+    specs = list(specs)
+    parsed = []
+    for request in requests:
+        try:
+            parsed.append(read_inputs(request, specs))
+        except Exception as exc:  # noqa: BLE001
+            parsed.append(exc)
+    return [
+        error_response(r) if isinstance(r, BaseException) else response(r)
+        for r in run_requests(parsed, run, batching)
+    ]

@@ -1,0 +1,41 @@
+"""Input checks for backends that validate before inference (web single and friends)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+
+def check_finite(name: str, values: np.ndarray) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(name, f"must be finite numbers; element {list(where)} is {values[where]}")
+
+
+def check_ranges(
+    name: str,
+    values: np.ndarray,
+    lows: Sequence[float],
+    highs: Sequence[float],
+    feature_names: Sequence[str],
+) -> None:
+    """`values` has shape [rows, features]; each column must lie in [low, high]."""
+    if values.shape[-1] != len(feature_names):
+        raise InputError(name, f"expected {len(feature_names)} features per row, got {values.shape[-1]}")
+    lows_a, highs_a = np.asarray(lows, dtype=values.dtype), np.asarray(highs, dtype=values.dtype)
+    bad = (values < lows_a) | (values > highs_a)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise InputError(
+            name,
+            f"row {row} feature {col} ({feature_names[col]}) = {values[row, col]:g} is outside "
+            f"the valid range [{lows[col]:g}, {highs[col]:g}]",
+        )
+
+
+def parse_list(text: str, cast=str) -> list:
+    return [cast(item.strip()) for item in text.split(",") if item.strip()]

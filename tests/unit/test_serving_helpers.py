@@ -1,0 +1,136 @@
+"""Unit tests of the logic inside the backends: config parsing, batching, validation, images."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from triton_patterns.serving.batching import concat_requests, run_requests, split_rows
+from triton_patterns.serving.errors import InputError, StepError
+from triton_patterns.serving.images import decode_image
+from triton_patterns.serving.model_config import parse_model_config
+from triton_patterns.serving.validation import check_finite, check_ranges, parse_list
+
+CONFIG = {
+    "name": "iris",
+    "max_batch_size": 64,
+    "input": [{"name": "FEATURES", "data_type": "TYPE_FP32", "dims": ["4"]}],
+    "output": [
+        {"name": "LABEL", "data_type": "TYPE_INT64", "dims": ["1"], "reshape": {"shape": []}},
+        {"name": "PROBABILITIES", "data_type": "TYPE_FP32", "dims": ["3"]},
+    ],
+    "parameters": {
+        "intra_op_thread_count": {"string_value": "1"},
+        "labels": {"string_value": "a,b,c"},
+        "bad_int": {"string_value": "one"},
+    },
+}
+
+
+def test_model_config_parses_tensors_reshape_and_parameters():
+    config = parse_model_config(json.dumps(CONFIG))
+    assert config.batching and config.max_batch_size == 64
+    assert [s.name for s in config.inputs] == ["FEATURES"]
+    assert config.inputs[0].dtype is np.float32 and config.inputs[0].dims == (4,)
+    assert config.outputs[0].reshape == () and config.outputs[1].reshape is None
+    assert config.int_parameter("intra_op_thread_count", 0) == 1
+    assert config.int_parameter("missing", 7) == 7
+    with pytest.raises(ValueError, match="'bad_int' must be an integer"):
+        config.int_parameter("bad_int", 0)
+    with pytest.raises(ValueError, match="'nope' is required"):
+        config.required_parameter("nope")
+
+
+def test_concat_and_split_round_trip_keeps_request_order():
+    a = {"X": np.arange(8, dtype=np.float32).reshape(2, 4)}
+    b = {"X": np.arange(100, 104, dtype=np.float32).reshape(1, 4)}
+    merged, sizes = concat_requests([a, b])
+    assert sizes == [2, 1] and merged["X"].shape == (3, 4)
+    pieces = split_rows({"Y": merged["X"].sum(axis=1)}, sizes)
+    assert pieces[0]["Y"].tolist() == [6.0, 22.0]
+    assert pieces[1]["Y"].tolist() == [406.0]
+
+
+def test_concat_rejects_different_inner_shapes_and_split_checks_rows():
+    with pytest.raises(ValueError, match="different shapes"):
+        concat_requests([{"X": np.zeros((1, 3))}, {"X": np.zeros((1, 4))}])
+    with pytest.raises(ValueError, match="expected 3"):
+        split_rows({"Y": np.zeros(2)}, [2, 1])
+
+
+def test_run_requests_merges_once_when_all_good():
+    calls = []
+
+    def run(inputs):
+        calls.append(inputs["X"].shape[0])
+        return {"Y": inputs["X"] * 2}
+
+    results = run_requests([{"X": np.ones((2, 1))}, {"X": np.full((1, 1), 3.0)}], run, batching=True)
+    assert calls == [3]
+    assert results[0]["Y"].ravel().tolist() == [2, 2] and results[1]["Y"].ravel().tolist() == [6]
+
+
+def test_run_requests_isolates_a_bad_request():
+    def run(inputs):
+        if np.isnan(inputs["X"]).any():
+            raise InputError("X", "must be finite")
+        return {"Y": inputs["X"] + 1}
+
+    unreadable = InputError("X", "is required but was not sent")
+    results = run_requests(
+        [{"X": np.ones((1, 1))}, {"X": np.full((1, 1), np.nan)}, unreadable], run, batching=True
+    )
+    assert results[0]["Y"].item() == 2.0
+    assert isinstance(results[1], InputError) and "input 'X'" in str(results[1])
+    assert results[2] is unreadable
+
+
+def test_check_finite_and_ranges_name_the_feature():
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    good = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
+    check_finite("FEATURES", good)
+    check_ranges("FEATURES", good, [0] * 4, [15, 10, 15, 5], names)
+    with pytest.raises(InputError, match=r"input 'FEATURES'.*finite.*\[0, 2\]"):
+        check_finite("FEATURES", np.array([[1, 2, np.inf, 4]], dtype=np.float32))
+    with pytest.raises(InputError, match=r"petal_length\) = 45 is outside the valid range \[0, 15\]"):
+        check_ranges("FEATURES", np.array([[5, 3, 45, 1]], dtype=np.float32), [0] * 4, [15, 10, 15, 5], names)
+    with pytest.raises(InputError, match="expected 4 features per row, got 3"):
+        check_ranges("FEATURES", np.zeros((1, 3), dtype=np.float32), [0] * 4, [1] * 4, names)
+
+
+def test_parse_list_strips_and_casts():
+    assert parse_list(" 1, 2.5 ,", float) == [1.0, 2.5]
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_decode_image_resizes_grayscale_and_scales():
+    image = np.zeros((32, 32), dtype=np.uint8)
+    image[:16, :] = 255  # top half white
+    tensor = decode_image("IMAGE", _png(image), 8, 8, 16.0)
+    assert tensor.shape == (64,) and tensor.dtype == np.float32
+    assert tensor.reshape(8, 8)[:4].min() == 16.0 and tensor.reshape(8, 8)[4:].max() == 0.0
+    inverted = decode_image("IMAGE", _png(image), 8, 8, 16.0, invert=True)
+    assert inverted.reshape(8, 8)[4:].min() == 16.0
+
+
+def test_decode_image_rejects_corrupt_and_empty_bytes():
+    with pytest.raises(InputError, match="input 'IMAGE'.*not a decodable image"):
+        decode_image("IMAGE", b"\x89PNG not really", 8, 8, 16.0)
+    with pytest.raises(InputError, match="input 'IMAGE'.*is empty"):
+        decode_image("IMAGE", b"", 8, 8, 16.0)
+
+
+def test_step_error_names_step_model_and_version():
+    error = StepError("preprocess", "digits_preprocess", 1, "boom", code=3)
+    assert str(error) == "step 'preprocess' (model 'digits_preprocess' version 1) failed: boom"
+    assert error.code == 3
+    assert "version" not in str(StepError("predict", "iris", -1, "x"))
