@@ -79,8 +79,7 @@ def _build_web_single(repo):
         src = mf.artifact_path(repo, "iris", 2)
         data = src.read_bytes()
         parity, metrics, heldout = _evaluate("iris_web_single v1", 2, data, log)
-        X_train = load_split()[0]
-        names = load_split()[4]
+        X_train, names = load_split()[0], load_split()[4]
         ranges = [{"name": n, "min": float(X_train[:, i].min()), "max": float(X_train[:, i].max())}
                   for i, n in enumerate(names)]
         extra = {"same_as": {"model": "iris", "version": 2, "sha256": mf.sha256_bytes(data)},

@@ -216,6 +216,11 @@ def finalize_onnx(model, doc: str, metadata_props: Mapping[str, str] | None = No
         if limit is not None and version > limit:
             raise ExportError(f"{model.graph.name}: opset {domain or 'ai.onnx'} {version} > {limit}")
     model.ir_version = min(model.ir_version or IR_VERSION, IR_VERSION)
+    # converters build opset_import from a set: fix its order so equal models give equal bytes
+    ordered = sorted(((o.domain, o.version) for o in model.opset_import))
+    del model.opset_import[:]
+    for domain, version in ordered:
+        model.opset_import.add(domain=domain, version=version)
     model.doc_string = doc
     del model.metadata_props[:]
     for k, v in sorted((metadata_props or {}).items()):
@@ -367,7 +372,8 @@ def run_spec(spec: Spec, repo: Path, force: bool = False, stream=None) -> str:
     write_atomic(model_dir / spec.artifact, result.artifact)
     write_atomic(model_dir / MANIFEST, (json.dumps(_jsonable(manifest), indent=2) + "\n").encode())
     rel = os.path.relpath(model_dir / spec.artifact, Path.cwd())
-    log.end(f"wrote {rel} ({len(result.artifact) / 1e6:.1f} MB)")
+    n = len(result.artifact)
+    log.end(f"wrote {rel} ({n / 1e6:.1f} MB)" if n >= 1e6 else f"wrote {rel} ({n / 1e3:.0f} kB)")
     return "exported"
 
 

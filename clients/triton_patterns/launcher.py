@@ -22,6 +22,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -29,6 +30,7 @@ import sysconfig
 import tempfile
 import threading
 import time
+import urllib.request
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,8 @@ DEFAULT_CACHE_SIZE_BYTES = 64 * 1024 * 1024
 NATIVE_IN_NGC_IMAGE = frozenset({"onnxruntime"})  # project shims the NGC image replaces natively
 PACKAGE_DIR = Path(__file__).resolve().parent
 LOG_TAIL_LINES = 60
+_ERROR_LINE = re.compile(r"^E\d{4} |unrecognized option|invalid argument|[Ee]rror: ")
+_HARMLESS_ON_CPU = re.compile(r"NVML|CudaDriverHelper|DCGM")
 
 
 class TritonStartError(RuntimeError):
@@ -111,15 +115,42 @@ def stub_path(python_version: str | None = None) -> Path:
     return stub
 
 
+def wheel_libs_dir() -> Path:
+    """The wheel's bundled shared libraries (libtritonserver, libcudart, ...)."""
+    installed = wheel_dir().parent.parent / "nvidia_pytriton.libs"
+    return installed if installed.is_dir() else wheel_dir() / "external_libs"  # editable pytriton
+
+
+def _temporary_sibling(path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    return tmp
+
+
 def _symlink(target: Path, link: Path) -> None:
     """Point `link` at `target`, atomically replacing whatever is there."""
     if link.is_symlink() and os.readlink(link) == str(target):
         return
-    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
+    tmp = _temporary_sibling(link)
     tmp.symlink_to(target)
     os.replace(tmp, link)
+
+
+def _install_file(source: Path, dest: Path) -> None:
+    """Put a real file at `dest` with `source`'s content: a hard link, else a copy; atomic."""
+    if not dest.is_symlink() and dest.exists():
+        if os.path.samefile(source, dest):
+            return
+        src_stat, dst_stat = source.stat(), dest.stat()
+        if (src_stat.st_size, int(src_stat.st_mtime)) == (dst_stat.st_size, int(dst_stat.st_mtime)):
+            return
+    tmp = _temporary_sibling(dest)
+    try:
+        os.link(source, tmp)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(source, tmp)
+    os.replace(tmp, dest)
 
 
 def project_backend_folders(project_backends: Path | str = paths.BACKENDS) -> dict[str, Path]:
@@ -138,19 +169,23 @@ def assemble_backend_directory(
     project_backends: Path | str = paths.BACKENDS,
     python_version: str | None = None,
 ) -> Path:
-    """Make `target` a Triton `--backend-directory` out of symlinks (idempotent, safe to rerun).
+    """Make `target` a Triton `--backend-directory` (idempotent, safe to rerun).
 
     `target/python/` holds the wheel's `libtriton_python.so`, `triton_python_backend_utils.py`
-    and the stub for `python_version` (default: the running Python); every project backend
-    folder is linked as `target/<name>`. Links to backends that disappeared are removed.
+    and the stub for `python_version` (default: the running Python) as real files (hard links,
+    else copies): for a Python-based backend, core rejects a `libtriton_python.so` whose real
+    path "escapes backend directory", so a symlink to the wheel does not do. Every project
+    backend folder is symlinked as `target/<name>`; links to backends that disappeared are
+    removed. Away from the wheel the files' RPATH no longer finds the wheel's libraries:
+    `server_env()` puts them on LD_LIBRARY_PATH.
     """
     target = Path(target)
     python_dir = target / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
     wheel_python = wheel_dir() / "backends" / "python"
-    _symlink(wheel_python / "libtriton_python.so", python_dir / "libtriton_python.so")
-    _symlink(wheel_python / "triton_python_backend_utils.py", python_dir / "triton_python_backend_utils.py")
-    _symlink(stub_path(python_version), python_dir / "triton_python_backend_stub")
+    _install_file(wheel_python / "libtriton_python.so", python_dir / "libtriton_python.so")
+    _install_file(wheel_python / "triton_python_backend_utils.py", python_dir / "triton_python_backend_utils.py")
+    _install_file(stub_path(python_version), python_dir / "triton_python_backend_stub")
 
     wanted = project_backend_folders(project_backends)
     for name, folder in wanted.items():
@@ -184,10 +219,13 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
       `python3` on PATH (it ignores PYTHONPATH), so models import the venv's packages.
     * LD_LIBRARY_PATH starts with this interpreter's libpython directory: the stub links
       `libpythonX.Y.so.1.0`; without it the system's copy (another patch release, or none)
-      is loaded. The wheel's own libraries need nothing: its binaries carry an RPATH.
+      is loaded. Then the wheel's `nvidia_pytriton.libs` (as pytriton does): the python
+      backend library and stub in the assembled directory find libtritonserver and
+      libcudart there, their `$ORIGIN`-relative RPATH pointing nowhere from that place.
     """
     env = dict(os.environ)
     _prepend(env, "PATH", os.path.dirname(sys.executable))  # not resolved: the venv's bin
+    _prepend(env, "LD_LIBRARY_PATH", str(wheel_libs_dir()))
     libdir = python_libdir()
     if libdir is not None:
         _prepend(env, "LD_LIBRARY_PATH", str(libdir))
@@ -233,6 +271,12 @@ def common_server_flags(
 
 
 # --------------------------------------------------------------------------- shared client side
+
+
+def _fill_ports(host: str, *ports: int | None) -> list[int]:
+    """The given ports, with each None replaced by a distinct free port on `host`."""
+    free = iter(free_ports(sum(p is None for p in ports), "127.0.0.1" if host in ("0.0.0.0", "") else host))
+    return [p if p is not None else next(free) for p in ports]
 
 
 class _Endpoints:
@@ -296,8 +340,6 @@ class _Endpoints:
 
     def model_index(self) -> list[dict]:
         """The repository index (name, version, state) from `POST /v2/repository/index`."""
-        import urllib.request
-
         request = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read() or b"[]")
@@ -311,7 +353,18 @@ class _Endpoints:
 
 
 class TritonServer(_Endpoints):
-    """The wheel's tritonserver as a supervised child process (its own process group)."""
+    """The wheel's tritonserver as a supervised child process (its own process group).
+
+    Ports left None are free ports on `host`, fixed for the object's life (restarts reuse
+    them). `cache_size_bytes` sizes Triton's local response cache (None: no cache).
+    `model_control_mode` "none" | "explicit" (with `load_models`, "*" for all) | "poll".
+    The log (stdout and stderr, appended across restarts) is `log_path` under `log_dir`.
+    `restart_on_death`: a death not caused by `stop()` is appended to `deaths`, passed to
+    `on_death`, and followed by a restart on the same ports, at most `max_restarts` times,
+    after `restart_backoff` seconds doubled for each death within 30 s of its start.
+    `die_with_parent`: the kernel SIGTERMs the server if the thread that started it ends
+    (the main thread, usually), so a killed test run leaves no server behind.
+    """
 
     def __init__(
         self,
@@ -342,11 +395,7 @@ class TritonServer(_Endpoints):
         self.model_repository = Path(model_repository).resolve()
         self.project_backends = Path(project_backends).resolve()
         self.host = host
-        port_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        chosen = iter(free_ports(3, port_host))
-        self.http_port = http_port or next(chosen)
-        self.grpc_port = grpc_port or next(chosen)
-        self.metrics_port = metrics_port or next(chosen)
+        self.http_port, self.grpc_port, self.metrics_port = _fill_ports(host, http_port, grpc_port, metrics_port)
         self.cache_size_bytes = cache_size_bytes
         self.flags = common_server_flags(
             model_control_mode=model_control_mode,
@@ -360,6 +409,8 @@ class TritonServer(_Endpoints):
         self.extra_args = list(extra_args)
         self.extra_env = dict(env or {})
         self.backend_directory = Path(backend_directory) if backend_directory else self._default_backend_directory()
+        # the python backend names its /dev/shm regions <prefix><uuid>: ours, to clean after a crash
+        self.shm_prefix = f"triton_patterns_{os.getpid()}_{self.http_port}_"
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = Path(log_dir or paths.BUILD / "logs") / f"tritonserver-{stamp}-{self.http_port}.log"
         self.restart_on_death = restart_on_death
@@ -400,6 +451,7 @@ class TritonServer(_Endpoints):
             f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *self.flags,
             *self.extra_args,
         ]
@@ -442,7 +494,8 @@ class TritonServer(_Endpoints):
         if not self._wait_ready(proc):
             reason = self._not_ready_reason(proc, time.monotonic() - started)
             proc.terminate(timeout=10)
-            raise TritonStartError(f"{reason}; last lines of {self.log_path}:\n{proc.log_tail(LOG_TAIL_LINES)}")
+            self._clean_up_after(proc)
+            raise TritonStartError(self._start_error_message(reason, proc))
         LOG.info("tritonserver pid %s ready in %.1fs at %s", proc.pid, time.monotonic() - started, self.http_url)
         self._supervisor = threading.Thread(target=self._supervise, name=f"triton-supervisor-{self.http_port}", daemon=True)
         self._supervisor.start()
@@ -455,10 +508,18 @@ class TritonServer(_Endpoints):
             proc = self._proc
         if proc is not None:
             proc.terminate(timeout)
+            self._clean_up_after(proc)
         supervisor = self._supervisor
         if supervisor is not None and supervisor is not threading.current_thread():
             supervisor.join(timeout=10)
         self._supervisor = None
+
+    def _clean_up_after(self, proc: ManagedProcess) -> None:
+        """Once `proc` has exited: kill what is left of its process group, unlink its /dev/shm regions."""
+        proc.kill_leftovers()
+        if not proc.is_running():
+            for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+                region.unlink(missing_ok=True)
 
     def _spawn(self) -> ManagedProcess:
         return ManagedProcess(
@@ -480,6 +541,16 @@ class TritonServer(_Endpoints):
             return "tritonserver start interrupted by stop()"
         return f"tritonserver not ready after {waited:.0f}s (startup_timeout={self.startup_timeout:.0f}s)"
 
+    def _start_error_message(self, reason: str, proc: ManagedProcess) -> str:
+        """Reason, the run's error lines (a bad flag's is followed by 100 lines of usage), log tail."""
+        run = tail(self.log_path, 5000).rsplit("\n=== ", 1)[-1].splitlines()
+        errors = [line for line in run if _ERROR_LINE.search(line) and not _HARMLESS_ON_CPU.search(line)][:10]
+        parts = [reason]
+        if errors:
+            parts.append("errors:\n" + "\n".join(errors))
+        parts.append(f"last lines of {self.log_path}:\n{proc.log_tail(LOG_TAIL_LINES)}")
+        return "\n".join(parts)
+
     # -- supervision
 
     def _supervise(self) -> None:
@@ -490,7 +561,7 @@ class TritonServer(_Endpoints):
             proc.wait()
             if self._stopping.is_set():
                 return
-            proc.kill_leftovers()  # e.g. Python stubs orphaned by a crash
+            self._clean_up_after(proc)  # Python stubs and shared memory orphaned by a crash
             self._report(proc)
             if not self.deaths[-1].restarting:
                 self._given_up.set()
@@ -698,10 +769,7 @@ class DockerTritonServer(_Endpoints):
         **spec_kwargs: Any,
     ):
         self.host = host
-        chosen = iter(free_ports(3, "127.0.0.1" if host in ("0.0.0.0", "") else host))
-        self.http_port = http_port or next(chosen)
-        self.grpc_port = grpc_port or next(chosen)
-        self.metrics_port = metrics_port or next(chosen)
+        self.http_port, self.grpc_port, self.metrics_port = _fill_ports(host, http_port, grpc_port, metrics_port)
         self.startup_timeout = startup_timeout
         self.spec = docker_container_spec(
             image=image,

@@ -101,11 +101,18 @@ class RedisServer:
 
         return redis.Redis(host=self.host, port=self.port, db=0, **kwargs)
 
+    def _control_client(self):
+        """A client that fails at once (redis-py retries refused connections for seconds by default)."""
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        return self.client(socket_timeout=2, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+
     def ping(self) -> bool:
         import redis
 
         try:
-            with contextlib.closing(self.client(socket_timeout=1, socket_connect_timeout=1)) as client:
+            with contextlib.closing(self._control_client()) as client:
                 return bool(client.ping())
         except redis.RedisError:
             return False
@@ -121,6 +128,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         if self.is_running():
             raise RuntimeError(f"redis-server already running (pid {self.pid})")
+        redis_server_binary(self.binary)  # fail before creating anything
         if self.directory is None:
             self.directory = Path(tempfile.mkdtemp(prefix="triton-patterns-redis-"))
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -155,7 +163,7 @@ class RedisServer:
         import redis
 
         try:
-            with contextlib.closing(self.client(socket_timeout=2, socket_connect_timeout=1)) as client:
+            with contextlib.closing(self._control_client()) as client:
                 client.shutdown(nosave=True)
         except redis.RedisError:  # the connection drops as the server exits; or it never answered
             pass

@@ -6,6 +6,7 @@ so that every failure names the model that failed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -48,6 +49,19 @@ def error_response(exc: BaseException):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code))
 
 
+# InputError messages start like this; see _callee_code.
+_BAD_INPUT = re.compile(r"^(in ensemble '[^']*', )?input '")
+
+
+def _callee_code(error) -> int:
+    """The callee's error code. BLS responses lose it (always INTERNAL, server issue #7804), so
+    an error in the InputError format of the project's backends is taken as INVALID_ARG."""
+    code = error.code()
+    if code == pb_utils.TritonError.INTERNAL and _BAD_INPUT.match(error.message()):
+        return pb_utils.TritonError.INVALID_ARG
+    return code
+
+
 def call_model(
     step: str,
     model: str,
@@ -65,7 +79,7 @@ def call_model(
     result = request.exec()
     if result.has_error():
         error = result.error()
-        raise StepError(step, model, version, error.message(), error.code())
+        raise StepError(step, model, version, error.message(), _callee_code(error))
     outputs = {}
     for name in output_names:
         tensor = pb_utils.get_output_tensor_by_name(result, name)

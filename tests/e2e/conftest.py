@@ -1,0 +1,52 @@
+"""Session fixtures: a real tritonserver on the project's repository and a real Redis, both on
+free ports on 127.0.0.1, stopped at the end of the run."""
+
+from __future__ import annotations
+
+import pytest
+
+from triton_patterns import paths
+from triton_patterns.client import AsyncPatternClient, PatternClient
+from triton_patterns.launcher import TritonServer
+from triton_patterns.redis_server import RedisServer
+
+EXPORTED = [
+    "iris/1/model.onnx", "iris/2/model.onnx", "iris_web_single/1/model.onnx",
+    "digits_classifier/1/model.onnx", "text_encoder/1/model.onnx",
+    "text_classifier/1/model.onnx", "text_tokenizer/1/tokenizer.json", "heavy_mlp/1/model.onnx",
+]
+
+
+@pytest.fixture(scope="session")
+def triton():
+    missing = [p for p in EXPORTED if not (paths.MODEL_REPOSITORY / p).exists()]
+    if missing:
+        pytest.fail(f"exported models are missing ({', '.join(missing)}): run `make models` first")
+    with TritonServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture()
+def client(triton):
+    with PatternClient(triton.http_url) as c:
+        yield c
+
+
+@pytest.fixture()
+def grpc_client(triton):
+    with PatternClient(triton.grpc_url, protocol="grpc") as c:
+        yield c
+
+
+@pytest.fixture()
+def async_client_factory(triton):
+    def make(protocol: str) -> AsyncPatternClient:
+        return AsyncPatternClient(triton.http_url if protocol == "http" else triton.grpc_url, protocol)
+
+    return make

@@ -1,0 +1,132 @@
+"""End-to-end: each pattern through the client SDK against the real tritonserver."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from export import digits as digits_export
+from export import iris as iris_export
+from triton_patterns.client import PatternError
+from triton_patterns.demo import TEXT_SAMPLES
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def iris_heldout():
+    _, x_test, _, y_test, _ = iris_export.load_split()
+    return x_test.astype(np.float32), y_test
+
+
+@pytest.fixture(scope="module")
+def digit_images():
+    x_test, y_test = digits_export.load_test_split()
+    count = 30  # one request each below max_batch_size (32)
+    return x_test[:count], [digits_export.encode_digit_png(x) for x in x_test[:count]], y_test[:count]
+
+
+def test_repository_index_has_every_model_ready(client):
+    ready = {(m.name, m.version) for m in client.models() if m.state == "READY"}
+    expected = {
+        ("iris", "1"), ("iris", "2"), ("iris_web_single", "1"), ("digits", "1"),
+        ("digits_bls", "1"), ("digits_preprocess", "1"), ("digits_classifier", "1"),
+        ("text_tokenizer", "1"), ("text_encoder", "1"), ("text_classifier", "1"),
+        ("text_classify", "1"), ("heavy_mlp", "1"),
+    }
+    assert expected <= ready
+
+
+def test_synchronous_serves_both_versions_and_latest_by_default(client, iris_heldout):
+    x, y = iris_heldout
+    v1 = client.predict("synchronous", x, version=1)
+    v2 = client.predict("synchronous", x, version=2)
+    latest = client.predict("synchronous", x)
+    assert {p.version for p in v1} == {"1"} and {p.version for p in v2} == {"2"}
+    assert {p.version for p in latest} == {"2"}
+    scores_v1 = np.stack([p.scores for p in v1])
+    scores_v2 = np.stack([p.scores for p in v2])
+    assert not np.allclose(scores_v1, scores_v2, atol=1e-3), "v1 and v2 are different models"
+    for predictions in (v1, v2):
+        accuracy = np.mean([p.class_id == t for p, t in zip(predictions, y)])
+        assert accuracy >= 0.9
+        assert all(abs(p.scores.sum() - 1) < 1e-4 for p in predictions)
+
+
+def test_web_single_agrees_with_synchronous_latest(client, iris_heldout):
+    x, _ = iris_heldout
+    web = client.predict("web_single", x)
+    direct = client.predict("synchronous", x)
+    assert [p.class_id for p in web] == [p.class_id for p in direct]
+    assert [p.label for p in web] == [p.label for p in direct]
+    np.testing.assert_allclose(
+        np.stack([p.scores for p in web]), np.stack([p.scores for p in direct]), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("form", ["ensemble", "bls"])
+def test_prep_pred_recognises_heldout_digits(client, digit_images, form):
+    _, pngs, truth = digit_images
+    labels = [client.prep_pred(png, form=form).class_id for png in pngs]
+    assert np.mean(np.array(labels) == truth) >= 0.9
+
+
+def test_prep_pred_preprocessing_reproduces_the_training_tensor(client, digit_images):
+    """Decoding the PNG on the server gives the classifier the digit's 0..16 values (up to the
+    8-bit quantisation of the PNG), so ensemble, BLS and the bare classifier agree row by row."""
+    pixels, pngs, _ = digit_images
+    quantised = (np.rint(pixels * 255 / 16) * 16 / 255).astype(np.float32)
+    bare = client.client.infer(
+        "digits_classifier", [_fp32_input(client, "PIXELS", quantised)]
+    ).as_numpy("PROBABILITIES")
+    ensemble = np.stack([p.scores for p in client.predict("prep_pred", pngs)])
+    bls = np.stack([p.scores for p in client.predict("prep_pred_bls", pngs)])
+    np.testing.assert_allclose(ensemble, bare, atol=1e-5)
+    np.testing.assert_allclose(bls, bare, atol=1e-5)
+
+
+def _fp32_input(client, name, array):
+    tensor = client._mod.InferInput(name, list(array.shape), "FP32")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def test_serial_ensemble_classifies_text_topics(client):
+    predictions = client.predict("serial", [text for text, _ in TEXT_SAMPLES])
+    assert [p.label for p in predictions] == [topic for _, topic in TEXT_SAMPLES]
+
+
+def test_grpc_gives_the_same_answers_as_http(client, grpc_client, iris_heldout, digit_images):
+    x, _ = iris_heldout
+    _, pngs, _ = digit_images
+    for pattern, value in (("web_single", x[:5]), ("synchronous", x[:5]), ("prep_pred", pngs[:3])):
+        over_http = client.predict(pattern, value)
+        over_grpc = grpc_client.predict(pattern, value)
+        assert [p.class_id for p in over_grpc] == [p.class_id for p in over_http]
+        assert {p.version for p in over_grpc} == {p.version for p in over_http}
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_asyncio_client_concurrent_requests_are_batched_and_correct(
+    triton, client, async_client_factory, iris_heldout, protocol
+):
+    x, _ = iris_heldout
+    expected = [p.class_id for p in client.predict("synchronous", x)]
+    before = _iris_stats(client)
+
+    async def run():
+        async with async_client_factory(protocol) as aclient:
+            return await asyncio.gather(*(aclient.synchronous(row) for row in x))
+
+    answers = asyncio.run(run())
+    assert [p.class_id for p in answers] == expected
+    inferences, executions = (a - b for a, b in zip(_iris_stats(client), before))
+    assert inferences == len(x)
+    assert executions < inferences, "the dynamic batcher merged concurrent requests"
+
+
+def _iris_stats(client) -> tuple[int, int]:
+    stats = client.client.get_inference_statistics("iris", "2")["model_stats"][0]
+    return stats["inference_count"], stats["execution_count"]
