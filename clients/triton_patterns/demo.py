@@ -17,7 +17,7 @@ from rich.table import Table
 
 from .client import PatternClient, PatternError, Prediction
 
-console = Console()
+console = Console(width=None if Console().is_terminal else 130)
 
 IRIS_SAMPLES = [  # (features in cm, true species), rows of scikit-learn's iris data
     ([5.1, 3.5, 1.4, 0.2], "setosa"),
@@ -55,16 +55,16 @@ def running_stack() -> Iterator[tuple[str, str]]:
             yield triton.http_url, redis.url
 
 
-def _row(table: Table, pattern: str, call: str, expected: str, fn: Callable[[], Prediction]) -> bool:
+def _row(table: Table, pattern: str, given: str, expected: str, fn: Callable[[], Prediction]) -> bool:
     try:
         p = fn()
     except PatternError as exc:
-        table.add_row(pattern, call, "-", "-", f"[red]error: {exc}[/red]", expected, "-")
+        table.add_row(pattern, given, "-", "-", f"[red]error: {exc}[/red]", expected, "-")
         return False
     ok = p.label == expected
     mark = "[green]ok[/green]" if ok else "[red]WRONG[/red]"
     table.add_row(
-        pattern, call, p.model, p.version,
+        pattern, given, p.model, p.version,
         f"{p.label} (p={float(np.max(p.scores)):.3f}) {mark}", expected, f"{p.latency_ms:.1f}",
     )
     return ok
@@ -73,22 +73,22 @@ def _row(table: Table, pattern: str, call: str, expected: str, fn: Callable[[], 
 def run_patterns(url: str) -> bool:
     """Call every pattern; print a table; return True when every answer was right."""
     table = Table(title="Patterns through the client SDK", show_lines=False)
-    for column in ("pattern", "call", "model", "version", "output", "expected", "ms"):
+    for column in ("pattern", "input", "model", "version", "output", "expected", "ms"):
         table.add_column(column)
     ok = True
     with PatternClient(url) as client:
         for features, species in IRIS_SAMPLES:
-            ok &= _row(table, "web_single", f"web_single({features})", species,
+            ok &= _row(table, "web_single", str(features), species,
                        lambda f=features: client.web_single(f))
             for version in (1, 2):
-                ok &= _row(table, "synchronous", f"synchronous({features}, version={version})", species,
+                ok &= _row(table, "synchronous", f"{features} v{version}", species,
                            lambda f=features, v=version: client.synchronous(f, version=v))
         for png, digit in digit_samples():
             for form in ("ensemble", "bls"):
-                ok &= _row(table, "prep_pred", f"prep_pred(<{len(png)}-byte PNG>, form={form!r})",
+                ok &= _row(table, f"prep_pred ({form})", f"PNG, {len(png)} bytes",
                            str(digit), lambda b=png, f=form: client.prep_pred(b, form=f))
         for text, topic in TEXT_SAMPLES:
-            ok &= _row(table, "serial", f"serial({text[:40]!r}...)", topic, lambda t=text: client.serial(t))
+            ok &= _row(table, "serial (ensemble)", text[:38] + "...", topic, lambda t=text: client.serial(t))
         console.print(table)
         console.print("[bold]Bad input gets a clear error and the server keeps serving:[/bold]")
         for call, fn in (

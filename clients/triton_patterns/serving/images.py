@@ -26,7 +26,9 @@ def decode_image(
     try:
         with Image.open(io.BytesIO(data)) as image:
             gray = image.convert("L").resize((width, height), Image.Resampling.BOX)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise InputError(name, "is not a decodable image: unknown format (PNG or JPEG expected)") from None
+    except (OSError, ValueError) as exc:  # known format, broken data (e.g. truncated)
         raise InputError(name, f"is not a decodable image (PNG or JPEG expected): {exc}") from None
     pixels = np.asarray(gray, dtype=np.float32)
     if invert:
