@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from . import manifest as mf
+from triton_patterns.serving.text import load_tokenizer, tokenize
+
 from . import text_data
 
 SEED = 0
@@ -71,18 +73,6 @@ def sentence_transformer():
     if st.max_seq_length != max_seq_length():
         raise mf.ExportError(f"sentence-transformers max_seq_length {st.max_seq_length} != {max_seq_length()}")
     return st
-
-
-def load_tokenizer(path: Path):
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_file(str(path))
-
-
-def tokenize(tok, texts) -> dict[str, np.ndarray]:
-    enc = tok.encode_batch(list(texts))
-    return {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}
 
 
 def embed(texts, repo: Path, log: mf.Log | None = None) -> np.ndarray:

@@ -134,3 +134,20 @@ def test_step_error_names_step_model_and_version():
     assert str(error) == "step 'preprocess' (model 'digits_preprocess' version 1) failed: boom"
     assert error.code == 3
     assert "version" not in str(StepError("predict", "iris", -1, "x"))
+
+
+def test_tokenize_pads_to_a_multiple_and_rejects_empty_text():
+    from export.text import model_dir
+    from triton_patterns.serving.text import decode_texts, load_tokenizer, tokenize
+
+    tokenizer = load_tokenizer(model_dir() / "tokenizer.json", max_length=256, pad_to_multiple_of=16)
+    texts = decode_texts("TEXT", np.array([b"short", "a much longer sentence about rain".encode()], dtype=object))
+    tokens = tokenize(tokenizer, texts)
+    assert tokens["input_ids"].shape == tokens["attention_mask"].shape
+    assert tokens["input_ids"].shape[1] % 16 == 0 and tokens["input_ids"].dtype == np.int64
+    assert tokens["attention_mask"][0].sum() < tokens["attention_mask"][1].sum()
+    assert tokens["input_ids"][0, 0] == 101  # [CLS]
+    with pytest.raises(InputError, match=r"input 'TEXT': row 1 is empty"):
+        decode_texts("TEXT", np.array([b"ok", b"  "], dtype=object))
+    with pytest.raises(InputError, match=r"row 0 is not valid UTF-8"):
+        decode_texts("TEXT", np.array([b"\xff\xfe"], dtype=object))

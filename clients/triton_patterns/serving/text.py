@@ -10,10 +10,21 @@ from tokenizers import Tokenizer
 from .errors import InputError
 
 
-def load_tokenizer(path: str, max_length: int, pad_to_multiple_of: int = 8) -> Tokenizer:
-    tokenizer = Tokenizer.from_file(path)
-    tokenizer.enable_truncation(max_length=max_length)
-    tokenizer.enable_padding(pad_to_multiple_of=pad_to_multiple_of or None)
+def load_tokenizer(
+    path: str, max_length: int | None = None, pad_to_multiple_of: int | None = None
+) -> Tokenizer:
+    """A tokenizer from `tokenizer.json`; truncation and padding as the file says unless given
+    (the exported file truncates at the encoder's max_seq_length and pads to the longest)."""
+    tokenizer = Tokenizer.from_file(str(path))
+    if max_length:
+        tokenizer.enable_truncation(max_length=max_length)
+    if pad_to_multiple_of:
+        padding = tokenizer.padding or {}
+        tokenizer.enable_padding(
+            pad_id=padding.get("pad_id", 0),
+            pad_token=padding.get("pad_token", "[PAD]"),
+            pad_to_multiple_of=pad_to_multiple_of,
+        )
     return tokenizer
 
 
