@@ -31,7 +31,7 @@ def cmd_predict(args) -> int:
     spec = PATTERNS[args.pattern]
     with PatternClient(args.url, protocol=args.protocol) as client:
         try:
-            predictions = client.predict(args.pattern, _value(spec, args.value), args.model_version)
+            predictions = client.predict(args.pattern, _value(spec, args.value), args.model_version, args.model)
         except PatternError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -78,6 +78,7 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("pattern", choices=sorted(PATTERNS))
     predict.add_argument("value", help="comma-separated features, an image file path, or text (see patterns below)")
     predict.add_argument("--model-version", default=None, help="model version (default: latest)")
+    predict.add_argument("--model", default=None, help="another model of the same pattern (e.g. iris_cascade_degraded)")
     predict.set_defaults(func=cmd_predict)
 
     models = sub.add_parser("models", help="repository index: models, versions, readiness")

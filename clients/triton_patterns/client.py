@@ -13,6 +13,7 @@ surface as `PatternError` with the server's message (which names the bad input).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,15 @@ class Prediction:
     latency_ms: float
     outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
+    @property
+    def report(self) -> Any:
+        """What an orchestrating model reported (STEPS of serial, REPORT of parallel), or None."""
+        for name in ("STEPS", "REPORT"):
+            if name in self.outputs:
+                value = np.asarray(self.outputs[name]).reshape(-1)[0]
+                return json.loads(value.decode() if isinstance(value, bytes) else value)
+        return None
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -57,6 +67,7 @@ class Prediction:
             "class_id": self.class_id,
             "scores": [round(float(s), 4) for s in self.scores],
             "latency_ms": round(self.latency_ms, 2),
+            **({"report": self.report} if self.report is not None else {}),
         }
 
 
@@ -173,9 +184,12 @@ class PatternClient(_Base):
     def models(self) -> list[ModelInfo]:
         return _model_infos(self.client.get_model_repository_index(**self._json))
 
-    def predict(self, pattern_name: str, value: Any, version: int | str | None = None) -> list[Prediction]:
-        """Every pattern through one call: one Prediction per input row."""
-        spec = pattern(pattern_name)
+    def predict(
+        self, pattern_name: str, value: Any, version: int | str | None = None, model: str | None = None
+    ) -> list[Prediction]:
+        """Every pattern through one call: one Prediction per input row. `model` calls another
+        model of the same pattern (e.g. a differently configured pipeline)."""
+        spec = pattern(pattern_name, model)
         inputs, outputs = self._request(spec, value)
         start = time.perf_counter()
         try:
@@ -198,6 +212,14 @@ class PatternClient(_Base):
     def serial(self, text: str) -> Prediction:
         """Topic of a text through tokenizer -> encoder -> classifier (ensemble `text_classify`)."""
         return self.predict("serial", text)[0]
+
+    def serial_bls(self, features: Sequence[float], model: str = "iris_cascade") -> Prediction:
+        """A BLS serial pipeline (routing, timeouts, skips); `.report` lists the steps."""
+        return self.predict("serial_bls", features, model=model)[0]
+
+    def parallel(self, features: Sequence[float], model: str = "iris_parallel") -> Prediction:
+        """A parallel fan-out; `.report` says which targets answered, timed out or failed."""
+        return self.predict("parallel", features, model=model)[0]
 
 
 class AsyncPatternClient(_Base):
@@ -225,8 +247,10 @@ class AsyncPatternClient(_Base):
     async def models(self) -> list[ModelInfo]:
         return _model_infos(await self.client.get_model_repository_index(**self._json))
 
-    async def predict(self, pattern_name: str, value: Any, version: int | str | None = None) -> list[Prediction]:
-        spec = pattern(pattern_name)
+    async def predict(
+        self, pattern_name: str, value: Any, version: int | str | None = None, model: str | None = None
+    ) -> list[Prediction]:
+        spec = pattern(pattern_name, model)
         inputs, outputs = self._request(spec, value)
         start = time.perf_counter()
         try:
@@ -247,3 +271,9 @@ class AsyncPatternClient(_Base):
 
     async def serial(self, text: str) -> Prediction:
         return (await self.predict("serial", text))[0]
+
+    async def serial_bls(self, features: Sequence[float], model: str = "iris_cascade") -> Prediction:
+        return (await self.predict("serial_bls", features, model=model))[0]
+
+    async def parallel(self, features: Sequence[float], model: str = "iris_parallel") -> Prediction:
+        return (await self.predict("parallel", features, model=model))[0]

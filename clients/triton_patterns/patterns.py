@@ -6,6 +6,7 @@ answers with a class is one entry in PATTERNS.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -49,12 +50,24 @@ PATTERNS: dict[str, PatternSpec] = {
             "tokenizer -> MiniLM encoder -> classifier head, as an ensemble",
             "the striker scored twice in the final",
         ),
+        PatternSpec(
+            "serial_bls", "iris_cascade", "FEATURES", "FP32", ("LABEL", "PROBABILITIES", "STEPS"), "numbers",
+            "BLS steps in order: iris v1, then v2 only when v1 is unsure; per-step timeout and skip",
+            "6.0,2.7,5.1,1.6",
+        ),
+        PatternSpec(
+            "parallel", "iris_parallel", "FEATURES", "FP32", ("LABEL", "PROBABILITIES", "REPORT"), "numbers",
+            "fan-out to four models with per-target and global deadlines, majority vote",
+            "6.7,3.0,5.2,2.3",
+        ),
     )
 }
 
 
-def pattern(name: str) -> PatternSpec:
+def pattern(name: str, model: str | None = None) -> PatternSpec:
+    """The pattern's spec; with `model`, the same pattern on another model of that shape."""
     try:
-        return PATTERNS[name]
+        spec = PATTERNS[name]
     except KeyError:
         raise ValueError(f"unknown pattern {name!r}; known: {', '.join(PATTERNS)}") from None
+    return dataclasses.replace(spec, model=model) if model else spec

@@ -62,6 +62,15 @@ def _callee_code(error) -> int:
     return code
 
 
+def _bls_request(model, version, inputs, output_names):
+    return pb_utils.InferenceRequest(
+        model_name=model,
+        model_version=version,
+        inputs=[pb_utils.Tensor(n, np.ascontiguousarray(a)) for n, a in inputs.items()],
+        requested_output_names=output_names,
+    )
+
+
 def call_model(
     step: str,
     model: str,
@@ -70,13 +79,11 @@ def call_model(
     version: int = -1,
 ) -> dict[str, np.ndarray]:
     """Synchronous BLS call; returns the requested outputs or raises StepError."""
-    request = pb_utils.InferenceRequest(
-        model_name=model,
-        model_version=version,
-        inputs=[pb_utils.Tensor(n, np.ascontiguousarray(a)) for n, a in inputs.items()],
-        requested_output_names=output_names,
-    )
-    result = request.exec()
+    request = _bls_request(model, version, inputs, output_names)
+    return _outputs_or_error(step, model, version, request.exec(), output_names)
+
+
+def _outputs_or_error(step, model, version, result, output_names) -> dict[str, np.ndarray]:
     if result.has_error():
         error = result.error()
         raise StepError(step, model, version, error.message(), _callee_code(error))
@@ -103,3 +110,28 @@ def execute_requests(requests, specs: Iterable[TensorSpec], run: Runner, batchin
         error_response(r) if isinstance(r, BaseException) else response(r)
         for r in run_requests(parsed, run, batching)
     ]
+
+
+class StepTimeout(StepError):
+    """A called model did not answer within the deadline the orchestrator enforces itself
+    (BLS `timeout` only bounds queueing in the callee)."""
+
+
+async def call_model_async(
+    step: str,
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    output_names: list[str],
+    version: int = -1,
+    timeout_s: float | None = None,
+) -> dict[str, np.ndarray]:
+    """`call_model` with `async_exec`, bounded by `timeout_s` (StepTimeout when it passes)."""
+    import asyncio
+
+    request = _bls_request(model, version, inputs, output_names)
+    try:
+        # shield: on timeout we stop waiting; the callee's answer is dropped when it comes
+        result = await asyncio.wait_for(asyncio.shield(request.async_exec()), timeout_s)
+    except asyncio.TimeoutError:
+        raise StepTimeout(step, model, version, f"no answer within {timeout_s * 1000:.0f} ms") from None
+    return _outputs_or_error(step, model, version, result, output_names)

@@ -1,0 +1,53 @@
+"""Fault injection: forwards each request to a target model, adding latency, failures or a hang.
+
+For tests and demos of deadlines, skips and fallbacks against real slow and failing models.
+parameters:
+  target_model, target_version   the model that answers (its inputs/outputs = this model's)
+  latency_ms      added before forwarding (default 0)
+  failure_rate    0..1: fraction of requests answered with an UNAVAILABLE error (default 0)
+  hang            "true": never answer within any sane deadline (sleeps hang_seconds, 600)
+  seed            for the failure draws (default 0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from triton_patterns.serving.model_config import parse_model_config
+from triton_patterns.serving.triton_glue import call_model_async, error_response, read_inputs, response
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.config = parse_model_config(args["model_config"])
+        self.target = self.config.required_parameter("target_model")
+        self.version = self.config.int_parameter("target_version", -1)
+        self.latency_s = self.config.float_parameter("latency_ms", 0.0) / 1000
+        self.failure_rate = self.config.float_parameter("failure_rate", 0.0)
+        self.hang_s = (
+            self.config.float_parameter("hang_seconds", 600.0)
+            if self.config.parameter("hang", "false").lower() == "true"
+            else 0.0
+        )
+        self.random = random.Random(self.config.int_parameter("seed", 0))
+        self.outputs = [s.name for s in self.config.outputs]
+
+    async def _one(self, request):
+        try:
+            inputs = read_inputs(request, self.config.inputs)
+            await asyncio.sleep(self.latency_s + self.hang_s)
+            if self.random.random() < self.failure_rate:
+                raise InjectedFault(f"model '{self.config.name}': injected failure")
+            return response(
+                await call_model_async("forward", self.target, inputs, self.outputs, self.version)
+            )
+        except Exception as exc:  # noqa: BLE001 - this request's error
+            return error_response(exc)
+
+    async def execute(self, requests):
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))

@@ -1,0 +1,75 @@
+"""Serial microservice pattern as a BLS model: steps run in order, each step may be routed on
+an earlier result, time-boxed, and skipped on error; every error names step, model, version.
+
+parameters:
+  steps   JSON list; each step: name, model, version (-1 latest), inputs {callee: pool},
+          outputs {callee: pool}, timeout_ms, on_error "fail"|"skip", skip_values
+          {pool: value}, when {"tensor": pool, "max_below"|"max_at_least"|"argmax_in"|"equals": v}
+The pool starts with this model's inputs; this model's outputs are read from the pool at the
+end. STEPS (JSON) reports each step: ran, skipped (error), not_taken (routing), with latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+
+from triton_patterns.serving.model_config import parse_model_config
+from triton_patterns.serving.pipeline import parse_steps, should_run
+from triton_patterns.serving.triton_glue import call_model_async, error_response, read_inputs, response
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.config = parse_model_config(args["model_config"])
+        self.steps = parse_steps(self.config.required_parameter("steps"))
+        self.outputs = [s.name for s in self.config.outputs if s.name != "STEPS"]
+
+    async def _run(self, pool: dict[str, np.ndarray]):
+        report = []
+        for step in self.steps:
+            entry = {"step": step.name, "model": step.model, "version": step.version}
+            report.append(entry)
+            if not should_run(step, pool):
+                entry["status"] = "not_taken"
+                continue
+            start = time.perf_counter()
+            try:
+                inputs = {callee: pool[name] for callee, name in step.inputs.items()}
+                out = await call_model_async(
+                    step.name, step.model, inputs, list(step.outputs), step.version, step.timeout_ms / 1000
+                )
+                pool.update({step.outputs[k]: v for k, v in out.items()})
+                entry["status"] = "ran"
+            except Exception as exc:
+                if step.on_error == "fail":
+                    raise
+                rows = next(iter(pool.values())).shape[0]
+                for name, value in step.skip_values.items():
+                    pool[name] = np.repeat(np.asarray([value]), rows, axis=0)
+                entry.update(status="skipped", error=str(exc))
+            entry["ms"] = round((time.perf_counter() - start) * 1000, 1)
+        return pool, report
+
+    async def _one(self, request):
+        try:
+            pool, report = await self._run(read_inputs(request, self.config.inputs))
+            missing = [n for n in self.outputs if n not in pool]
+            if missing:
+                raise RuntimeError(f"no step produced {missing} (all skipped or not taken)")
+            rows = pool[self.outputs[0]].shape[0]
+            outputs = {
+                s.name: np.asarray(pool[s.name]).astype(s.dtype).reshape((rows, *s.dims))
+                for s in self.config.outputs
+                if s.name != "STEPS"
+            }
+            outputs["STEPS"] = np.array([json.dumps(report).encode()] * rows, dtype=object).reshape(rows, 1)
+            return response(outputs)
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc)
+
+    async def execute(self, requests):
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))

@@ -1,0 +1,71 @@
+"""End-to-end: serial and parallel BLS orchestrators against real (slow and failing) models."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from triton_patterns.client import PatternError
+
+pytestmark = pytest.mark.e2e
+
+SURE_SETOSA = [5.1, 3.5, 1.4, 0.2]     # iris v1 top score ~0.98: the cascade stops at v1
+UNSURE = [6.0, 2.7, 5.1, 1.6]          # iris v1 is unsure (< 0.9): v2 is asked
+
+
+def _statuses(report):
+    return {entry["step"]: entry["status"] for entry in report}
+
+
+def test_cascade_routes_on_the_first_models_confidence(client):
+    sure = client.serial_bls(SURE_SETOSA)
+    assert sure.label == "setosa"
+    assert _statuses(sure.report) == {"fast": "ran", "confirm": "not_taken"}
+
+    unsure = client.serial_bls(UNSURE)
+    assert _statuses(unsure.report) == {"fast": "ran", "confirm": "ran"}
+    v1 = client.synchronous(UNSURE, version=1)
+    v2 = client.synchronous(UNSURE, version=2)
+    assert v1.scores.max() < 0.9
+    assert unsure.class_id == v2.class_id and abs(unsure.scores - v2.scores).max() < 1e-6
+
+
+def test_slow_step_is_cut_at_its_timeout_and_failing_step_skipped(client):
+    start = time.perf_counter()
+    p = client.serial_bls(UNSURE, model="iris_cascade_degraded")
+    elapsed = time.perf_counter() - start
+    steps = {e["step"]: e for e in p.report}
+    assert steps["confirm"]["status"] == "skipped" and "within 300 ms" in steps["confirm"]["error"]
+    assert steps["audit"]["status"] == "skipped" and "iris_failing" in steps["audit"]["error"]
+    assert p.class_id == client.synchronous(UNSURE, version=1).class_id  # v1's answer stands
+    assert elapsed < 1.5, "the 1.5 s model was not waited for"
+
+
+def test_failing_step_with_fail_policy_names_step_model_and_version(client):
+    with pytest.raises(PatternError) as err:
+        client.serial_bls(UNSURE, model="iris_cascade_strict")
+    assert "step 'audit' (model 'iris_failing' version 1) failed" in str(err.value)
+    assert client.serial_bls(SURE_SETOSA).label == "setosa"
+
+
+def test_parallel_cuts_the_slow_target_reports_the_failing_one_and_votes(client):
+    row = [6.7, 3.0, 5.2, 2.3]
+    start = time.perf_counter()
+    p = client.parallel(row)
+    elapsed = time.perf_counter() - start
+    report = p.report
+    by_target = {(t["target"], t["version"]): t["status"] for t in report["targets"]}
+    assert by_target == {
+        ("iris", 1): "answered", ("iris", 2): "answered",
+        ("iris_slow", -1): "timed_out", ("iris_failing", -1): "failed",
+    }
+    assert report["answers"] == 2 and report["fallback"] is False
+    assert p.label == "virginica"
+    assert elapsed < 0.6 + 0.5, "answered within the global deadline plus a margin"
+
+
+def test_parallel_returns_the_default_when_too_few_answer(client):
+    p = client.parallel([6.7, 3.0, 5.2, 2.3], model="iris_parallel_strict")
+    assert p.report["fallback"] is True and p.report["answers"] == 2
+    assert p.class_id == 0 and abs(p.scores - 1 / 3).max() < 1e-6
