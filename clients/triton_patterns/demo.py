@@ -32,6 +32,30 @@ TEXT_SAMPLES = [  # (text, expected topic); not part of the generated training s
     ("Heavy rain and strong winds are expected along the coast tonight.", "weather"),
 ]
 
+ORCHESTRATED = [  # (pattern, model, features, expected species)
+    ("serial_bls", "iris_cascade", [5.1, 3.5, 1.4, 0.2], "setosa"),
+    ("serial_bls", "iris_cascade", [6.0, 2.7, 5.1, 1.6], "versicolor"),
+    ("serial_bls", "iris_cascade_degraded", [6.0, 2.7, 5.1, 1.6], "versicolor"),
+    ("parallel_ensemble", "iris_vote", [6.7, 3.0, 5.2, 2.3], "virginica"),
+    ("parallel", "iris_parallel", [6.7, 3.0, 5.2, 2.3], "virginica"),
+    ("parallel", "iris_parallel_strict", [6.7, 3.0, 5.2, 2.3], "setosa"),  # the default answer
+]
+
+
+def _keep(reports: list, model: str, prediction: Prediction) -> Prediction:
+    if prediction.report is not None:
+        reports.append((model, prediction.report))
+    return prediction
+
+
+def _summary(report) -> str:
+    if isinstance(report, list):  # serial: one entry per step
+        return ", ".join(
+            f"{e['step']}={e['status']}" + (f" ({e['ms']} ms)" if "ms" in e else "") for e in report
+        )
+    targets = ", ".join(f"{t['target']}:{t['version']}={t['status']}" for t in report["targets"])
+    return f"{targets}; {report['answers']} answers, fallback={report['fallback']}, {report['elapsed_ms']} ms"
+
 
 def digit_samples(count: int = 3) -> list[tuple[bytes, int]]:
     """Held-out digits (never seen in training) encoded as PNG files, with their true labels."""
@@ -89,7 +113,14 @@ def run_patterns(url: str) -> bool:
                            str(digit), lambda b=png, f=form: client.prep_pred(b, form=f))
         for text, topic in TEXT_SAMPLES:
             ok &= _row(table, "serial (ensemble)", text[:38] + "...", topic, lambda t=text: client.serial(t))
+        reports = []
+        for name, model, row, expected in ORCHESTRATED:
+            ok &= _row(table, f"{name} ({model})", str(row), expected,
+                       lambda n=name, m=model, r=row: _keep(reports, m, client.predict(n, r, model=m)[0]))
         console.print(table)
+        console.print("[bold]What the orchestrators reported (steps, targets, deadlines):[/bold]")
+        for model, report in reports:
+            console.print(f"  {model}: {_summary(report)}")
         console.print("[bold]Bad input gets a clear error and the server keeps serving:[/bold]")
         for call, fn in (
             ("web_single([5.1, 3.5, 45.0, 0.2])", lambda: client.web_single([5.1, 3.5, 45.0, 0.2])),

@@ -56,6 +56,11 @@ PATTERNS: dict[str, PatternSpec] = {
             "6.0,2.7,5.1,1.6",
         ),
         PatternSpec(
+            "parallel_ensemble", "iris_vote", "FEATURES", "FP32", ("LABEL", "PROBABILITIES"), "numbers",
+            "ensemble fan-out to iris v1 and v2, scores averaged by an aggregating step",
+            "6.7,3.0,5.2,2.3",
+        ),
+        PatternSpec(
             "parallel", "iris_parallel", "FEATURES", "FP32", ("LABEL", "PROBABILITIES", "REPORT"), "numbers",
             "fan-out to four models with per-target and global deadlines, majority vote",
             "6.7,3.0,5.2,2.3",

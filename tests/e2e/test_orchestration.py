@@ -69,3 +69,11 @@ def test_parallel_returns_the_default_when_too_few_answer(client):
     p = client.parallel([6.7, 3.0, 5.2, 2.3], model="iris_parallel_strict")
     assert p.report["fallback"] is True and p.report["answers"] == 2
     assert p.class_id == 0 and abs(p.scores - 1 / 3).max() < 1e-6
+
+
+def test_parallel_ensemble_averages_v1_and_v2(client):
+    row = [6.0, 2.7, 5.1, 1.6]
+    p = client.predict("parallel_ensemble", row)[0]
+    v1, v2 = client.synchronous(row, version=1), client.synchronous(row, version=2)
+    assert abs(p.scores - (v1.scores + v2.scores) / 2).max() < 1e-6
+    assert p.class_id == int(((v1.scores + v2.scores) / 2).argmax())
