@@ -51,6 +51,11 @@ class Prediction:
     outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
+    def cache_hit(self) -> bool | None:
+        """For cached patterns: whether the answer came from the cache."""
+        return bool(np.asarray(self.outputs["CACHE_HIT"]).reshape(-1)[0]) if "CACHE_HIT" in self.outputs else None
+
+    @property
     def report(self) -> Any:
         """What an orchestrating model reported (STEPS of serial, REPORT of parallel), or None."""
         for name in ("STEPS", "REPORT"):
@@ -68,6 +73,7 @@ class Prediction:
             "scores": [round(float(s), 4) for s in self.scores],
             "latency_ms": round(self.latency_ms, 2),
             **({"report": self.report} if self.report is not None else {}),
+            **({"cache_hit": self.cache_hit} if self.cache_hit is not None else {}),
         }
 
 
@@ -213,6 +219,10 @@ class PatternClient(_Base):
         """Topic of a text through tokenizer -> encoder -> classifier (ensemble `text_classify`)."""
         return self.predict("serial", text)[0]
 
+    def prediction_cache(self, text: str, model: str = "text_classify_cached") -> Prediction:
+        """The text pipeline behind the Redis prediction cache; `.cache_hit` says which answered."""
+        return self.predict("prediction_cache", text, model=model)[0]
+
     def serial_bls(self, features: Sequence[float], model: str = "iris_cascade") -> Prediction:
         """A BLS serial pipeline (routing, timeouts, skips); `.report` lists the steps."""
         return self.predict("serial_bls", features, model=model)[0]
@@ -271,6 +281,9 @@ class AsyncPatternClient(_Base):
 
     async def serial(self, text: str) -> Prediction:
         return (await self.predict("serial", text))[0]
+
+    async def prediction_cache(self, text: str, model: str = "text_classify_cached") -> Prediction:
+        return (await self.predict("prediction_cache", text, model=model))[0]
 
     async def serial_bls(self, features: Sequence[float], model: str = "iris_cascade") -> Prediction:
         return (await self.predict("serial_bls", features, model=model))[0]

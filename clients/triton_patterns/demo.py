@@ -69,10 +69,11 @@ def digit_samples(count: int = 3) -> list[tuple[bytes, int]]:
 def running_stack() -> Iterator[tuple[str, str]]:
     """Start Redis and tritonserver on free ports; yield (triton http url, redis url); stop both."""
     from .launcher import TritonServer
-    from .redis_server import RedisServer
+    from .redis_server import REDIS_URL_ENV, RedisServer
 
     with console.status("starting Redis and tritonserver (models load in ~20-60 s)..."):
-        with RedisServer() as redis, TritonServer() as triton:
+        with RedisServer(maxmemory="64mb", maxmemory_policy="allkeys-lru") as redis, \
+                TritonServer(env={REDIS_URL_ENV: redis.url}) as triton:
             console.print(f"tritonserver ready: http {triton.http_url}, grpc {triton.grpc_url}, "
                           f"metrics {triton.metrics_url}; log {triton.log_path}")
             console.print(f"redis ready: {redis.url}")

@@ -65,6 +65,12 @@ PATTERNS: dict[str, PatternSpec] = {
             "fan-out to four models with per-target and global deadlines, majority vote",
             "6.7,3.0,5.2,2.3",
         ),
+        PatternSpec(
+            "prediction_cache", "text_classify_cached", "TEXT", "BYTES",
+            ("LABEL", "PROBABILITIES", "CACHE_HIT"), "text",
+            "Redis cache (TTL, version-aware key) in front of the text pipeline",
+            "the striker scored twice in the final",
+        ),
     )
 }
 

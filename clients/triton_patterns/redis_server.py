@@ -16,6 +16,8 @@ from typing import Sequence
 from .processes import ManagedProcess, describe_returncode, free_port, wait_for
 
 LOG_TAIL_LINES = 40
+# The environment variable through which a server's backends (prediction cache, ...) find Redis.
+REDIS_URL_ENV = "TRITON_PATTERNS_REDIS_URL"
 
 
 class RedisStartError(RuntimeError):

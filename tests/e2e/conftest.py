@@ -8,7 +8,7 @@ import pytest
 from triton_patterns import paths
 from triton_patterns.client import AsyncPatternClient, PatternClient
 from triton_patterns.launcher import TritonServer
-from triton_patterns.redis_server import RedisServer
+from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
 
 EXPORTED = [
     "iris/1/model.onnx", "iris/2/model.onnx", "iris_web_single/1/model.onnx",
@@ -18,17 +18,17 @@ EXPORTED = [
 
 
 @pytest.fixture(scope="session")
-def triton():
-    missing = [p for p in EXPORTED if not (paths.MODEL_REPOSITORY / p).exists()]
-    if missing:
-        pytest.fail(f"exported models are missing ({', '.join(missing)}): run `make models` first")
-    with TritonServer() as server:
+def redis_server():
+    with RedisServer(maxmemory="64mb", maxmemory_policy="allkeys-lru") as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def redis_server():
-    with RedisServer() as server:
+def triton(redis_server):
+    missing = [p for p in EXPORTED if not (paths.MODEL_REPOSITORY / p).exists()]
+    if missing:
+        pytest.fail(f"exported models are missing ({', '.join(missing)}): run `make models` first")
+    with TritonServer(env={REDIS_URL_ENV: redis_server.url}) as server:
         yield server
 
 
