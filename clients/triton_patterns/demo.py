@@ -42,6 +42,12 @@ ORCHESTRATED = [  # (pattern, model, features, expected species)
 ]
 
 
+def _expect_hit(prediction: Prediction, hit: bool) -> Prediction:
+    if prediction.cache_hit is not hit:
+        raise PatternError(prediction.model, f"expected cache_hit={hit}, got {prediction.cache_hit}")
+    return prediction
+
+
 def _keep(reports: list, model: str, prediction: Prediction) -> Prediction:
     if prediction.report is not None:
         reports.append((model, prediction.report))
@@ -114,6 +120,10 @@ def run_patterns(url: str) -> bool:
                            str(digit), lambda b=png, f=form: client.prep_pred(b, form=f))
         for text, topic in TEXT_SAMPLES:
             ok &= _row(table, "serial (ensemble)", text[:38] + "...", topic, lambda t=text: client.serial(t))
+        cached_text = f"Fresh snow fell on the ski slopes overnight ({time.strftime('%H:%M:%S')})."
+        for attempt in ("1st: miss", "2nd: hit"):
+            ok &= _row(table, f"prediction_cache ({attempt})", cached_text[:38] + "...", "weather",
+                       lambda: _expect_hit(client.prediction_cache(cached_text), attempt.endswith("hit")))
         reports = []
         for name, model, row, expected in ORCHESTRATED:
             ok &= _row(table, f"{name} ({model})", str(row), expected,
