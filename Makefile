@@ -36,3 +36,16 @@ e2e: models
 clean:
 	rm -rf build reports
 	find model_repository \( -name model.onnx -o -name manifest.json -o -name tokenizer.json \) -delete
+
+# -- benchmarks and load tests (loadtest/)
+BENCH_ARGS ?=
+.PHONY: bench bench-quick perf
+
+bench: models   # every setup and its peers in one run: BENCHMARKS.md + reports/bench/*.png
+	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
+
+bench-quick: models
+	$(BIN)/python -m loadtest.bench --quick $(BENCH_ARGS)
+
+perf: models    # perf_analyzer (gRPC, concurrency 1 and 8) over every pattern model: reports/perf/*.csv
+	$(BIN)/python -m loadtest.perf

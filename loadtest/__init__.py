@@ -1,0 +1,2 @@
+"""Benchmarks and load tests: `bench` (one-run ratio table against peers), `loadgen` (closed-loop
+load generators), `peers/` (the servers Triton is compared with)."""

@@ -1,0 +1,1 @@
+"""Peers the benchmark compares Triton with (servers a user would otherwise pick)."""
