@@ -70,3 +70,22 @@ def test_redis_down_the_model_still_answers_and_errors_are_counted(triton, clien
     redis_server.client().flushdb()
     assert _iris_cached(client, "iris_cached_v2")[0] is False
     assert _iris_cached(client, "iris_cached_v2")[0] is True
+
+
+def _nv_cache_hits(triton, model: str) -> float:
+    text = requests.get(triton.metrics_url, timeout=10).text
+    match = re.search(rf'nv_cache_num_hits_per_model{{model="{model}",version="1"}} (\S+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_triton_response_cache_on_a_top_level_ensemble(triton, client):
+    from export import digits as digits_export
+
+    x_test, y_test = digits_export.load_test_split()
+    png = digits_export.encode_digit_png(x_test[5])
+    hits_before = _nv_cache_hits(triton, "digits_cached")
+    first = client.predict("prep_pred", png, model="digits_cached")[0]
+    second = client.predict("prep_pred", png, model="digits_cached")[0]
+    assert first.class_id == second.class_id == client.prep_pred(png).class_id
+    assert np.array_equal(first.scores, second.scores)
+    assert _nv_cache_hits(triton, "digits_cached") == hits_before + 1
