@@ -54,6 +54,14 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_seed_store(args) -> int:
+    from .data_store import seed_store
+
+    counts = seed_store(args.path, digits=args.digits)
+    print(f"seeded {args.path}: {counts['image']} images (digit-<i>), {counts['text']} texts (text-<i>)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import main as demo_main
 
@@ -83,6 +91,11 @@ def parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="repository index: models, versions, readiness")
     models.set_defaults(func=cmd_models)
+
+    seed = sub.add_parser("seed-store", help="load the data cache's SQLite store with digits and texts")
+    seed.add_argument("path", nargs="?", default="/tmp/triton_patterns_data_store.sqlite")
+    seed.add_argument("--digits", type=int, default=100)
+    seed.set_defaults(func=cmd_seed_store)
 
     demo = sub.add_parser("demo", help="start everything, call every pattern, print, stop")
     demo.set_defaults(func=cmd_demo)

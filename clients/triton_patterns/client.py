@@ -56,6 +56,14 @@ class Prediction:
         return bool(np.asarray(self.outputs["CACHE_HIT"]).reshape(-1)[0]) if "CACHE_HIT" in self.outputs else None
 
     @property
+    def source(self) -> str | None:
+        """For the data cache: where the record's data came from ("redis" or "store")."""
+        if "SOURCE" not in self.outputs:
+            return None
+        value = np.asarray(self.outputs["SOURCE"]).reshape(-1)[0]
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    @property
     def report(self) -> Any:
         """What an orchestrating model reported (STEPS of serial, REPORT of parallel), or None."""
         for name in ("STEPS", "REPORT"):
@@ -74,6 +82,7 @@ class Prediction:
             "latency_ms": round(self.latency_ms, 2),
             **({"report": self.report} if self.report is not None else {}),
             **({"cache_hit": self.cache_hit} if self.cache_hit is not None else {}),
+            **({"source": self.source} if self.source is not None else {}),
         }
 
 
@@ -223,6 +232,10 @@ class PatternClient(_Base):
         """The text pipeline behind the Redis prediction cache; `.cache_hit` says which answered."""
         return self.predict("prediction_cache", text, model=model)[0]
 
+    def data_cache(self, record_id: str, model: str = "digits_by_id") -> Prediction:
+        """Classify a stored record by id; `.source` says whether Redis or the store served it."""
+        return self.predict("data_cache", record_id, model=model)[0]
+
     def serial_bls(self, features: Sequence[float], model: str = "iris_cascade") -> Prediction:
         """A BLS serial pipeline (routing, timeouts, skips); `.report` lists the steps."""
         return self.predict("serial_bls", features, model=model)[0]
@@ -284,6 +297,9 @@ class AsyncPatternClient(_Base):
 
     async def prediction_cache(self, text: str, model: str = "text_classify_cached") -> Prediction:
         return (await self.predict("prediction_cache", text, model=model))[0]
+
+    async def data_cache(self, record_id: str, model: str = "digits_by_id") -> Prediction:
+        return (await self.predict("data_cache", record_id, model=model))[0]
 
     async def serial_bls(self, features: Sequence[float], model: str = "iris_cascade") -> Prediction:
         return (await self.predict("serial_bls", features, model=model))[0]

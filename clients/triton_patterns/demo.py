@@ -8,8 +8,10 @@ server instead of starting one).
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -40,6 +42,18 @@ ORCHESTRATED = [  # (pattern, model, features, expected species)
     ("parallel", "iris_parallel", [6.7, 3.0, 5.2, 2.3], "virginica"),
     ("parallel", "iris_parallel_strict", [6.7, 3.0, 5.2, 2.3], "setosa"),  # the default answer
 ]
+
+
+def digits_export_labels():
+    from export.digits import load_test_split
+
+    return load_test_split()
+
+
+def _expect_source(prediction: Prediction, source: str) -> Prediction:
+    if prediction.source != source:
+        raise PatternError(prediction.model, f"expected the data from {source}, got {prediction.source}")
+    return prediction
 
 
 def _expect_hit(prediction: Prediction, hit: bool) -> Prediction:
@@ -75,11 +89,16 @@ def digit_samples(count: int = 3) -> list[tuple[bytes, int]]:
 def running_stack() -> Iterator[tuple[str, str]]:
     """Start Redis and tritonserver on free ports; yield (triton http url, redis url); stop both."""
     from .launcher import TritonServer
+    from .data_store import DATA_STORE_ENV, seed_store
     from .redis_server import REDIS_URL_ENV, RedisServer
 
-    with console.status("starting Redis and tritonserver (models load in ~20-60 s)..."):
+    with console.status("starting Redis and tritonserver (models load in ~20-60 s)..."), \
+            tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "data_store.sqlite"
+        seed_store(store, digits=10)
+        env = {DATA_STORE_ENV: str(store)}
         with RedisServer(maxmemory="64mb", maxmemory_policy="allkeys-lru") as redis, \
-                TritonServer(env={REDIS_URL_ENV: redis.url}) as triton:
+                TritonServer(env={**env, REDIS_URL_ENV: redis.url}) as triton:
             console.print(f"tritonserver ready: http {triton.http_url}, grpc {triton.grpc_url}, "
                           f"metrics {triton.metrics_url}; log {triton.log_path}")
             console.print(f"redis ready: {redis.url}")
@@ -124,6 +143,11 @@ def run_patterns(url: str) -> bool:
         for attempt in ("1st: miss", "2nd: hit"):
             ok &= _row(table, f"prediction_cache ({attempt})", cached_text[:38] + "...", "weather",
                        lambda: _expect_hit(client.prediction_cache(cached_text), attempt.endswith("hit")))
+        _, digit_labels = digits_export_labels()
+        for model in ("digits_by_id", "digits_by_id_prep"):
+            for attempt in ("store", "redis"):
+                ok &= _row(table, f"data_cache ({model}, from {attempt})", "id digit-1", str(digit_labels[1]),
+                           lambda m=model, a=attempt: _expect_source(client.data_cache("digit-1", model=m), a))
         reports = []
         for name, model, row, expected in ORCHESTRATED:
             ok &= _row(table, f"{name} ({model})", str(row), expected,

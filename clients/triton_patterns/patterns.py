@@ -71,6 +71,11 @@ PATTERNS: dict[str, PatternSpec] = {
             "Redis cache (TTL, version-aware key) in front of the text pipeline",
             "the striker scored twice in the final",
         ),
+        PatternSpec(
+            "data_cache", "digits_by_id", "ID", "BYTES", ("LABEL", "PROBABILITIES", "SOURCE"), "text",
+            "a record id in; its image read through Redis in front of a SQLite store",
+            "digit-0",
+        ),
     )
 }
 

@@ -7,6 +7,7 @@ import pytest
 
 from triton_patterns import paths
 from triton_patterns.client import AsyncPatternClient, PatternClient
+from triton_patterns.data_store import DATA_STORE_ENV, seed_store
 from triton_patterns.launcher import TritonServer
 from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
 
@@ -24,11 +25,19 @@ def redis_server():
 
 
 @pytest.fixture(scope="session")
-def triton(redis_server):
+def data_store_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("store") / "data_store.sqlite"
+    seed_store(path, digits=40)
+    return path
+
+
+@pytest.fixture(scope="session")
+def triton(redis_server, data_store_path):
     missing = [p for p in EXPORTED if not (paths.MODEL_REPOSITORY / p).exists()]
     if missing:
         pytest.fail(f"exported models are missing ({', '.join(missing)}): run `make models` first")
-    with TritonServer(env={REDIS_URL_ENV: redis_server.url}) as server:
+    env = {REDIS_URL_ENV: redis_server.url, DATA_STORE_ENV: str(data_store_path)}
+    with TritonServer(env=env) as server:
         yield server
 
 

@@ -1,0 +1,117 @@
+"""Data cache pattern: the request carries a record id; the raw data is read through Redis
+(cache-aside, TTL) in front of a slower store, then the model is called.
+
+Two variants (the seeds'): cache the input data, or also cache the preprocessed tensor.
+parameters:
+  store_path          SQLite store (env TRITON_PATTERNS_DATA_STORE overrides; see
+                      triton_patterns.data_store)
+  redis_url           env TRITON_PATTERNS_REDIS_URL overrides; redis_timeout_ms (50)
+  ttl_seconds         lifetime of cached data (default 300); namespace (default "data")
+  target_model, target_version, target_input   the model fed the raw data (input-data cache)
+  preprocess_model, preprocess_version, preprocess_output, predict_model, predict_version
+                      if set: preprocessed-data cache (the preprocess output is cached)
+Input ID (BYTES); outputs: the model's, plus SOURCE ("redis" or "store": where the data came
+from). An unknown id is an INVALID_ARG error naming the id. Redis down: read from the store.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from triton_patterns.data_store import DATA_STORE_ENV, SQLiteStore
+from triton_patterns.redis_server import REDIS_URL_ENV
+from triton_patterns.serving.cache_codec import decode_outputs, encode_outputs
+from triton_patterns.serving.errors import InputError
+from triton_patterns.serving.model_config import parse_model_config
+from triton_patterns.serving.triton_glue import call_model, error_response, read_inputs, response
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        c = self.config = parse_model_config(args["model_config"])
+        self.store = SQLiteStore(os.environ.get(DATA_STORE_ENV) or c.required_parameter("store_path"))
+        url = os.environ.get(REDIS_URL_ENV) or c.parameter("redis_url", "redis://127.0.0.1:6379/0")
+        timeout = c.float_parameter("redis_timeout_ms", 50) / 1000
+        self.redis = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
+        self.ttl = c.int_parameter("ttl_seconds", 300)
+        self.namespace = c.parameter("namespace", "data")
+        self.preprocess = c.parameter("preprocess_model")
+        self.outputs = [s.name for s in c.outputs if s.name != "SOURCE"]
+
+    def _cached(self, key: str):
+        try:
+            return self.redis.get(key)
+        except redis.RedisError:
+            return None
+
+    def _cache(self, key: str, value: bytes) -> None:
+        try:
+            self.redis.set(key, value, ex=self.ttl)
+        except redis.RedisError:
+            pass
+
+    def _raw(self, record_id: str) -> tuple[bytes, str]:
+        key = f"{self.namespace}:raw:{record_id}"
+        value = self._cached(key)
+        if value is not None:
+            return value, "redis"
+        value = self.store.get(record_id)
+        if value is None:
+            raise InputError("ID", f"no record with id {record_id!r} in the data store")
+        self._cache(key, value)
+        return value, "store"
+
+    def _features(self, record_id: str) -> tuple[dict, str]:
+        """Preprocessed-data variant: the preprocess model's output, cached by id."""
+        c = self.config
+        key = f"{self.namespace}:prep:{c.parameter('preprocess_version', '-1')}:{record_id}"
+        value = self._cached(key)
+        if value is not None:
+            return decode_outputs(value), "redis"
+        raw, _ = self._raw(record_id)
+        name = c.required_parameter("preprocess_output")
+        features = call_model(
+            "preprocess", self.preprocess, {c.required_parameter("target_input"): _bytes_tensor(raw)},
+            [name], c.int_parameter("preprocess_version", -1),
+        )
+        self._cache(key, encode_outputs(features))
+        return features, "store"
+
+    def _one(self, request):
+        c = self.config
+        ids = read_inputs(request, c.inputs)["ID"].reshape(-1)
+        if len(ids) != 1:
+            raise InputError("ID", f"expected one id per request, got {len(ids)}")
+        record_id = ids[0].decode() if isinstance(ids[0], bytes) else str(ids[0])
+        if self.preprocess:
+            inputs, source = self._features(record_id)
+            model, version = c.required_parameter("predict_model"), c.int_parameter("predict_version", -1)
+        else:
+            raw, source = self._raw(record_id)
+            inputs = {c.required_parameter("target_input"): _bytes_tensor(raw)}
+            model, version = c.required_parameter("target_model"), c.int_parameter("target_version", -1)
+        outputs = call_model("predict", model, inputs, self.outputs, version)
+        return response({**outputs, "SOURCE": np.array([[source.encode()]], dtype=object)})
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._one(request))
+            except Exception as exc:  # noqa: BLE001
+                responses.append(error_response(exc))
+        return responses
+
+    def finalize(self):
+        self.store.close()
+
+
+def _bytes_tensor(raw: bytes) -> np.ndarray:
+    return np.array([[raw]], dtype=object)
