@@ -20,26 +20,20 @@ import os
 
 import numpy as np
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from triton_patterns.data_store import DATA_STORE_ENV, SQLiteStore
-from triton_patterns.redis_server import REDIS_URL_ENV
 from triton_patterns.serving.cache_codec import decode_outputs, encode_outputs
 from triton_patterns.serving.errors import InputError
 from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.triton_glue import call_model, error_response, read_inputs, response
+from triton_patterns.serving.redis_link import connect
+from triton_patterns.serving.triton_glue import call_model, execute_each, read_inputs, response
 
 
 class TritonPythonModel:
     def initialize(self, args):
         c = self.config = parse_model_config(args["model_config"])
         self.store = SQLiteStore(os.environ.get(DATA_STORE_ENV) or c.required_parameter("store_path"))
-        url = os.environ.get(REDIS_URL_ENV) or c.parameter("redis_url", "redis://127.0.0.1:6379/0")
-        timeout = c.float_parameter("redis_timeout_ms", 50) / 1000
-        self.redis = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-        )
+        self.redis = connect(c)
         self.ttl = c.int_parameter("ttl_seconds", 300)
         self.namespace = c.parameter("namespace", "data")
         self.preprocess = c.parameter("preprocess_model")
@@ -101,13 +95,7 @@ class TritonPythonModel:
         return response({**outputs, "SOURCE": np.array([[source.encode()]], dtype=object)})
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._one(request))
-            except Exception as exc:  # noqa: BLE001
-                responses.append(error_response(exc))
-        return responses
+        return execute_each(requests, self._one)
 
     def finalize(self):
         self.store.close()

@@ -17,18 +17,15 @@ Metrics: prediction_cache_requests_total{model, result="hit"|"miss"|"error"}.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import redis
 import triton_python_backend_utils as pb_utils
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from triton_patterns.redis_server import REDIS_URL_ENV
 from triton_patterns.serving.cache_codec import cache_key, decode_outputs, encode_outputs
 from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.triton_glue import call_model, error_response, read_inputs, response
+from triton_patterns.serving.redis_link import connect
+from triton_patterns.serving.triton_glue import call_model, execute_each, read_inputs, response
 
 
 class TritonPythonModel:
@@ -43,13 +40,7 @@ class TritonPythonModel:
             )
         self.ttl = self.config.int_parameter("ttl_seconds", 300)
         self.namespace = self.config.parameter("namespace", "prediction")
-        url = os.environ.get(REDIS_URL_ENV) or self.config.parameter(
-            "redis_url", "redis://127.0.0.1:6379/0"
-        )
-        timeout = self.config.float_parameter("redis_timeout_ms", 50) / 1000
-        self.redis = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-        )
+        self.redis = connect(self.config)
         self.outputs = [s.name for s in self.config.outputs if s.name != "CACHE_HIT"]
         # kept on self: a Metric whose MetricFamily was garbage-collected can't be incremented
         self.metric_family = family = pb_utils.MetricFamily(
@@ -93,10 +84,4 @@ class TritonPythonModel:
         return response({**cached, "CACHE_HIT": np.full((rows, 1), hit, dtype=bool)})
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._one(request))
-            except Exception as exc:  # noqa: BLE001
-                responses.append(error_response(exc))
-        return responses
+        return execute_each(requests, self._one)

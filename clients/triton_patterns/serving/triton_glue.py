@@ -135,3 +135,15 @@ async def call_model_async(
     except asyncio.TimeoutError:
         raise StepTimeout(step, model, version, f"no answer within {timeout_s * 1000:.0f} ms") from None
     return _outputs_or_error(step, model, version, result, output_names)
+
+
+def execute_each(requests, handle) -> list:
+    """`execute` for backends that answer request by request: `handle(request)` returns a
+    response; an exception becomes that request's error response."""
+    responses = []
+    for request in requests:
+        try:
+            responses.append(handle(request))
+        except Exception as exc:  # noqa: BLE001
+            responses.append(error_response(exc))
+    return responses
