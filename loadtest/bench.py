@@ -42,6 +42,7 @@ from tritonclient.grpc import InferInput
 
 from triton_patterns import paths
 from triton_patterns.launcher import TritonServer
+from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
 from triton_patterns.processes import ManagedProcess, free_port, http_status, wait_for
 
 from . import loadgen
@@ -51,7 +52,8 @@ REPO = paths.MODEL_REPOSITORY
 OUT_DIR = paths.REPORTS / "bench"
 DOCS_DIR = paths.PROJECT_ROOT / "docs" / "bench"
 BENCHMARKS_MD = paths.PROJECT_ROOT / "BENCHMARKS.md"
-BENCH_MODELS = ("iris", "heavy_mlp", "digits", "digits_bls", "digits_preprocess", "digits_classifier")
+BENCH_MODELS = ("iris", "heavy_mlp", "digits", "digits_bls", "digits_preprocess", "digits_classifier",
+                "iris_vote", "iris_vote_aggregate")
 ONNX = {"iris": REPO / "iris/2/model.onnx", "heavy_mlp": REPO / "heavy_mlp/1/model.onnx",
         "digits_classifier": REPO / "digits_classifier/1/model.onnx"}
 FEATURE_INPUT = {"iris": "FEATURES", "heavy_mlp": "INPUT"}
@@ -199,6 +201,11 @@ def triton_setups(server: TritonServer, data: Data) -> list[Setup]:
         x[0, 0] = next(counter)
         return x
 
+    def unique_iris() -> np.ndarray:  # a new input every request: always a Redis cache miss
+        x = data.iris.copy()
+        x[0, 0] += next(counter) * 1e-6
+        return x
+
     def digits_steps(client):
         async def call():
             pixels = (await client.infer("digits_preprocess", [_infer_input("IMAGE", png)])).as_numpy("PIXELS")
@@ -233,6 +240,14 @@ def triton_setups(server: TritonServer, data: Data) -> list[Setup]:
                    _model_call("digits", "digits", lambda: png)),
         grpc_setup("digits_bls_grpc", "prep-pred BLS `digits_bls` (PNG in), gRPC", url, "digits", data,
                    _model_call("digits", "digits_bls", lambda: png)),
+        grpc_setup("parallel_ensemble_grpc", "parallel ensemble `iris_vote` (v1 + v2, mean)", url, "iris", data,
+                   _model_call("iris", "iris_vote", fixed("iris"))),
+        grpc_setup("parallel_bls_grpc", "parallel BLS on the same pipeline (v1 + v2, mean)", url, "iris", data,
+                   _model_call("iris", "iris_parallel_vote", fixed("iris"))),
+        grpc_setup("redis_cache_hit_grpc", "Redis prediction cache on iris v2, the same input", url, "iris", data,
+                   _model_call("iris", "iris_redis_cache", fixed("iris"))),
+        grpc_setup("redis_cache_miss_grpc", "Redis prediction cache on iris v2, a new input each time", url,
+                   "iris", data, _model_call("iris", "iris_redis_cache", unique_iris)),
         grpc_setup("digits_steps_grpc", "digits_preprocess then digits_classifier, called by the client", url,
                    "digits", data, digits_steps),
     ]
@@ -314,6 +329,13 @@ def bench_repository(tmp: Path) -> Path:
         'key: "intra_op_thread_count", value: { string_value: "1" }',
         'key: "intra_op_thread_count", value: { string_value: "2" }'))
     _variant(tmp, "heavy_mlp", "heavy_mlp_cache", lambda t: t + "response_cache { enable: true }\n")
+    # the parallel BLS on the same pipeline as the `iris_vote` ensemble: v1 and v2, mean of scores
+    _variant(tmp, "iris_parallel", "iris_parallel_vote", lambda t: t.replace(
+        '"iris:1,iris:2,iris_slow,iris_failing"', '"iris:1,iris:2"').replace(
+        'string_value: "majority"', 'string_value: "mean"'))
+    # the Redis prediction cache on iris v2, with a TTL longer than a run
+    _variant(tmp, "iris_cached_v2", "iris_redis_cache", lambda t: t.replace(
+        'key: "ttl_seconds", value: { string_value: "2" }', 'key: "ttl_seconds", value: { string_value: "600" }'))
     return tmp
 
 
@@ -412,7 +434,10 @@ def run(args) -> list[Outcome]:
                     continue
                 progress.update(task, description="starting tritonserver")
                 with tempfile.TemporaryDirectory(prefix="bench-repo-") as tmp:
-                    with TritonServer(model_repository=bench_repository(Path(tmp)), log_dir=log_dir) as server:
+                    with RedisServer(maxmemory="64mb", maxmemory_policy="allkeys-lru") as redis, TritonServer(
+                        model_repository=bench_repository(Path(tmp)), log_dir=log_dir,
+                        env={REDIS_URL_ENV: redis.url},
+                    ) as server:
                         outcomes += run_setups(select(triton_setups(server, data), args.setups), args.concurrency,
                                                progress, task)
             else:
@@ -494,6 +519,16 @@ def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
     add(f"BLS vs ensemble, p50, c={low}", "<= 1.3x", bls.p50_ms / ens.p50_ms if bls and ens else None,
         bool(bls and ens and bls.p50_ms / ens.p50_ms <= 1.3),
         f"BLS {bls.p50_ms:.2f} ms, ensemble {ens.p50_ms:.2f} ms" if bls and ens else "not measured")
+    par_ens, par_bls = _at(outcomes, "parallel_ensemble_grpc", low), _at(outcomes, "parallel_bls_grpc", low)
+    add(f"parallel BLS vs ensemble (iris v1 + v2), p50, c={low}", "<= 1.3x",
+        par_bls.p50_ms / par_ens.p50_ms if par_bls and par_ens else None,
+        bool(par_bls and par_ens and par_bls.p50_ms / par_ens.p50_ms <= 1.3),
+        f"BLS {par_bls.p50_ms:.2f} ms, ensemble {par_ens.p50_ms:.2f} ms" if par_bls and par_ens else "not measured")
+    rhit, rmiss = (_at(outcomes, n, top) for n in ("redis_cache_hit_grpc", "redis_cache_miss_grpc"))
+    add(f"Redis prediction cache hit vs miss, iris, throughput, c={top} (reported, no goal)", "-",
+        rhit.rows_per_s / rmiss.rows_per_s if rhit and rmiss else None, None,
+        f"hit {rhit.rows_per_s:,.0f}/s p50 {rhit.p50_ms:.2f} ms, miss {rmiss.rows_per_s:,.0f}/s "
+        f"p50 {rmiss.p50_ms:.2f} ms" if rhit and rmiss else "not measured")
     hit, miss = _at(outcomes, "cache_hit_grpc", low), _at(outcomes, "cache_miss_grpc", low)
     add(f"response cache hit vs miss, heavy_mlp, p50, c={low}", "<= 0.1x",
         hit.p50_ms / miss.p50_ms if hit and miss else None, bool(hit and miss and hit.p50_ms / miss.p50_ms <= 0.1),

@@ -24,6 +24,7 @@ def test_quick_bench_every_setup_answers_correctly(tmp_path):
 
     names = {o.setup.name for o in outcomes}
     assert {"ort_heavy_mlp_t2", "triton_iris_grpc", "triton_iris_http", "cache_hit_grpc", "cache_miss_grpc",
+            "parallel_ensemble_grpc", "parallel_bls_grpc", "redis_cache_hit_grpc", "redis_cache_miss_grpc",
             "digits_ensemble_grpc", "digits_bls_grpc", "digits_steps_grpc", "fastapi_iris_w1",
             "fastapi_heavy_w2"} <= names
     broken = {o.setup.name: o.error or [p.first_error for p in o.points] for o in outcomes if not o.ok}
