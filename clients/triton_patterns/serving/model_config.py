@@ -53,27 +53,22 @@ class ModelConfig:
     def parameter(self, key: str, default: str | None = None) -> str | None:
         return self.parameters.get(key, default)
 
-    def int_parameter(self, key: str, default: int) -> int:
+    def _typed_parameter(self, key: str, default, cast, expected: str):
         value = self.parameters.get(key)
         if value is None or value == "":
             return default
         try:
-            return int(value)
+            return cast(value)
         except ValueError:
             raise ValueError(
-                f"model '{self.name}': parameter '{key}' must be an integer, got {value!r}"
+                f"model '{self.name}': parameter '{key}' must be {expected}, got {value!r}"
             ) from None
 
+    def int_parameter(self, key: str, default: int) -> int:
+        return self._typed_parameter(key, default, int, "an integer")
+
     def float_parameter(self, key: str, default: float) -> float:
-        value = self.parameters.get(key)
-        if value is None or value == "":
-            return default
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(
-                f"model '{self.name}': parameter '{key}' must be a number, got {value!r}"
-            ) from None
+        return self._typed_parameter(key, default, float, "a number")
 
     def required_parameter(self, key: str) -> str:
         value = self.parameters.get(key)
