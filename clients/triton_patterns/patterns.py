@@ -56,6 +56,11 @@ PATTERNS: dict[str, PatternSpec] = {
             "6.0,2.7,5.1,1.6",
         ),
         PatternSpec(
+            "serial_bls_text", "text_classify_bls", "TEXT", "BYTES", ("LABEL", "PROBABILITIES", "STEPS"), "text",
+            "the text pipeline's three steps run by the serial BLS backend, with per-step latency",
+            "the striker scored twice in the final",
+        ),
+        PatternSpec(
             "parallel_ensemble", "iris_vote", "FEATURES", "FP32", ("LABEL", "PROBABILITIES"), "numbers",
             "ensemble fan-out to iris v1 and v2, scores averaged by an aggregating step",
             "6.7,3.0,5.2,2.3",

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from triton_patterns.client import PatternError
+from triton_patterns.demo import TEXT_SAMPLES
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +30,18 @@ def test_cascade_routes_on_the_first_models_confidence(client):
     v2 = client.synchronous(UNSURE, version=2)
     assert v1.scores.max() < 0.9
     assert unsure.class_id == v2.class_id and abs(unsure.scores - v2.scores).max() < 1e-6
+
+
+def test_serial_bls_runs_the_text_pipeline_like_the_ensemble(client):
+    texts = [text for text, _ in TEXT_SAMPLES]
+    bls = client.predict("serial_bls_text", texts)
+    ensemble = client.predict("serial", texts)
+    assert [p.label for p in bls] == [topic for _, topic in TEXT_SAMPLES]
+    for b, e in zip(bls, ensemble):
+        assert abs(b.scores - e.scores).max() < 1e-5
+        assert [(s["step"], s["status"]) for s in b.report] == [
+            ("tokenize", "ran"), ("encode", "ran"), ("classify", "ran")]
+        assert all(s["ms"] > 0 for s in b.report)
 
 
 def test_slow_step_is_cut_at_its_timeout_and_failing_step_skipped(client):
