@@ -12,7 +12,11 @@ ratios against the targets of issue 3.
 
 Benchmark variants live only in the temporary repository (committed configs are untouched):
 `iris_nobatch` and `heavy_mlp_nobatch` (no dynamic batching), `heavy_mlp_t2` (2 intra-op
-threads), `heavy_mlp_cache` (`response_cache { enable: true }`).
+threads), `heavy_mlp_cache` (`response_cache { enable: true }`), `iris_parallel_vote` (the
+parallel BLS on the `iris_vote` ensemble's pipeline), `iris_redis_cache` (long TTL) and
+`digits_by_id_store` (data cache off). perf_analyzer measures a few of the same models on the
+same server as a cross-check of the harness's own load generator. The report is written by
+`loadtest.bench_report`.
 """
 
 from __future__ import annotations
@@ -21,16 +25,11 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
-import platform
 import re
-import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -41,22 +40,27 @@ import tritonclient.grpc.aio as grpc_aio
 from tritonclient.grpc import InferInput
 
 from triton_patterns import paths
+from triton_patterns.data_store import DATA_STORE_ENV, seed_store
 from triton_patterns.launcher import TritonServer
 from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
 from triton_patterns.processes import ManagedProcess, free_port, http_status, wait_for
 
-from . import loadgen
+from . import loadgen, perf
+from .bench_report import BENCHMARKS_MD, OUT_DIR, _fmt, write_reports
 from .loadgen import Point
 
 REPO = paths.MODEL_REPOSITORY
-OUT_DIR = paths.REPORTS / "bench"
-DOCS_DIR = paths.PROJECT_ROOT / "docs" / "bench"
-BENCHMARKS_MD = paths.PROJECT_ROOT / "BENCHMARKS.md"
 BENCH_MODELS = ("iris", "heavy_mlp", "digits", "digits_bls", "digits_preprocess", "digits_classifier",
-                "iris_vote", "iris_vote_aggregate")
+                "iris_vote", "iris_vote_aggregate", "text_tokenizer", "text_encoder", "text_classifier",
+                "text_classify", "text_classify_bls", "text_classify_cached", "digits_by_id")
 ONNX = {"iris": REPO / "iris/2/model.onnx", "heavy_mlp": REPO / "heavy_mlp/1/model.onnx",
         "digits_classifier": REPO / "digits_classifier/1/model.onnx"}
 FEATURE_INPUT = {"iris": "FEATURES", "heavy_mlp": "INPUT"}
+INPUT_NAME = {**FEATURE_INPUT, "digits": "IMAGE", "text": "TEXT"}
+TEXT_LABELS = ("sports", "technology", "food", "weather")
+# perf_analyzer runs on these models, mirroring the own-loadgen setup on the same model
+PERF_MIRRORS = {"iris": "triton_iris_grpc", "heavy_mlp": "triton_heavy_grpc", "digits": "digits_ensemble_grpc",
+                "digits_bls": "digits_bls_grpc"}
 
 
 # --------------------------------------------------------------------------- inputs and answers
@@ -70,11 +74,16 @@ class Data:
     heavy: np.ndarray = field(init=False)
     pngs: list[bytes] = field(init=False)
     digit_pixels: np.ndarray = field(init=False)
+    text: np.ndarray = field(init=False)  # one text of the demo's samples, whose topic the pipeline gets right
+    text_label: int = field(init=False)
 
     def __post_init__(self) -> None:
         from export import digits as digits_export
         from export import iris as iris_export
+        from triton_patterns.demo import TEXT_SAMPLES
 
+        self.text = np.array([[TEXT_SAMPLES[0][0].encode()]], dtype=object)
+        self.text_label = TEXT_LABELS.index(TEXT_SAMPLES[0][1])
         self.iris = iris_export.load_split()[1][:1].astype(np.float32)
         self.heavy = np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32)
         x, _ = digits_export.load_test_split()
@@ -86,7 +95,9 @@ class Data:
         return self.iris if model == "iris" else self.heavy
 
     def expected(self, model: str) -> np.ndarray:
-        """iris: label; heavy_mlp: OUTPUT; digits: label (of the original pixels)."""
+        """iris: label; heavy_mlp: OUTPUT; digits: label (of the original pixels); text: its topic."""
+        if model == "text":
+            return np.array([self.text_label])
         if model == "digits":
             return self.sessions["digits_classifier"].run(["LABEL"], {"PIXELS": self.digit_pixels})[0].reshape(-1)
         out = self.sessions[model].run(None, {FEATURE_INPUT[model]: self.rows(model)})
@@ -122,6 +133,7 @@ class Setup:
     check: Callable[[], bool]
     concurrencies: list[int] | None = None  # None: the run's list; in-process: the batch sizes
     server: str = ""  # "triton", "fastapi-1", "fastapi-2" or "" (in-process)
+    mirrors: str = ""  # perf_analyzer setups: the own-loadgen setup measuring the same model
 
 
 def inprocess_setups(data: Data, args) -> list[Setup]:
@@ -176,8 +188,9 @@ def grpc_setup(name: str, what: str, url: str, model: str, data: Data,
                  lambda: same(model, asyncio.run(run(None)), data.expected(model)), server="triton")
 
 
-def _model_call(model: str, version_name: str, array_fn: Callable[[], np.ndarray]):
-    input_name = "IMAGE" if model == "digits" else FEATURE_INPUT[model]
+def _model_call(model: str, version_name: str, array_fn: Callable[[], np.ndarray], input_name: str = ""):
+    """One request to `version_name` with `array_fn()`; `model` says how to check the answer."""
+    input_name = input_name or INPUT_NAME[model]
     out_name = "OUTPUT" if model == "heavy_mlp" else "LABEL"
 
     def factory(client):
@@ -191,8 +204,8 @@ def _model_call(model: str, version_name: str, array_fn: Callable[[], np.ndarray
     return factory
 
 
-def triton_setups(server: TritonServer, data: Data) -> list[Setup]:
-    url, http = server.grpc_url, f"http://{server.http_url}"
+def triton_setups(url: str, http: str, data: Data) -> list[Setup]:
+    """The Triton setups against the gRPC `url` and the HTTP base `http` (nothing connects yet)."""
     png = np.array([data.pngs], dtype=object)
     counter = iter(range(1, 1 << 62))
 
@@ -205,6 +218,11 @@ def triton_setups(server: TritonServer, data: Data) -> list[Setup]:
         x = data.iris.copy()
         x[0, 0] += next(counter) * 1e-6
         return x
+
+    def unique_text() -> np.ndarray:  # a new text every request (a trailing number): a Redis cache miss
+        return np.array([[data.text[0, 0] + f" {next(counter)}".encode()]], dtype=object)
+
+    record = np.array([[b"digit-0"]], dtype=object)  # seeded from the first held-out digit, as data.pngs[0]
 
     def digits_steps(client):
         async def call():
@@ -250,6 +268,18 @@ def triton_setups(server: TritonServer, data: Data) -> list[Setup]:
                    "iris", data, _model_call("iris", "iris_redis_cache", unique_iris)),
         grpc_setup("digits_steps_grpc", "digits_preprocess then digits_classifier, called by the client", url,
                    "digits", data, digits_steps),
+        grpc_setup("text_ensemble_grpc", "serial ensemble `text_classify` (tokenizer, MiniLM, head)", url, "text",
+                   data, _model_call("text", "text_classify", lambda: data.text)),
+        grpc_setup("text_bls_grpc", "serial BLS `text_classify_bls` on the same three steps", url, "text", data,
+                   _model_call("text", "text_classify_bls", lambda: data.text)),
+        grpc_setup("text_redis_hit_grpc", "Redis prediction cache on the text pipeline, the same text", url, "text",
+                   data, _model_call("text", "text_classify_cached", lambda: data.text)),
+        grpc_setup("text_redis_miss_grpc", "Redis prediction cache on the text pipeline, a new text each time", url,
+                   "text", data, _model_call("text", "text_classify_cached", unique_text)),
+        grpc_setup("data_cache_redis_grpc", "data cache `digits_by_id`: the record's PNG from Redis (hit)", url,
+                   "digits", data, _model_call("digits", "digits_by_id", lambda: record, "ID")),
+        grpc_setup("data_cache_store_grpc", "data cache with the cache off: the PNG from the SQLite store", url,
+                   "digits", data, _model_call("digits", "digits_by_id_store", lambda: record, "ID")),
     ]
     # the miss setup's check must not warm the cache for the hit setup: it uses a unique input
     miss = next(s for s in setups if s.name == "cache_miss_grpc")
@@ -336,7 +366,22 @@ def bench_repository(tmp: Path) -> Path:
     # the Redis prediction cache on iris v2, with a TTL longer than a run
     _variant(tmp, "iris_cached_v2", "iris_redis_cache", lambda t: t.replace(
         'key: "ttl_seconds", value: { string_value: "2" }', 'key: "ttl_seconds", value: { string_value: "600" }'))
+    # the data cache with its cache off (ttl 0): every read goes to the store
+    _variant(tmp, "digits_by_id", "digits_by_id_store", lambda t: t.replace(
+        'key: "ttl_seconds", value: { string_value: "300" }', 'key: "ttl_seconds", value: { string_value: "0" }'))
+    seed_store(tmp / "data_store.sqlite", digits=1)
     return tmp
+
+
+def perf_setups(url: str, data: Data, inputs: dict[str, Path]) -> list[Setup]:
+    """perf_analyzer over the models in PERF_MIRRORS, checked by the setup it mirrors."""
+    own = {s.name: s for s in triton_setups(url, "", data)}
+    return [Setup(f"perf_analyzer_{model}", "perf_analyzer", own[mirror].model,
+                  f"perf_analyzer on `{model}` (cross-check of {mirror})",
+                  lambda c, model=model: perf.perf_analyzer_point(f"perf_analyzer_{model}", model, url, inputs[model],
+                                                                  c, ARGS.duration),
+                  own[mirror].check, server="triton", mirrors=mirror)
+            for model, mirror in PERF_MIRRORS.items()]
 
 
 @contextlib.contextmanager
@@ -420,7 +465,9 @@ def run(args) -> list[Outcome]:
     outcomes: list[Outcome] = []
     phases = [("limit", None), ("triton", None), ("fastapi", 1), ("fastapi", 2)]
     limit = select(inprocess_setups(data, args), args.setups)
-    n_triton = len(select(triton_names_probe(), args.setups))
+    perf_models = {m: PERF_MIRRORS[m] for m in (["iris"] if args.quick else PERF_MIRRORS)}
+    probe = triton_setups("", "", data) + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
+    n_triton = len(select(probe, args.setups))
     n_peer = len(select(peer_setups(1, 0, data) + peer_setups(2, 0, data), args.setups))
     total = sum(len(s.concurrencies or []) for s in limit) + (n_triton + n_peer) * len(args.concurrency)
     with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -434,12 +481,15 @@ def run(args) -> list[Outcome]:
                     continue
                 progress.update(task, description="starting tritonserver")
                 with tempfile.TemporaryDirectory(prefix="bench-repo-") as tmp:
+                    repo = bench_repository(Path(tmp))
                     with RedisServer(maxmemory="64mb", maxmemory_policy="allkeys-lru") as redis, TritonServer(
-                        model_repository=bench_repository(Path(tmp)), log_dir=log_dir,
-                        env={REDIS_URL_ENV: redis.url},
+                        model_repository=repo, log_dir=log_dir,
+                        env={REDIS_URL_ENV: redis.url, DATA_STORE_ENV: str(repo / "data_store.sqlite")},
                     ) as server:
-                        outcomes += run_setups(select(triton_setups(server, data), args.setups), args.concurrency,
-                                               progress, task)
+                        inputs = perf.write_inputs(args.out / "perf-inputs", tuple(perf_models))
+                        chosen = triton_setups(server.grpc_url, f"http://{server.http_url}", data) + [
+                            s for s in perf_setups(server.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
+                        outcomes += run_setups(select(chosen, args.setups), args.concurrency, progress, task)
             else:
                 chosen = select(peer_setups(workers, 0, data), args.setups)
                 if not chosen:
@@ -450,219 +500,6 @@ def run(args) -> list[Outcome]:
                                            args.concurrency, progress, task)
         progress.update(task, description="done", completed=progress.tasks[0].total)
     return outcomes
-
-
-def triton_names_probe() -> list[Setup]:
-    names = ["triton_iris_grpc", "triton_iris_http", "triton_iris_nobatch_grpc", "triton_heavy_grpc",
-             "triton_heavy_http", "triton_heavy_t2_grpc", "triton_heavy_nobatch_grpc", "cache_hit_grpc",
-             "cache_miss_grpc", "digits_ensemble_grpc", "digits_bls_grpc", "digits_steps_grpc"]
-    return [Setup(n, "triton", "", "", lambda c: None, lambda: True) for n in names]
-
-
-# --------------------------------------------------------------------------- ratios and report
-
-
-def _points(outcomes: list[Outcome], name: str) -> list[Point]:
-    return next((o.points for o in outcomes if o.setup.name == name), [])
-
-
-def _at(outcomes, name: str, concurrency: int) -> Point | None:
-    return next((p for p in _points(outcomes, name) if p.concurrency == concurrency), None)
-
-
-def _best(points: list[Point]) -> Point | None:
-    points = [p for p in points if p is not None and p.requests]
-    return max(points, key=lambda p: p.rows_per_s) if points else None
-
-
-@dataclass
-class Target:
-    name: str
-    goal: str
-    value: float | None
-    passed: bool | None
-    detail: str
-
-
-def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
-    """The ratios of issue 3, from this run's points (None when a setup was not measured)."""
-    found = []
-
-    def add(name, goal, value, passed, detail):
-        found.append(Target(name, goal, value, passed if value is not None and not math.isnan(value) else None,
-                            detail))
-
-    for model, short, goal in (("iris", "iris", 3.0), ("heavy_mlp", "heavy", 3.5)):
-        peer = _best([_at(outcomes, f"fastapi_{short}_w{w}", top) for w in (1, 2)])
-        triton = _best([_at(outcomes, f"triton_{short}_{p}", top) for p in ("grpc", "http")])
-        if peer and triton:
-            ratio, p99 = triton.rows_per_s / peer.rows_per_s, triton.p99_ms / peer.p99_ms
-            add(f"Triton sync vs FastAPI, {model}, c={top}: throughput", f">= {goal}x", ratio, ratio >= goal,
-                f"{triton.setup} {triton.rows_per_s:,.0f}/s vs {peer.setup} {peer.rows_per_s:,.0f}/s")
-            add(f"Triton sync vs FastAPI, {model}, c={top}: p99", "<= 0.3x", p99, p99 <= 0.3,
-                f"{triton.setup} {triton.p99_ms:.1f} ms vs {peer.setup} {peer.p99_ms:.1f} ms")
-        else:
-            add(f"Triton sync vs FastAPI, {model}", f">= {goal}x", None, None, "not measured")
-    heavy = _best([p for n in ("triton_heavy_grpc", "triton_heavy_http", "triton_heavy_t2_grpc",
-                               "triton_heavy_nobatch_grpc") for p in _points(outcomes, n)])
-    limit = _best([p for t in (1, 2) for p in _points(outcomes, f"ort_heavy_mlp_t{t}")])
-    add("heavy_mlp through Triton vs in-process best", ">= 0.8x",
-        heavy.rows_per_s / limit.rows_per_s if heavy and limit else None,
-        bool(heavy and limit and heavy.rows_per_s / limit.rows_per_s >= 0.8),
-        f"{heavy.setup} c={heavy.concurrency} {heavy.rows_per_s:,.0f} rows/s vs {limit.setup} batch {limit.batch} "
-        f"{limit.rows_per_s:,.0f} rows/s" if heavy and limit else "not measured")
-    ens, steps, bls = (_at(outcomes, n, low) for n in ("digits_ensemble_grpc", "digits_steps_grpc", "digits_bls_grpc"))
-    add(f"prep-pred ensemble minus sum of steps, p50, c={low}", "<= 1 ms",
-        ens.p50_ms - steps.p50_ms if ens and steps else None,
-        bool(ens and steps and ens.p50_ms - steps.p50_ms <= 1.0),
-        f"ensemble {ens.p50_ms:.2f} ms, steps called directly {steps.p50_ms:.2f} ms" if ens and steps else "not measured")
-    add(f"BLS vs ensemble, p50, c={low}", "<= 1.3x", bls.p50_ms / ens.p50_ms if bls and ens else None,
-        bool(bls and ens and bls.p50_ms / ens.p50_ms <= 1.3),
-        f"BLS {bls.p50_ms:.2f} ms, ensemble {ens.p50_ms:.2f} ms" if bls and ens else "not measured")
-    par_ens, par_bls = _at(outcomes, "parallel_ensemble_grpc", low), _at(outcomes, "parallel_bls_grpc", low)
-    add(f"parallel BLS vs ensemble (iris v1 + v2), p50, c={low}", "<= 1.3x",
-        par_bls.p50_ms / par_ens.p50_ms if par_bls and par_ens else None,
-        bool(par_bls and par_ens and par_bls.p50_ms / par_ens.p50_ms <= 1.3),
-        f"BLS {par_bls.p50_ms:.2f} ms, ensemble {par_ens.p50_ms:.2f} ms" if par_bls and par_ens else "not measured")
-    rhit, rmiss = (_at(outcomes, n, top) for n in ("redis_cache_hit_grpc", "redis_cache_miss_grpc"))
-    add(f"Redis prediction cache hit vs miss, iris, throughput, c={top} (reported, no goal)", "-",
-        rhit.rows_per_s / rmiss.rows_per_s if rhit and rmiss else None, None,
-        f"hit {rhit.rows_per_s:,.0f}/s p50 {rhit.p50_ms:.2f} ms, miss {rmiss.rows_per_s:,.0f}/s "
-        f"p50 {rmiss.p50_ms:.2f} ms" if rhit and rmiss else "not measured")
-    hit, miss = _at(outcomes, "cache_hit_grpc", low), _at(outcomes, "cache_miss_grpc", low)
-    add(f"response cache hit vs miss, heavy_mlp, p50, c={low}", "<= 0.1x",
-        hit.p50_ms / miss.p50_ms if hit and miss else None, bool(hit and miss and hit.p50_ms / miss.p50_ms <= 0.1),
-        f"hit {hit.p50_ms:.2f} ms, miss {miss.p50_ms:.2f} ms" if hit and miss else "not measured")
-    return found
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "-"
-
-
-def machine() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    wrk = "-"
-    if loadgen.wrk_available():
-        import subprocess
-        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
-        wrk = (out.stdout + out.stderr).split("[")[0].replace("wrk", "").strip() or "-"
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
-            "tritonserver": "2.51.0 (nvidia-pytriton " + _version("nvidia-pytriton") + ")",
-            **{d: _version(d) for d in ("tritonclient", "onnxruntime", "numpy", "fastapi", "uvicorn", "uvloop")},
-            "wrk": wrk}
-
-
-def plots(outcomes: list[Outcome], out: Path) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    made = []
-    served = [o for o in outcomes if o.setup.group != "limit" and o.points]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for ax, models in zip(axes, (("iris",), ("heavy_mlp", "digits"))):
-        for o in served:
-            if o.setup.model in models:
-                ax.plot([p.concurrency for p in o.points], [p.rows_per_s for p in o.points], marker="o",
-                        label=o.setup.name, linestyle="--" if o.setup.group == "peer" else "-")
-        for o in outcomes:  # the limit as horizontal lines: its best batch
-            if o.setup.group == "limit" and o.setup.model in models and o.points:
-                best = _best(o.points)
-                ax.axhline(best.rows_per_s, color="grey", linewidth=0.8, linestyle=":")
-                ax.annotate(f"{o.setup.name} b{best.batch}", (1, best.rows_per_s), fontsize=7, color="grey")
-        ax.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="rows/s", title=" / ".join(models))
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    made.append(out / "throughput.png")
-    fig.savefig(made[-1], dpi=90)
-    plt.close(fig)
-
-    levels = sorted({p.concurrency for o in served for p in o.points})
-    fig, axes = plt.subplots(1, len(levels), figsize=(6 * len(levels), 6), squeeze=False)
-    for ax, level in zip(axes[0], levels):
-        rows = [(o.setup.name, _at(outcomes, o.setup.name, level)) for o in served]
-        rows = [(n, p) for n, p in rows if p]
-        y = np.arange(len(rows))
-        for i, (key, color) in enumerate((("p50_ms", "C0"), ("p90_ms", "C1"), ("p99_ms", "C3"))):
-            ax.barh(y + (i - 1) * 0.27, [getattr(p, key) for _, p in rows], 0.27, label=key[:3], color=color)
-        ax.set(yticks=y, yticklabels=[n for n, _ in rows], xscale="log", xlabel="ms", title=f"latency, c={level}")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    made.append(out / "latency.png")
-    fig.savefig(made[-1], dpi=90)
-    plt.close(fig)
-    return made
-
-
-def _fmt(value: float, digits: int = 1) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
-
-
-def markdown(outcomes: list[Outcome], found: list[Target], info: dict, args, plot_dir: str) -> str:
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Written by `make bench` (`python -m loadtest.bench`) on {time.strftime('%Y-%m-%d %H:%M')}; "
-        f"{args.duration:g} s per point after {args.warmup:g} s of warm-up, closed loop. Do not edit by hand: "
-        "rerun `make bench`. Numbers are from one run on a shared, noisy machine; compare ratios, not absolutes.",
-        "",
-        "## Machine and versions",
-        "",
-        "| | |", "|---|---|",
-        *[f"| {k} | {v} |" for k, v in info.items()],
-        "",
-        "## Targets (issue 3), from this run",
-        "",
-        "| target | goal | this run | result | from |", "|---|---|---|---|---|",
-        *[f"| {t.name} | {t.goal} | {_fmt(t.value, 2)} | "
-          f"{'PASS' if t.passed else 'MISS' if t.passed is not None else 'n/a'} | {t.detail} |" for t in found],
-        "",
-        "## All points",
-        "",
-        "`c` is the number of concurrent closed-loop clients (connections for wrk); for in-process rows it is 1 and "
-        "`batch` rows go into each `session.run`. `rows/s` = answered rows per second; `loadgen CPU` is the load "
-        "generator's own CPU time over (wall time x cores): how much of the machine it took from the server.",
-        "",
-        "| setup | what | c | batch | rows/s | p50 ms | p90 ms | p99 ms | errors | loadgen CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for o in outcomes:
-        if o.error and not o.points:
-            lines.append(f"| {o.setup.name} | {o.setup.what} | - | - | - | - | - | - | FAILED: {o.error} | - |")
-        for p in o.points:
-            lines.append(f"| {o.setup.name} | {o.setup.what} | {p.concurrency} | {p.batch} | {_fmt(p.rows_per_s, 0)} | "
-                         f"{_fmt(p.p50_ms, 2)} | {_fmt(p.p90_ms, 2)} | {_fmt(p.p99_ms, 2)} | {p.errors} | "
-                         f"{'-' if o.setup.group == 'limit' else f'{p.loadgen_cpu:.0%}'} |")
-    lines += ["", "## Plots", "", f"![throughput]({plot_dir}/throughput.png)", "",
-              f"![latency]({plot_dir}/latency.png)", ""]
-    return "\n".join(lines)
-
-
-def write_reports(outcomes: list[Outcome], args) -> tuple[list[Target], list[Path]]:
-    args.out.mkdir(parents=True, exist_ok=True)
-    top = max(args.concurrency)
-    found = targets(outcomes, top, min(args.concurrency))
-    info = machine()
-    (args.out / "results.json").write_text(json.dumps({
-        "machine": info, "duration": args.duration, "warmup": args.warmup,
-        "setups": [{"name": o.setup.name, "what": o.setup.what, "correct": o.correct, "ok": o.ok, "error": o.error,
-                    "points": [p.as_dict() for p in o.points]} for o in outcomes],
-        "targets": [t.__dict__ for t in found],
-    }, indent=1))
-    made = plots(outcomes, args.out)
-    if args.write_md:
-        DOCS_DIR.mkdir(parents=True, exist_ok=True)
-        for path in made:
-            shutil.copy(path, DOCS_DIR / path.name)
-        BENCHMARKS_MD.write_text(markdown(outcomes, found, info, args, "docs/bench"))
-    else:
-        (args.out / "BENCHMARKS.md").write_text(markdown(outcomes, found, info, args, "."))
-    return found, made
 
 
 def parse_args(argv=None):

@@ -64,6 +64,12 @@ def _cpu_share(cpu_s: float, wall_s: float) -> float:
     return cpu_s / (wall_s * CORES) if wall_s > 0 else 0.0
 
 
+def children_cpu_s() -> float:
+    """CPU seconds used so far by this process's finished children (wrk, perf_analyzer)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 # --------------------------------------------------------------------------- asyncio (gRPC)
 
 Call = Callable[[], Awaitable[object]]
@@ -128,13 +134,12 @@ def wrk_available() -> bool:
 
 
 def _wrk(url: str, body_file: str, script: str, concurrency: int, seconds: float) -> tuple[dict, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = children_cpu_s()
     out = subprocess.run(
         ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", script, url],
         capture_output=True, text=True, env={**os.environ, "WRK_BODY_FILE": body_file}, timeout=seconds + 60,
     )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = children_cpu_s() - before
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")

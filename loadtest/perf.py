@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import json
 import os
 import struct
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from triton_patterns import paths
 from triton_patterns.launcher import TritonServer
+
+from .loadgen import CORES, Point, children_cpu_s
 
 OUT_DIR = paths.REPORTS / "perf"
 BLS_COMPOSING = {"digits_bls": "digits_preprocess,digits_classifier"}
@@ -76,6 +81,25 @@ def perf_analyzer_command(model: str, url: str, input_file: Path, csv: Path, con
     if model in BLS_COMPOSING:
         command += ["--bls-composing-models", BLS_COMPOSING[model]]
     return command
+
+
+def perf_analyzer_point(setup: str, model: str, url: str, input_file: Path, concurrency: int,
+                        seconds: float) -> Point:
+    """One perf_analyzer measurement at `concurrency` (its own warm-up and stability trials) as a
+    Point, for the benchmark's cross-check: infer/s and its p50/p90/p99 (client-side, usec in CSV)."""
+    with tempfile.TemporaryDirectory(prefix="perf-") as tmp:
+        csv_path = Path(tmp) / "out.csv"
+        before, started = children_cpu_s(), time.perf_counter()
+        done = subprocess.run(perf_analyzer_command(model, url, input_file, csv_path, f"{concurrency}:{concurrency}",
+                                                    max(500, int(seconds * 1000))),
+                              env=perf_analyzer_env(), text=True, capture_output=True, timeout=120 + 10 * seconds)
+        wall, cpu = time.perf_counter() - started, children_cpu_s() - before
+        if done.returncode != 0 or not csv_path.exists():
+            raise RuntimeError(f"perf_analyzer failed on {model}: {(done.stdout + done.stderr)[-800:]}")
+        row = next(csv.DictReader(csv_path.open()))
+    rate = float(row["Inferences/Second"])
+    return Point(setup, concurrency, 1, int(rate * seconds), 0, seconds, rate,
+                 *(float(row[f"p{q} latency"]) / 1e3 for q in (50, 90, 99)), cpu / (wall * CORES))
 
 
 def run(models=MODELS, concurrency: str = "1:8:7", interval_ms: int = 2000, out: Path = OUT_DIR) -> dict[str, Path]:

@@ -6,7 +6,8 @@ parameters:
   store_path          SQLite store (env TRITON_PATTERNS_DATA_STORE overrides; see
                       triton_patterns.data_store)
   redis_url           env TRITON_PATTERNS_REDIS_URL overrides; redis_timeout_ms (50)
-  ttl_seconds         lifetime of cached data (default 300); namespace (default "data")
+  ttl_seconds         lifetime of cached data (default 300; 0 turns the cache off: every read
+                      goes to the store, for comparison); namespace (default "data")
   target_model, target_version, target_input   the model fed the raw data (input-data cache)
   preprocess_model, preprocess_version, preprocess_output, predict_model, predict_version
                       if set: preprocessed-data cache (the preprocess output is cached)
@@ -40,12 +41,16 @@ class TritonPythonModel:
         self.outputs = [s.name for s in c.outputs if s.name != "SOURCE"]
 
     def _cached(self, key: str):
+        if self.ttl <= 0:
+            return None
         try:
             return self.redis.get(key)
         except redis.RedisError:
             return None
 
     def _cache(self, key: str, value: bytes) -> None:
+        if self.ttl <= 0:
+            return
         try:
             self.redis.set(key, value, ex=self.ttl)
         except redis.RedisError:
