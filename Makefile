@@ -33,6 +33,15 @@ unit: venv
 e2e: models
 	$(BIN)/python -m pytest -q tests/e2e
 
+# Batch pattern: load the held-out iris rows into the store (idempotent), then predict every
+# record the current iris version has not predicted; starts tritonserver + Redis unless
+# BATCH_ARGS has --url HOST:GRPC_PORT (more: triton-patterns batch run --help).
+BATCH_ARGS ?=
+.PHONY: batch
+batch: models
+	$(BIN)/triton-patterns batch seed
+	$(BIN)/triton-patterns batch run $(BATCH_ARGS)
+
 clean:
 	rm -rf build reports
 	find model_repository \( -name model.onnx -o -name manifest.json -o -name tokenizer.json \) -delete

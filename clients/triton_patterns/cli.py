@@ -62,6 +62,12 @@ def cmd_seed_store(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from .batch_job import main as batch_main
+
+    return batch_main(args)
+
+
 def cmd_demo(args) -> int:
     from .demo import main as demo_main
 
@@ -96,6 +102,29 @@ def parser() -> argparse.ArgumentParser:
     seed.add_argument("path", nargs="?", default="/tmp/triton_patterns_data_store.sqlite")
     seed.add_argument("--digits", type=int, default=100)
     seed.set_defaults(func=cmd_seed_store)
+
+    batch = sub.add_parser("batch", help="batch pattern: predict over stored records (seed, run)")
+    actions = batch.add_subparsers(dest="action", required=True)
+    batch_seed = actions.add_parser("seed", help="load the held-out iris rows and/or the text set as records")
+    batch_seed.add_argument("--kind", choices=("iris", "text", "all"), default="iris")
+    batch_seed.add_argument("--repeat", type=int, default=1, help="copies of each row, under distinct keys")
+    batch_run = actions.add_parser("run", help="predict the records without a prediction from the current version")
+    batch_run.add_argument("--url", default=None, help="gRPC address; default: start tritonserver and Redis")
+    batch_run.add_argument("--model", default="iris")
+    batch_run.add_argument("--model-version", default=None, help="default: the latest READY version")
+    batch_run.add_argument("--retry", choices=("all", "failed", "none"), default="failed", help="retry policy")
+    batch_run.add_argument("--max-attempts", type=int, default=3)
+    batch_run.add_argument("--chunk-size", type=int, default=64, help="rows per request")
+    batch_run.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    batch_run.add_argument("--shard", default="0/1", help="i/n: this job's records (id %% n == i)")
+    batch_run.add_argument("--limit", type=int, default=None, help="at most this many records per run")
+    batch_run.add_argument("--retry-delay", type=float, default=0.5, help="seconds between passes")
+    batch_run.add_argument("--no-progress", action="store_true")
+    batch_run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    for action in (batch_seed, batch_run):
+        action.add_argument("--db", default=None,
+                            help="SQLAlchemy URL (default: $TRITON_PATTERNS_BATCH_DB or sqlite:///build/batch.sqlite)")
+    batch.set_defaults(func=cmd_batch)
 
     demo = sub.add_parser("demo", help="start everything, call every pattern, print, stop")
     demo.set_defaults(func=cmd_demo)
