@@ -29,7 +29,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -262,6 +262,19 @@ async def run(
         engine.dispose()
 
 
+@contextlib.contextmanager
+def grpc_server(url: str | None) -> Iterator[str]:
+    """`url`, or when None a tritonserver (and Redis) started as the demo does: its gRPC
+    address, and both stopped on exit."""
+    if url is not None:
+        yield url
+        return
+    from .demo import running_stack
+
+    with running_stack() as (triton, _redis):
+        yield triton.grpc_url
+
+
 def main(args: Any) -> int:
     """`triton-patterns batch seed|run` (arguments in cli.py). `run` without --url starts
     tritonserver and Redis as the demo does and stops them after. Exit status: 0 done, 1 records
@@ -273,17 +286,12 @@ def main(args: Any) -> int:
                  for kind in (store.KINDS if args.kind == "all" else (args.kind,))}
         print(f"seeded {args.db}: " + ", ".join(f"{n} new {kind} records" for kind, n in added.items()))
         return 0
-    options = dict(policy=args.retry, max_attempts=args.max_attempts, chunk_size=args.chunk_size,
-                   concurrency=args.concurrency, limit=args.limit, retry_delay=args.retry_delay,
-                   progress=not args.no_progress)
+    options = {"policy": args.retry, "max_attempts": args.max_attempts, "chunk_size": args.chunk_size,
+               "concurrency": args.concurrency, "limit": args.limit, "retry_delay": args.retry_delay,
+               "progress": not args.no_progress}
     try:
         shard = parse_shard(args.shard)
-        with contextlib.ExitStack() as stack:
-            url = args.url
-            if url is None:
-                from .demo import running_stack
-
-                url = stack.enter_context(running_stack())[0].grpc_url
+        with grpc_server(args.url) as url:
             summary = asyncio.run(run(url, args.db, args.model, args.model_version, shard=shard, **options))
     except BatchError as exc:
         print(f"error: {exc}", file=sys.stderr)

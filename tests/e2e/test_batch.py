@@ -15,11 +15,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from sqlalchemy import func, select
-
-from export.iris import LABELS
 from triton_patterns import batch_store as store
 from triton_patterns.batch_job import run
 from triton_patterns.paths import MODEL_REPOSITORY
+
+from export.iris import LABELS
 
 pytestmark = pytest.mark.e2e
 
@@ -185,3 +185,11 @@ def test_a_failing_model_fails_every_record_under_each_policy(triton, db, policy
     assert "injected failure" in summary.errors[0]
     assert predictions(engine, "iris_failing", "1") == {}
     assert {(s, a) for s, a, _ in statuses(engine, "iris_failing").values()} == {("failed", passes)}
+
+
+def test_the_benchmark_measures_both_rates(triton):
+    from loadtest.batch_bench import measure
+
+    result = measure(triton.grpc_url, rows=450, chunk_size=32, concurrency=2)
+    assert result.rows == 450 and result.version == "2"
+    assert result.triton_rows_per_s > 0 and result.onnxruntime_rows_per_s > 0 and result.ratio > 0

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from triton_patterns import batch_store as store
 from triton_patterns import cli
 from triton_patterns.batch_job import (
