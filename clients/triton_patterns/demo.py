@@ -12,12 +12,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from .client import PatternClient, PatternError, Prediction
+
+if TYPE_CHECKING:
+    from .launcher import TritonServer
+    from .redis_server import RedisServer
 
 console = Console(width=None if Console().is_terminal else 130)
 
@@ -33,6 +38,8 @@ TEXT_SAMPLES = [  # (text, expected topic); not part of the generated training s
     ("Slow-cook the beef stew with carrots, garlic and red wine.", "food"),
     ("Heavy rain and strong winds are expected along the coast tonight.", "weather"),
 ]
+
+SEEDED_DIGITS = 10  # records digit-0 .. digit-9 in the data store running_stack() seeds
 
 ORCHESTRATED = [  # (pattern, model, features, expected species)
     ("serial_bls", "iris_cascade", [5.1, 3.5, 1.4, 0.2], "setosa"),
@@ -86,8 +93,8 @@ def digit_samples(count: int = 3) -> list[tuple[bytes, int]]:
 
 
 @contextlib.contextmanager
-def running_stack() -> Iterator[tuple[str, str]]:
-    """Start Redis and tritonserver on free ports; yield (triton http url, redis url); stop both."""
+def running_stack() -> Iterator[tuple[TritonServer, RedisServer]]:
+    """Start Redis and tritonserver (store seeded) on free ports; yield both servers; stop both."""
     from .launcher import TritonServer
     from .data_store import DATA_STORE_ENV, seed_store
     from .redis_server import REDIS_URL_ENV, RedisServer
@@ -95,14 +102,14 @@ def running_stack() -> Iterator[tuple[str, str]]:
     with console.status("starting Redis and tritonserver (models load in ~20-60 s)..."), \
             tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "data_store.sqlite"
-        seed_store(store, digits=10)
+        seed_store(store, digits=SEEDED_DIGITS)
         env = {DATA_STORE_ENV: str(store)}
         with RedisServer(maxmemory="64mb", maxmemory_policy="allkeys-lru") as redis, \
                 TritonServer(env={**env, REDIS_URL_ENV: redis.url}) as triton:
             console.print(f"tritonserver ready: http {triton.http_url}, grpc {triton.grpc_url}, "
                           f"metrics {triton.metrics_url}; log {triton.log_path}")
             console.print(f"redis ready: {redis.url}")
-            yield triton.http_url, redis.url
+            yield triton, redis
 
 
 def _row(table: Table, pattern: str, given: str, expected: str, fn: Callable[[], Prediction]) -> bool:
@@ -188,9 +195,9 @@ def main(url: str | None = None) -> int:
         show_models(url)
         ok = run_patterns(url)
     else:
-        with running_stack() as (triton_url, _redis_url):
-            show_models(triton_url)
-            ok = run_patterns(triton_url)
+        with running_stack() as (triton, _redis):
+            show_models(triton.http_url)
+            ok = run_patterns(triton.http_url)
         console.print("stopped tritonserver and Redis")
     verdict = "[green]all answers correct[/green]" if ok else "[red]some answers were wrong[/red]"
     console.print(f"demo finished in {time.perf_counter() - start:.1f} s: {verdict}")
