@@ -30,15 +30,7 @@ from triton_patterns.serving.triton_glue import (
     read_inputs,
     response,
 )
-from triton_patterns.serving.validation import parse_list
-
-
-def parse_targets(text: str) -> list[tuple[str, int]]:
-    targets = []
-    for item in parse_list(text):
-        model, _, version = item.partition(":")
-        targets.append((model, int(version) if version else -1))
-    return targets
+from triton_patterns.serving.validation import parse_list, parse_targets
 
 
 class TritonPythonModel:

@@ -26,6 +26,7 @@ import tritonclient.http as http_sync
 import tritonclient.http.aio as http_aio
 from tritonclient.utils import InferenceServerException
 
+from .async_jobs import RESULT_MODEL, JobResult, job_result, wait_for_end
 from .patterns import PatternSpec, pattern
 
 _SYNC = {"http": http_sync, "grpc": grpc_sync}
@@ -64,6 +65,14 @@ class Prediction:
         return value.decode() if isinstance(value, bytes) else str(value)
 
     @property
+    def job_id(self) -> str | None:
+        """For the time-difference pattern: the job that will carry the slow model's answer."""
+        if "JOB_ID" not in self.outputs:
+            return None
+        value = np.asarray(self.outputs["JOB_ID"]).reshape(-1)[0]
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    @property
     def report(self) -> Any:
         """What an orchestrating model reported (STEPS of serial, REPORT of parallel), or None."""
         for name in ("STEPS", "REPORT"):
@@ -83,6 +92,7 @@ class Prediction:
             **({"report": self.report} if self.report is not None else {}),
             **({"cache_hit": self.cache_hit} if self.cache_hit is not None else {}),
             **({"source": self.source} if self.source is not None else {}),
+            **({"job_id": self.job_id} if self.job_id is not None else {}),
         }
 
 
@@ -161,6 +171,7 @@ class _Base:
         self.url, self.protocol = url, protocol
         self._mod = modules[protocol]
         self._labels: dict[str, list[str]] = {}
+        self._input_specs: dict[str, PatternSpec] = {}
         self._json = {"as_json": True} if protocol == "grpc" else {}
 
     def _request(self, spec: PatternSpec, value: Any):
@@ -243,6 +254,75 @@ class PatternClient(_Base):
     def parallel(self, features: Sequence[float], model: str = "iris_parallel") -> Prediction:
         """A parallel fan-out; `.report` says which targets answered, timed out or failed."""
         return self.predict("parallel", features, model=model)[0]
+
+    # -- asynchronous and time-difference patterns (async_jobs.py, backends/async_queue)
+
+    def _input_spec(self, model: str) -> PatternSpec:
+        """A one-input model's input name and datatype, from its metadata."""
+        if model not in self._input_specs:
+            first = self.client.get_model_metadata(model, **self._json)["inputs"][0]
+            self._input_specs[model] = PatternSpec(model, model, first["name"], first["datatype"], (), "", "", "")
+        return self._input_specs[model]
+
+    def submit(self, value: Any, model: str = "iris_async_submit", target: str | None = None) -> str:
+        """Queue a job (one row or a batch of rows) and return its id at once. `target` picks
+        one of the submit model's allowed targets (e.g. "iris_slow", "iris:1")."""
+        spec = self._input_spec(model)
+        inputs, _ = self._request(spec, value)
+        try:
+            result = self.client.infer(model, inputs, parameters={"target": target} if target else None)
+        except InferenceServerException as exc:
+            raise self._error(spec, exc) from None
+        value = result.as_numpy("JOB_ID").reshape(-1)[0]
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def result(self, job_id: str) -> JobResult:
+        """The job's state now: queued, running, done (outputs, model version, timings) or failed (error)."""
+        tensor = self._mod.InferInput("JOB_ID", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([job_id.encode()], dtype=np.object_))
+        try:
+            result = self.client.infer(RESULT_MODEL, [tensor])
+        except InferenceServerException as exc:
+            raise PatternError(RESULT_MODEL, exc.message(), exc.status()) from None
+        return job_result(result.as_numpy("RESULT").reshape(-1)[0], self.labels)
+
+    def wait(self, job_id: str, timeout_s: float = 30.0, redis_url: str | None = None) -> JobResult:
+        """The job's result once it ended, waiting at most `timeout_s` for the notification on
+        its Redis channel (`redis_url`, default $TRITON_PATTERNS_REDIS_URL; without one, the
+        result is polled). Check `.finished`: after the deadline the job may still run."""
+        return wait_for_end(job_id, lambda: self.result(job_id), timeout_s, redis_url)
+
+    def time_difference(self, features: Sequence[float], model: str = "iris_time_difference") -> Prediction:
+        """The fast model's answer now; `.job_id` is the job carrying the slow model's (`wait` for it)."""
+        return self.predict("time_difference", features, model=model)[0]
+
+    def time_difference_stream(
+        self, features: Sequence[float], model: str = "iris_time_difference_stream", timeout_s: float = 30.0
+    ) -> list[Prediction]:
+        """Triton's native form: one gRPC stream, two answers (fast, then slow; `.outputs["STAGE"]`);
+        each Prediction's latency is the time since the request was sent. Needs protocol "grpc"."""
+        if self.protocol != "grpc":
+            raise ValueError("time_difference_stream needs a gRPC client: PatternClient(url, protocol='grpc')")
+        import queue as queue_module
+
+        spec = PatternSpec(model, model, "FEATURES", "FP32", ("LABEL", "PROBABILITIES", "STAGE"), "", "", "")
+        inputs, outputs = self._request(spec, features)
+        answers: queue_module.Queue = queue_module.Queue()
+        stream = self._mod.InferenceServerClient(self.url)
+        start = time.perf_counter()
+        stream.start_stream(callback=lambda result, error: answers.put((result, error, time.perf_counter())))
+        predictions = []
+        try:
+            stream.async_stream_infer(model, inputs, outputs=outputs)
+            for _ in range(2):
+                result, error, at = answers.get(timeout=timeout_s)
+                if error is not None:
+                    raise self._error(spec, error)
+                predictions += to_predictions(spec, result, self.labels(model), (at - start) * 1000)
+        finally:
+            stream.stop_stream()
+            stream.close()
+        return predictions
 
 
 class AsyncPatternClient(_Base):

@@ -81,6 +81,11 @@ PATTERNS: dict[str, PatternSpec] = {
             "a record id in; its image read through Redis in front of a SQLite store",
             "digit-0",
         ),
+        PatternSpec(
+            "time_difference", "iris_time_difference", "FEATURES", "FP32", ("LABEL", "PROBABILITIES", "JOB_ID"),
+            "numbers", "iris v1 answers at once; JOB_ID for the slow model's answer (triton-patterns wait)",
+            "6.7,3.0,5.2,2.3",
+        ),
     )
 }
 

@@ -39,3 +39,12 @@ def check_ranges(
 
 def parse_list(text: str, cast=str) -> list:
     return [cast(item.strip()) for item in text.split(",") if item.strip()]
+
+
+def parse_targets(text: str) -> list[tuple[str, int]]:
+    """A comma list of model[:version] ("iris:1,iris_slow"); no version is -1 (the latest)."""
+    targets = []
+    for item in parse_list(text):
+        model, _, version = item.partition(":")
+        targets.append((model, int(version) if version else -1))
+    return targets
