@@ -78,6 +78,17 @@ def test_parallel_cuts_the_slow_target_reports_the_failing_one_and_votes(client)
     assert elapsed < 0.6 + 0.5, "answered within the global deadline plus a margin"
 
 
+def test_parallel_stops_calling_a_target_that_keeps_missing_its_deadline(client):
+    # iris_slow takes 1.5 s per request on one instance: calls given up on at 400 ms keep running.
+    # Piling more onto it once starved every BLS call of the stub (v1 and v2 too) into the fallback.
+    row = [6.7, 3.0, 5.2, 2.3]
+    answers = [client.parallel(row) for _ in range(12)]
+    assert all(p.label == "virginica" and p.report["fallback"] is False for p in answers)
+    slow = [next(t for t in p.report["targets"] if t["target"] == "iris_slow") for p in answers]
+    assert all(t["status"] == "timed_out" for t in slow)
+    assert any("not called" in t["error"] for t in slow[2:])
+
+
 def test_parallel_returns_the_default_when_too_few_answer(client):
     p = client.parallel([6.7, 3.0, 5.2, 2.3], model="iris_parallel_strict")
     assert p.report["fallback"] is True and p.report["answers"] == 2

@@ -6,6 +6,7 @@ so that every failure names the model that failed.
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Iterable, Mapping
 
@@ -117,6 +118,12 @@ class StepTimeout(StepError):
     (BLS `timeout` only bounds queueing in the callee)."""
 
 
+# Calls given up on at their deadline but still running in the callee, per (model, version).
+# A callee that stops answering would otherwise tie up the stub's BLS machinery until every
+# call, to any model, waits: beyond `max_abandoned` such calls the callee is not called at all.
+_abandoned: collections.Counter = collections.Counter()
+
+
 async def call_model_async(
     step: str,
     model: str,
@@ -124,15 +131,24 @@ async def call_model_async(
     output_names: list[str],
     version: int = -1,
     timeout_s: float | None = None,
+    max_abandoned: int = 2,
 ) -> dict[str, np.ndarray]:
-    """`call_model` with `async_exec`, bounded by `timeout_s` (StepTimeout when it passes)."""
+    """`call_model` with `async_exec`, bounded by `timeout_s` (StepTimeout when it passes).
+    While `max_abandoned` earlier timed-out calls to the same callee are still running, fails at
+    once with StepTimeout instead of piling another call onto it."""
     import asyncio
 
-    request = _bls_request(model, version, inputs, output_names)
+    key = (model, version)
+    if _abandoned[key] >= max_abandoned:
+        raise StepTimeout(step, model, version, f"not called: {_abandoned[key]} earlier calls are still running "
+                                                f"past their deadline")
+    call = asyncio.ensure_future(_bls_request(model, version, inputs, output_names).async_exec())
     try:
         # shield: on timeout we stop waiting; the callee's answer is dropped when it comes
-        result = await asyncio.wait_for(asyncio.shield(request.async_exec()), timeout_s)
+        result = await asyncio.wait_for(asyncio.shield(call), timeout_s)
     except asyncio.TimeoutError:
+        _abandoned[key] += 1
+        call.add_done_callback(lambda _: _abandoned.subtract([key]))
         raise StepTimeout(step, model, version, f"no answer within {timeout_s * 1000:.0f} ms") from None
     return _outputs_or_error(step, model, version, result, output_names)
 
