@@ -69,7 +69,7 @@ class Worker:
     # -- the loop
 
     def run(self, stop: threading.Event) -> dict[str, int]:
-        self.queue.ensure_group()
+        self.queue.register(self.s.name)
         heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
         heartbeat.start()
         reclaim_every = max(self.s.idle_timeout_ms / 2000, 0.05)

@@ -259,6 +259,11 @@ class JobQueue:
             deliveries=deliveries,
         )
 
+    def register(self, consumer: str) -> None:
+        """Make the consumer visible in XINFO CONSUMERS before it has read anything."""
+        self.ensure_group()
+        self.redis.xgroup_createconsumer(self.stream, GROUP, consumer)
+
     def read(self, consumer: str, count: int = 1, block_ms: int = 1000) -> list[Job]:
         """New jobs for this consumer (XREADGROUP >); they stay pending until `finish`."""
         try:

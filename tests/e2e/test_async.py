@@ -1,0 +1,183 @@
+"""End-to-end: the asynchronous and time-difference patterns against the session's tritonserver
+and Redis, with workers as real processes (started here, stopped by pid)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from triton_patterns.client import PatternError
+from triton_patterns.processes import ManagedProcess, wait_for
+from triton_patterns.serving.job_queue import GROUP, JobQueue
+
+pytestmark = pytest.mark.e2e
+
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [6.7, 3.0, 5.2, 2.3], [6.0, 2.7, 5.1, 1.6]]
+
+
+@pytest.fixture
+def queue(redis_server):
+    """The models' queue (namespace "async"), emptied before each test."""
+    q = JobQueue(redis_server.client(), "async")
+    q.redis.delete(q.stream, q.dead)
+    q.ensure_group()
+    return q
+
+
+@pytest.fixture
+def start_worker(triton, redis_server, tmp_path):
+    """Start one worker process (`--processes 1`); every worker started is stopped by pid after."""
+    started: list[ManagedProcess] = []
+
+    def start(name: str, prefetch: int = 1, idle_ms: int = 1000) -> ManagedProcess:
+        proc = ManagedProcess([
+            sys.executable, "-m", "triton_patterns.async_worker", "--processes", "1", "--name", name,
+            "--url", triton.grpc_url, "--redis", redis_server.url, "--idle-timeout-ms", str(idle_ms),
+            "--max-attempts", "3", "--prefetch", str(prefetch), "--block-ms", "200",
+        ], tmp_path / f"{name}.log")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.terminate(timeout=15)
+
+
+def _consumers(queue) -> set[str]:
+    try:
+        return {c["name"].decode() for c in queue.redis.xinfo_consumers(queue.stream, GROUP)}
+    except Exception:  # noqa: BLE001 - group not there yet
+        return set()
+
+
+def _started(queue, *names: str) -> None:
+    assert wait_for(lambda: set(names) <= _consumers(queue), timeout=30, interval=0.1), f"workers {names} never read"
+
+
+def test_jobs_complete_with_the_models_answers(client, queue, start_worker):
+    for name in ("w1", "w2"):
+        start_worker(name)
+    jobs = [(row, version, client.submit(row, target=f"iris:{version}")) for row in ROWS for version in (1, 2)]
+    batch_job = client.submit(ROWS)  # one job, four rows, the default target (iris v2)
+    text = "The goalkeeper saved a penalty in the last minute of the cup final."
+    text_job = client.submit(text, model="text_async_submit")
+    for row, version, job_id in jobs:
+        result = client.wait(job_id, timeout_s=30)
+        expected = client.synchronous(row, version=version)
+        assert (result.status, result.model, result.model_version) == ("done", "iris", str(version))
+        assert result.label == expected.label and np.allclose(result.scores, expected.scores, atol=1e-6)
+        assert result.completions == 1 and result.attempts == 1 and result.error == ""
+        assert set(result.timings) == {"queue_ms", "infer_ms", "total_ms"}
+    rows = client.wait(batch_job, timeout_s=30)
+    assert rows.outputs["PROBABILITIES"].shape == (4, 3)
+    assert list(rows.outputs["LABEL"].reshape(-1)) == [client.synchronous(r).class_id for r in ROWS]
+    topic = client.wait(text_job, timeout_s=30)
+    assert (topic.status, topic.model, topic.label) == ("done", "text_classify", client.serial(text).label)
+    assert queue.depth() == {"stream": 0, "pending": 0, "dead": 0}
+
+
+def test_bad_jobs_are_refused_at_submission(client):
+    with pytest.raises(PatternError, match="FEATURES.*finite"):
+        client.submit([float("nan"), 3.0, 5.2, 2.3])
+    with pytest.raises(PatternError, match="'target'.*heavy_mlp"):
+        client.submit(ROWS[0], target="heavy_mlp")
+    with pytest.raises(PatternError, match="JOB_ID.*no job 'nope'"):
+        client.result("nope")
+
+
+def test_a_worker_killed_holding_jobs_loses_none_and_none_completes_twice(client, queue, start_worker):
+    slow = [client.submit(row, target="iris_slow") for row in ROWS[:2]]  # first: killed mid-call
+    fast = [client.submit(row) for row in ROWS * 2]
+    victim = start_worker("victim", prefetch=len(slow) + len(fast), idle_ms=1000)
+    in_hand = lambda: len(queue.redis.xpending_range(queue.stream, GROUP, "-", "+", 100, consumername="victim"))  # noqa: E731
+    assert wait_for(lambda: in_hand() == 10 and client.result(slow[0]).status == "running", timeout=30, interval=0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait(10) == -signal.SIGKILL
+    for name in ("rescuer1", "rescuer2"):
+        start_worker(name, idle_ms=1000)
+    for job_id, row, target in [*zip(slow, ROWS, ["iris_slow"] * 2), *zip(fast, ROWS * 2, ["iris"] * 8)]:
+        result = client.wait(job_id, timeout_s=30)
+        assert result.status == "done" and result.model == target, result
+        assert result.completions == 1, "a job ends exactly once in the result store"
+        assert result.attempts == 2 and result.worker.startswith("rescuer"), "taken over from the dead worker"
+        assert result.label == client.synchronous(row, version=2).label
+    assert queue.depth() == {"stream": 0, "pending": 0, "dead": 0}
+
+
+def test_a_poison_job_ends_in_the_dead_letter_stream_with_its_error(client, queue, start_worker):
+    start_worker("w1", idle_ms=300)
+    job_id = client.submit(ROWS[0], target="iris_failing")
+    result = client.wait(job_id, timeout_s=30)
+    assert (result.status, result.attempts, result.completions) == ("failed", 3, 1)
+    assert "injected failure" in result.error
+    [letter] = queue.dead_letters()
+    assert (letter["job_id"], letter["model"], letter["attempts"]) == (job_id, "iris_failing", "3")
+    assert letter["error"] == result.error
+    assert np.allclose(letter["inputs"]["FEATURES"], [ROWS[0]])
+    assert queue.depth()["stream"] == 0
+
+
+def test_sigterm_lets_a_worker_finish_the_job_in_hand(client, queue, start_worker):
+    worker = start_worker("graceful")
+    _started(queue, "graceful")
+    job_id = client.submit(ROWS[2], target="iris_slow")
+    assert wait_for(lambda: client.result(job_id).status == "running", timeout=30, interval=0.05)
+    worker.popen.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+    result = client.result(job_id)
+    assert (result.status, result.worker, result.attempts) == ("done", "graceful", 1)
+
+
+def test_time_difference_answers_fast_then_the_slow_answer_arrives(client, queue, start_worker):
+    start_worker("w1")
+    row = ROWS[3]
+    fast = client.time_difference(row)
+    assert client.result(fast.job_id).status in ("queued", "running"), "the slow model (1.5 s) is not done yet"
+    assert (fast.model, fast.label) == ("iris_time_difference", client.synchronous(row, version=1).label)
+    slow = client.wait(fast.job_id, timeout_s=30)
+    assert (slow.status, slow.model, slow.submitted_by) == ("done", "iris_slow", "iris_time_difference")
+    assert np.allclose(slow.scores, client.synchronous(row, version=2).scores, atol=1e-6)
+
+
+def test_time_difference_stream_sends_fast_then_slow_on_one_grpc_stream(grpc_client):
+    fast, slow = grpc_client.time_difference_stream(ROWS[3])
+    assert [np.asarray(p.outputs["STAGE"]).reshape(-1)[0] for p in (fast, slow)] == [b"fast", b"slow"]
+    assert np.allclose(fast.scores, grpc_client.synchronous(ROWS[3], version=1).scores, atol=1e-6)
+    assert np.allclose(slow.scores, grpc_client.synchronous(ROWS[3], version=2).scores, atol=1e-6)
+
+
+def test_native_async_infer_on_http_and_grpc(triton, client):
+    """Triton's own asynchronous calls (no queue): the answer comes back on the same connection."""
+    expected = [client.synchronous(row, version=2).class_id for row in ROWS]
+
+    http = httpclient.InferenceServerClient(triton.http_url, concurrency=4)
+    pending = []
+    for row in ROWS:
+        tensor = httpclient.InferInput("FEATURES", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.array([row], dtype=np.float32))
+        pending.append(http.async_infer("iris", [tensor], model_version="2"))
+    assert [int(p.get_result().as_numpy("LABEL").reshape(-1)[0]) for p in pending] == expected
+    http.close()
+
+    grpc = grpcclient.InferenceServerClient(triton.grpc_url)
+    answers, done = {}, threading.Semaphore(0)
+
+    def callback(index, result, error):
+        answers[index] = error or int(result.as_numpy("LABEL").reshape(-1)[0])
+        done.release()
+
+    for i, row in enumerate(ROWS):
+        tensor = grpcclient.InferInput("FEATURES", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.array([row], dtype=np.float32))
+        grpc.async_infer("iris", [tensor], lambda result, error, i=i: callback(i, result, error), model_version="2")
+    for _ in ROWS:
+        assert done.acquire(timeout=30)
+    assert [answers[i] for i in range(len(ROWS))] == expected
+    grpc.close()
