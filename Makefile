@@ -68,3 +68,7 @@ LOADTEST_ARGS ?=
 .PHONY: loadtest
 loadtest: models
 	$(BIN)/python -m loadtest.locust_run --pattern $(PATTERN) --users $(USERS) --duration $(DURATION) $(LOADTEST_ARGS)
+.PHONY: profile
+profile: models # py-spy + Triton statistics on the setups that miss a target: docs/bench/profiles/
+	$(BIN)/python -m loadtest.profile
+

@@ -44,6 +44,7 @@ class BatchBench:
     triton_rows_per_s: float
     onnxruntime_rows_per_s: float  # the same job with in-process predictions
     inference_only_rows_per_s: float  # in-process onnxruntime alone, no store
+    agree: bool = True  # every record got the same class from Triton as from in-process onnxruntime
 
     @property
     def ratio(self) -> float:
@@ -82,6 +83,10 @@ def measure(grpc_url: str, rows: int = 4500, chunk_size: int = 64, concurrency: 
                                     Target("iris (in-process)", through_triton.version, "iris"), **options))
         with engine.connect() as conn:
             payloads = conn.scalars(select(store.records.c.payload).order_by(store.records.c.id).limit(rows)).all()
+            p = store.predictions.c
+            by_model: dict[str, dict[int, int]] = {}
+            for model, record_id, class_id in conn.execute(select(p.model, p.record_id, p.class_id)):
+                by_model.setdefault(model, {})[record_id] = class_id
         engine.dispose()
     features = np.asarray(payloads, dtype=np.float32)
     start = time.perf_counter()
@@ -90,7 +95,8 @@ def measure(grpc_url: str, rows: int = 4500, chunk_size: int = 64, concurrency: 
     inference_only = len(features) / (time.perf_counter() - start)
     assert through_triton.predicted == local.predicted == rows, (through_triton, local)
     return BatchBench(rows, through_triton.version, chunk_size, concurrency,
-                      through_triton.rows_per_s, local.rows_per_s, inference_only)
+                      through_triton.rows_per_s, local.rows_per_s, inference_only,
+                      by_model.get("iris") == by_model.get("iris (in-process)"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,7 @@ from triton_patterns.launcher import TritonServer
 from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
 from triton_patterns.processes import ManagedProcess, free_port, http_status, wait_for
 
-from . import loadgen, perf
+from . import batch_bench, loadgen, perf
 from .bench_report import BENCHMARKS_MD, OUT_DIR, _fmt, write_reports
 from .loadgen import Point
 
@@ -248,6 +248,10 @@ def triton_setups(url: str, http: str, data: Data) -> list[Setup]:
                    f"{http}/v2/models/heavy_mlp/infer", triton_json("heavy_mlp", data)),
         grpc_setup("triton_heavy_t2_grpc", "heavy_mlp, dynamic batching, 2 intra-op threads, gRPC", url,
                    "heavy_mlp", data, _model_call("heavy_mlp", "heavy_mlp_t2", fixed("heavy_mlp"))),
+        grpc_setup("triton_heavy_t2_b32_grpc", "heavy_mlp, 2 threads, preferred batch 32 (wait <= 20 ms), gRPC", url,
+                   "heavy_mlp", data, _model_call("heavy_mlp", "heavy_mlp_t2_b32", fixed("heavy_mlp"))),
+        grpc_setup("triton_heavy_i2_grpc", "heavy_mlp, 2 instances x 1 thread, preferred batch 16, gRPC", url,
+                   "heavy_mlp", data, _model_call("heavy_mlp", "heavy_mlp_i2", fixed("heavy_mlp"))),
         grpc_setup("triton_heavy_nobatch_grpc", "heavy_mlp without dynamic batching, gRPC", url, "heavy_mlp", data,
                    _model_call("heavy_mlp", "heavy_mlp_nobatch", fixed("heavy_mlp"))),
         grpc_setup("cache_hit_grpc", "heavy_mlp + response cache, the same input every time", url, "heavy_mlp",
@@ -358,6 +362,17 @@ def bench_repository(tmp: Path) -> Path:
     _variant(tmp, "heavy_mlp", "heavy_mlp_t2", lambda t: t.replace(
         'key: "intra_op_thread_count", value: { string_value: "1" }',
         'key: "intra_op_thread_count", value: { string_value: "2" }'))
+    # full batches: wait (up to 20 ms) for 32 rows, so a closed loop of 32 does not split in two cohorts of 16
+    _variant(tmp, "heavy_mlp", "heavy_mlp_t2_b32", lambda t: t.replace(
+        'key: "intra_op_thread_count", value: { string_value: "1" }',
+        'key: "intra_op_thread_count", value: { string_value: "2" }').replace(
+        "dynamic_batching { max_queue_delay_microseconds: 2000 }",
+        "dynamic_batching { preferred_batch_size: [ 32 ] max_queue_delay_microseconds: 20000 }"))
+    # two instances with one thread each: one instance's Python work overlaps the other's compute
+    _variant(tmp, "heavy_mlp", "heavy_mlp_i2", lambda t: t.replace(
+        "instance_group [ { count: 1, kind: KIND_CPU } ]", "instance_group [ { count: 2, kind: KIND_CPU } ]").replace(
+        "dynamic_batching { max_queue_delay_microseconds: 2000 }",
+        "dynamic_batching { preferred_batch_size: [ 16 ] max_queue_delay_microseconds: 20000 }"))
     _variant(tmp, "heavy_mlp", "heavy_mlp_cache", lambda t: t + "response_cache { enable: true }\n")
     # the parallel BLS on the same pipeline as the `iris_vote` ensemble: v1 and v2, mean of scores
     _variant(tmp, "iris_parallel", "iris_parallel_vote", lambda t: t.replace(
@@ -371,6 +386,22 @@ def bench_repository(tmp: Path) -> Path:
         'key: "ttl_seconds", value: { string_value: "300" }', 'key: "ttl_seconds", value: { string_value: "0" }'))
     seed_store(tmp / "data_store.sqlite", digits=1)
     return tmp
+
+
+def batch_job_setup(url: str) -> Setup:
+    """The batch job (issue 6) over iris records in SQLite; `c` = chunks in flight. Its point's
+    `extra` carries the same job with in-process onnxruntime and inference alone, for the ratio."""
+
+    def measure(level: int) -> Point:
+        result = batch_bench.measure(url, rows=900 if ARGS.quick else 9000, concurrency=level)
+        seconds = result.rows / result.triton_rows_per_s
+        return Point("batch_job", level, result.chunk_size, result.rows // result.chunk_size, 0, seconds,
+                     result.triton_rows_per_s, extra={"inprocess_rows_per_s": result.onnxruntime_rows_per_s,
+                                                      "inference_only_rows_per_s": result.inference_only_rows_per_s})
+
+    return Setup("batch_job", "triton", "iris", "batch job: iris records in SQLite -> Triton gRPC -> predictions, "
+                 "chunks of 64 (c = chunks in flight)", measure,
+                 lambda: batch_bench.measure(url, rows=90, concurrency=2).agree, server="triton")
 
 
 def perf_setups(url: str, data: Data, inputs: dict[str, Path]) -> list[Setup]:
@@ -466,7 +497,7 @@ def run(args) -> list[Outcome]:
     phases = [("limit", None), ("triton", None), ("fastapi", 1), ("fastapi", 2)]
     limit = select(inprocess_setups(data, args), args.setups)
     perf_models = {m: PERF_MIRRORS[m] for m in (["iris"] if args.quick else PERF_MIRRORS)}
-    probe = triton_setups("", "", data) + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
+    probe = triton_setups("", "", data) + [batch_job_setup("")] + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
     n_triton = len(select(probe, args.setups))
     n_peer = len(select(peer_setups(1, 0, data) + peer_setups(2, 0, data), args.setups))
     total = sum(len(s.concurrencies or []) for s in limit) + (n_triton + n_peer) * len(args.concurrency)
@@ -488,7 +519,7 @@ def run(args) -> list[Outcome]:
                     ) as server:
                         inputs = perf.write_inputs(args.out / "perf-inputs", tuple(perf_models))
                         chosen = triton_setups(server.grpc_url, f"http://{server.http_url}", data) + [
-                            s for s in perf_setups(server.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
+                            batch_job_setup(server.grpc_url)] + [s for s in perf_setups(server.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
                         outcomes += run_setups(select(chosen, args.setups), args.concurrency, progress, task)
             else:
                 chosen = select(peer_setups(workers, 0, data), args.setups)
