@@ -42,6 +42,15 @@ batch: models
 	$(BIN)/triton-patterns batch seed
 	$(BIN)/triton-patterns batch run $(BATCH_ARGS)
 
+# Asynchronous pattern: WORKERS job workers against a running server (`make serve`, gRPC 8001) and
+# Redis ($TRITON_PATTERNS_REDIS_URL or redis://127.0.0.1:6379/0) until Ctrl-C / SIGTERM, which
+# lets each finish the job in hand; WORKER_ARGS e.g. "--url HOST:8001 --idle-timeout-ms 10000"
+WORKERS ?= 2
+WORKER_ARGS ?=
+.PHONY: worker
+worker: venv
+	$(BIN)/triton-patterns worker --processes $(WORKERS) $(WORKER_ARGS)
+
 clean:
 	rm -rf build reports
 	find model_repository \( -name model.onnx -o -name manifest.json -o -name tokenizer.json \) -delete

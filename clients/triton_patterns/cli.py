@@ -68,6 +68,45 @@ def cmd_batch(args) -> int:
     return batch_main(args)
 
 
+def cmd_submit(args) -> int:
+    from .client import PatternClient, PatternError
+
+    with PatternClient(args.url, protocol=args.protocol) as client:
+        try:
+            text = client._input_spec(args.model).datatype == "BYTES"
+            value = args.value if text else [float(x) for x in args.value.split(",")]
+            print(client.submit(value, model=args.model, target=args.target))
+        except ValueError:
+            raise SystemExit(f"{args.model}: expected comma-separated numbers, got {args.value!r}") from None
+        except PatternError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def cmd_result(args) -> int:
+    """result: the state now; wait: until the job ends or --timeout (exit 0 done, 1 failed, 3 not ended)."""
+    from .client import PatternClient, PatternError
+
+    with PatternClient(args.url, protocol=args.protocol) as client:
+        try:
+            if args.command == "wait":
+                result = client.wait(args.job_id, timeout_s=args.timeout, redis_url=args.redis)
+            else:
+                result = client.result(args.job_id)
+        except PatternError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps(result.as_dict()))
+    return {"done": 0, "failed": 1}.get(result.status, 3) if args.command == "wait" else 0
+
+
+def cmd_worker(args) -> int:
+    from .async_worker import main as worker_main
+
+    return worker_main(args)
+
+
 def cmd_demo(args) -> int:
     from .demo import main as demo_main
 
@@ -126,10 +165,29 @@ def parser() -> argparse.ArgumentParser:
                             help="SQLAlchemy URL (default: $TRITON_PATTERNS_BATCH_DB or sqlite:///build/batch.sqlite)")
     batch.set_defaults(func=cmd_batch)
 
+    submit = sub.add_parser("submit", help="asynchronous pattern: queue a job, print its id")
+    submit.add_argument("value", help="comma-separated features, or text for a text model")
+    submit.add_argument("--model", default="iris_async_submit", help="submit model (e.g. text_async_submit)")
+    submit.add_argument("--target", default=None, help="one of the model's targets, e.g. iris_slow or iris:1")
+    submit.set_defaults(func=cmd_submit)
+    result = sub.add_parser("result", help="asynchronous pattern: a job's state and result now")
+    wait = sub.add_parser("wait", help="asynchronous pattern: a job's result once it ends (Redis notification)")
+    for command in (result, wait):
+        command.add_argument("job_id")
+        command.set_defaults(func=cmd_result)
+    wait.add_argument("--timeout", type=float, default=30.0, help="seconds (default %(default)s)")
+    wait.add_argument("--redis", default=None, help="Redis URL for the notification (default $TRITON_PATTERNS_REDIS_URL)")
+
+    worker = sub.add_parser("worker", help="asynchronous pattern: run job workers until SIGTERM")
+    from .async_worker import add_arguments as worker_arguments
+
+    worker_arguments(worker)
+    worker.set_defaults(func=cmd_worker)
+
     demo = sub.add_parser("demo", help="start everything, call every pattern, print, stop")
     demo.set_defaults(func=cmd_demo)
 
-    for command in (predict, models):
+    for command in (predict, models, submit, result, wait):
         command.add_argument("--url", default="127.0.0.1:8000", help="server address (default %(default)s)")
         command.add_argument("--protocol", choices=("http", "grpc"), default="http")
     demo.add_argument("--url", default=None, help="use a running server instead of starting one")

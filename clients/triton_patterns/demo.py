@@ -178,6 +178,84 @@ def run_patterns(url: str) -> bool:
     return ok
 
 
+@contextlib.contextmanager
+def async_workers(grpc_url: str, redis_url: str, count: int = 2) -> Iterator[list]:
+    """`count` worker processes of the asynchronous pattern (logs under build/logs); stopped by
+    pid with SIGTERM, so each finishes its job in hand."""
+    import sys
+
+    from . import paths
+    from .processes import ManagedProcess
+
+    workers = [
+        ManagedProcess([sys.executable, "-m", "triton_patterns.async_worker", "--processes", "1",
+                        "--name", f"demo-worker-{i}", "--url", grpc_url, "--redis", redis_url,
+                        "--idle-timeout-ms", "1000"],
+                       paths.BUILD / "logs" / f"demo-worker-{i}.log")
+        for i in range(count)
+    ]
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            worker.terminate(timeout=20)
+
+
+def _job_row(table: Table, pattern: str, given: str, expected: str, fn: Callable) -> bool:
+    """One job: `fn()` returns its JobResult; the row shows its end, attempts and timings."""
+    try:
+        r = fn()
+    except PatternError as exc:
+        table.add_row(pattern, given, "-", "-", f"[red]error: {exc}[/red]", expected, "-")
+        return False
+    ok = (r.label if r.status == "done" else r.status) == expected
+    mark = "[green]ok[/green]" if ok else "[red]WRONG[/red]"
+    shown = f"{r.label} (p={float(np.max(r.scores)):.3f})" if r.status == "done" else r.status
+    split = "/".join(f"{r.timings[k]:.0f}" for k in ("queue_ms", "infer_ms") if k in r.timings)
+    table.add_row(pattern, given, r.model, r.model_version or "-", f"{shown} {mark}", expected,
+                  f"{r.timings.get('total_ms', 0):.1f}", str(r.attempts), split)
+    return ok
+
+
+def run_async_patterns(url: str, grpc_url: str, redis_url: str) -> bool:
+    """Asynchronous and time-difference patterns, with two workers started (and stopped) here."""
+    table = Table(title="Asynchronous and time-difference patterns (jobs through Redis Streams + workers)")
+    for column in ("pattern", "input", "model", "version", "output", "expected", "ms", "tries", "queue/infer ms"):
+        table.add_column(column)
+    ok = True
+    with PatternClient(url) as client, async_workers(grpc_url, redis_url) as workers:
+        console.print(f"async workers started: pids {', '.join(str(w.pid) for w in workers)}")
+        started = time.perf_counter()
+        jobs = [(f, s, client.submit(f)) for f, s in IRIS_SAMPLES]
+        text, topic = TEXT_SAMPLES[3]
+        text_job = client.submit(text, model="text_async_submit")
+        poison = client.submit(IRIS_SAMPLES[0][0], target="iris_failing")
+        console.print(f"submitted {len(jobs) + 2} jobs in {(time.perf_counter() - started) * 1000:.1f} ms "
+                      "(each returned its job id at once)")
+        for features, species, job_id in jobs:
+            ok &= _job_row(table, "async (iris v2)", str(features), species,
+                           lambda j=job_id: client.wait(j, 30, redis_url))
+        ok &= _job_row(table, "async (text pipeline)", text[:30] + "...", topic,
+                       lambda: client.wait(text_job, 30, redis_url))
+        ok &= _job_row(table, "async (poison job)", "target iris_failing", "failed",
+                       lambda: client.wait(poison, 30, redis_url))
+        poison_error = client.result(poison).error
+        features, species = IRIS_SAMPLES[2]
+        fast = client.time_difference(features)
+        state_then = client.result(fast.job_id).status
+        ok &= _row(table, "time_difference (fast)", str(features), species, lambda: fast)
+        ok &= _job_row(table, f"time_difference (slow job, {state_then} then)", f"job {fast.job_id[:8]}", species,
+                       lambda: client.wait(fast.job_id, 30, redis_url))
+        with PatternClient(grpc_url, protocol="grpc") as grpc:
+            for p in grpc.time_difference_stream(features):
+                stage = np.asarray(p.outputs["STAGE"]).reshape(-1)[0].decode()
+                ok &= _row(table, f"time_difference stream ({stage})", str(features), species, lambda p=p: p)
+    console.print(table)
+    console.print(f"the poison job's last error, also in the dead-letter stream async:dead: {poison_error}")
+    console.print("workers stopped (SIGTERM by pid)")
+    return ok
+
+
 def show_models(url: str) -> None:
     with PatternClient(url) as client:
         models = client.models()
@@ -194,10 +272,13 @@ def main(url: str | None = None) -> int:
     if url:
         show_models(url)
         ok = run_patterns(url)
+        console.print("(asynchronous patterns skipped with --url: they need Redis, the gRPC address and "
+                      "workers; see docs/patterns/asynchronous.md)")
     else:
-        with running_stack() as (triton, _redis):
+        with running_stack() as (triton, redis):
             show_models(triton.http_url)
             ok = run_patterns(triton.http_url)
+            ok &= run_async_patterns(triton.http_url, triton.grpc_url, redis.url)
         console.print("stopped tritonserver and Redis")
     verdict = "[green]all answers correct[/green]" if ok else "[red]some answers were wrong[/red]"
     console.print(f"demo finished in {time.perf_counter() - start:.1f} s: {verdict}")
