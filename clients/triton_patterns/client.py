@@ -56,21 +56,22 @@ class Prediction:
         """For cached patterns: whether the answer came from the cache."""
         return bool(np.asarray(self.outputs["CACHE_HIT"]).reshape(-1)[0]) if "CACHE_HIT" in self.outputs else None
 
+    def _text(self, name: str) -> str | None:
+        """A one-string output as str, or None when the model has no such output."""
+        if name not in self.outputs:
+            return None
+        value = np.asarray(self.outputs[name]).reshape(-1)[0]
+        return value.decode() if isinstance(value, bytes) else str(value)
+
     @property
     def source(self) -> str | None:
         """For the data cache: where the record's data came from ("redis" or "store")."""
-        if "SOURCE" not in self.outputs:
-            return None
-        value = np.asarray(self.outputs["SOURCE"]).reshape(-1)[0]
-        return value.decode() if isinstance(value, bytes) else str(value)
+        return self._text("SOURCE")
 
     @property
     def job_id(self) -> str | None:
         """For the time-difference pattern: the job that will carry the slow model's answer."""
-        if "JOB_ID" not in self.outputs:
-            return None
-        value = np.asarray(self.outputs["JOB_ID"]).reshape(-1)[0]
-        return value.decode() if isinstance(value, bytes) else str(value)
+        return self._text("JOB_ID")
 
     @property
     def report(self) -> Any:
