@@ -29,7 +29,7 @@ import onnxruntime as ort
 from triton_patterns import paths
 from triton_patterns.client import PatternClient
 from triton_patterns.processes import ManagedProcess, wait_for
-from triton_patterns.serving.job_queue import GROUP, JobQueue
+from triton_patterns.serving.job_queue import JobQueue
 
 ONNX = paths.MODEL_REPOSITORY / "iris" / "2" / "model.onnx"
 
@@ -66,11 +66,7 @@ def _start_workers(count: int, grpc_url: str, redis_url: str, log_dir: Path, que
         for i in range(count)
     ]
     names = {f"bench-{count}-{i}" for i in range(count)}
-
-    def registered() -> bool:
-        return names <= {c["name"].decode() for c in queue.redis.xinfo_consumers(queue.stream, GROUP)}
-
-    if not wait_for(registered, timeout=60, interval=0.1):
+    if not wait_for(lambda: names <= queue.consumers(), timeout=60, interval=0.1):
         for w in workers:
             w.terminate(timeout=5)
         raise RuntimeError(f"{count} workers did not start; logs in {log_dir}")

@@ -180,12 +180,15 @@ def run_patterns(url: str) -> bool:
 
 @contextlib.contextmanager
 def async_workers(grpc_url: str, redis_url: str, count: int = 2) -> Iterator[list]:
-    """`count` worker processes of the asynchronous pattern (logs under build/logs); stopped by
-    pid with SIGTERM, so each finishes its job in hand."""
+    """`count` worker processes of the asynchronous pattern (logs under build/logs), yielded once
+    they are consumers of the queue; stopped by pid with SIGTERM, so each finishes its job in hand."""
     import sys
 
+    import redis
+
     from . import paths
-    from .processes import ManagedProcess
+    from .processes import ManagedProcess, wait_for
+    from .serving.job_queue import JobQueue
 
     workers = [
         ManagedProcess([sys.executable, "-m", "triton_patterns.async_worker", "--processes", "1",
@@ -195,6 +198,9 @@ def async_workers(grpc_url: str, redis_url: str, count: int = 2) -> Iterator[lis
         for i in range(count)
     ]
     try:
+        names = {f"demo-worker-{i}" for i in range(count)}
+        with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
+            wait_for(lambda: names <= JobQueue(client).consumers(), timeout=60, interval=0.1)
         yield workers
     finally:
         for worker in workers:

@@ -50,15 +50,8 @@ def start_worker(triton, redis_server, tmp_path):
         proc.terminate(timeout=15)
 
 
-def _consumers(queue) -> set[str]:
-    try:
-        return {c["name"].decode() for c in queue.redis.xinfo_consumers(queue.stream, GROUP)}
-    except Exception:  # noqa: BLE001 - group not there yet
-        return set()
-
-
 def _started(queue, *names: str) -> None:
-    assert wait_for(lambda: set(names) <= _consumers(queue), timeout=30, interval=0.1), f"workers {names} never read"
+    assert wait_for(lambda: set(names) <= queue.consumers(), timeout=30, interval=0.1), f"workers {names} never started"
 
 
 def test_jobs_complete_with_the_models_answers(client, queue, start_worker):

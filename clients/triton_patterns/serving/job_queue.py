@@ -264,6 +264,13 @@ class JobQueue:
         self.ensure_group()
         self.redis.xgroup_createconsumer(self.stream, GROUP, consumer)
 
+    def consumers(self) -> set[str]:
+        """The group's consumers (workers register at start), empty before the group exists."""
+        try:
+            return {_text(c["name"]) for c in self.redis.xinfo_consumers(self.stream, GROUP)}
+        except redis.ResponseError:
+            return set()
+
     def read(self, consumer: str, count: int = 1, block_ms: int = 1000) -> list[Job]:
         """New jobs for this consumer (XREADGROUP >); they stay pending until `finish`."""
         try:
