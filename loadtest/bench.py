@@ -45,14 +45,15 @@ from triton_patterns.launcher import TritonServer
 from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
 from triton_patterns.processes import ManagedProcess, free_port, http_status, wait_for
 
-from . import batch_bench, loadgen, perf
+from . import async_bench, batch_bench, loadgen, perf
 from .bench_report import BENCHMARKS_MD, OUT_DIR, _fmt, write_reports
 from .loadgen import Point
 
 REPO = paths.MODEL_REPOSITORY
 BENCH_MODELS = ("iris", "heavy_mlp", "digits", "digits_bls", "digits_preprocess", "digits_classifier",
                 "iris_vote", "iris_vote_aggregate", "text_tokenizer", "text_encoder", "text_classifier",
-                "text_classify", "text_classify_bls", "text_classify_cached", "digits_by_id")
+                "text_classify", "text_classify_bls", "text_classify_cached", "digits_by_id", "iris_async_submit",
+                "async_result")
 ONNX = {"iris": REPO / "iris/2/model.onnx", "heavy_mlp": REPO / "heavy_mlp/1/model.onnx",
         "digits_classifier": REPO / "digits_classifier/1/model.onnx"}
 FEATURE_INPUT = {"iris": "FEATURES", "heavy_mlp": "INPUT"}
@@ -404,6 +405,29 @@ def batch_job_setup(url: str) -> Setup:
                  lambda: batch_bench.measure(url, rows=90, concurrency=2).agree, server="triton")
 
 
+def async_setup(http: str, url: str, redis_url: str) -> Setup:
+    """The asynchronous pattern (issue 6): iris jobs through `iris_async_submit`, a Redis Stream
+    and worker processes; `c` = workers. The point is the drain rate (queue filled first); its
+    `extra` has the live rate (submitted while running) and in-process onnxruntime on the rows."""
+
+    def measure(workers: int) -> Point:
+        report = async_bench.measure_async(http, url, redis_url, (workers,), jobs=60 if ARGS.quick else 600)
+        drain, live = (next(r for r in report["async"] if r["mode"] == m) for m in ("drain", "live"))
+        return Point("async_jobs", workers, 1, drain["done"], drain["jobs"] - drain["done"] + drain["wrong"],
+                     drain["jobs"] / drain["jobs_per_s"] if drain["jobs_per_s"] else 0.0, drain["jobs_per_s"],
+                     drain["p50_total_ms"], float("nan"), float("nan"),
+                     extra={"live_jobs_per_s": live["jobs_per_s"], "live_p50_total_ms": live["p50_total_ms"],
+                            "inprocess_rows_per_s": report["inprocess_rows_per_s"]})
+
+    def check() -> bool:
+        report = async_bench.measure_async(http, url, redis_url, (1,), jobs=8)
+        return all(r["done"] == r["jobs"] and not r["wrong"] for r in report["async"])
+
+    return Setup("async_jobs", "triton", "iris", "asynchronous: iris jobs via Redis Stream + workers "
+                 "(c = worker processes; p50 = job created to done)", measure, check, concurrencies=[1, 2],
+                 server="triton")
+
+
 def perf_setups(url: str, data: Data, inputs: dict[str, Path]) -> list[Setup]:
     """perf_analyzer over the models in PERF_MIRRORS, checked by the setup it mirrors."""
     own = {s.name: s for s in triton_setups(url, "", data)}
@@ -497,7 +521,7 @@ def run(args) -> list[Outcome]:
     phases = [("limit", None), ("triton", None), ("fastapi", 1), ("fastapi", 2)]
     limit = select(inprocess_setups(data, args), args.setups)
     perf_models = {m: PERF_MIRRORS[m] for m in (["iris"] if args.quick else PERF_MIRRORS)}
-    probe = triton_setups("", "", data) + [batch_job_setup("")] + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
+    probe = triton_setups("", "", data) + [batch_job_setup(""), async_setup("", "", "")] + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
     n_triton = len(select(probe, args.setups))
     n_peer = len(select(peer_setups(1, 0, data) + peer_setups(2, 0, data), args.setups))
     total = sum(len(s.concurrencies or []) for s in limit) + (n_triton + n_peer) * len(args.concurrency)
@@ -519,7 +543,8 @@ def run(args) -> list[Outcome]:
                     ) as server:
                         inputs = perf.write_inputs(args.out / "perf-inputs", tuple(perf_models))
                         chosen = triton_setups(server.grpc_url, f"http://{server.http_url}", data) + [
-                            batch_job_setup(server.grpc_url)] + [s for s in perf_setups(server.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
+                            batch_job_setup(server.grpc_url),
+                            async_setup(server.http_url, server.grpc_url, redis.url)] + [s for s in perf_setups(server.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
                         outcomes += run_setups(select(chosen, args.setups), args.concurrency, progress, task)
             else:
                 chosen = select(peer_setups(workers, 0, data), args.setups)

@@ -111,6 +111,12 @@ def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
             f"{batch.concurrency} (reported, no goal)", "-", batch.rows_per_s / inprocess, None,
             f"{batch.rows_per_s:,.0f} rows/s vs {inprocess:,.0f} rows/s (inference alone, no store: "
             f"{batch.extra['inference_only_rows_per_s']:,.0f} rows/s)")
+    jobs = _best(_points(outcomes, "async_jobs"))
+    if jobs:
+        add(f"asynchronous jobs/s with {jobs.concurrency} worker(s) vs in-process onnxruntime on the same rows "
+            "(reported, no goal)", "-", jobs.rows_per_s / jobs.extra["inprocess_rows_per_s"], None,
+            f"{jobs.rows_per_s:,.0f} jobs/s draining a filled queue, {jobs.extra['live_jobs_per_s']:,.0f} jobs/s "
+            f"submitted live, vs {jobs.extra['inprocess_rows_per_s']:,.0f} rows/s in process")
     for what, num, den, level, metric, goal in COMPARISONS:
         c = low if level == "low" else top
         a, b = _at(outcomes, num, c), _at(outcomes, den, c)
@@ -223,6 +229,10 @@ def markdown(outcomes: list[Outcome], found: list[Target], info: dict, args, plo
         "| target | goal | this run | result | from |", "|---|---|---|---|---|",
         *[f"| {t.name} | {t.goal} | {_fmt(t.value, 2)} | "
           f"{'PASS' if t.passed else 'MISS' if t.passed is not None else 'n/a'} | {t.detail} |" for t in found],
+        "",
+        "Why a target is missed, with profiles: [docs/bench/missed_targets.md](docs/bench/missed_targets.md) "
+        "(written from a `make bench` and a `make profile` run; the profiles themselves: "
+        "[docs/bench/profiles/profiles.md](docs/bench/profiles/profiles.md)).",
         "",
         "## All points",
         "",

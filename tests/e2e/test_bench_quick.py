@@ -27,7 +27,7 @@ def test_quick_bench_every_setup_answers_correctly(tmp_path):
             "parallel_ensemble_grpc", "parallel_bls_grpc", "redis_cache_hit_grpc", "redis_cache_miss_grpc",
             "digits_ensemble_grpc", "digits_bls_grpc", "digits_steps_grpc", "text_ensemble_grpc", "text_bls_grpc",
             "text_redis_hit_grpc", "text_redis_miss_grpc", "data_cache_redis_grpc", "data_cache_store_grpc",
-            "perf_analyzer_iris", "batch_job", "fastapi_iris_w1", "fastapi_heavy_w2"} <= names
+            "perf_analyzer_iris", "batch_job", "async_jobs", "fastapi_iris_w1", "fastapi_heavy_w2"} <= names
     broken = {o.setup.name: o.error or [p.first_error for p in o.points] for o in outcomes if not o.ok}
     assert not broken
     report = json.loads((tmp_path / "results.json").read_text())
