@@ -3,7 +3,8 @@ an earlier result, time-boxed, and skipped on error; every error names step, mod
 
 parameters:
   steps   JSON list; each step: name, model, version (-1 latest), inputs {callee: pool},
-          outputs {callee: pool}, timeout_ms, on_error "fail"|"skip", skip_values
+          outputs {callee: pool}, timeout_ms (none: no deadline, a synchronous BLS call, which
+          is cheaper than async_exec), on_error "fail"|"skip", skip_values
           {pool: value}, when {"tensor": pool, "max_below"|"max_at_least"|"argmax_in"|"equals": v}
 The pool starts with this model's inputs; this model's outputs are read from the pool at the
 end. STEPS (JSON) reports each step: ran, skipped (error), not_taken (routing), with latency.
@@ -19,7 +20,7 @@ import numpy as np
 
 from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.pipeline import parse_steps, should_run
-from triton_patterns.serving.triton_glue import call_model_async, error_response, read_inputs, response
+from triton_patterns.serving.triton_glue import call_model, call_model_async, error_response, read_inputs, response
 
 
 class TritonPythonModel:
@@ -28,7 +29,7 @@ class TritonPythonModel:
         self.steps = parse_steps(self.config.required_parameter("steps"))
         self.outputs = [s.name for s in self.config.outputs if s.name != "STEPS"]
 
-    async def _run(self, pool: dict[str, np.ndarray]):
+    async def _run(self, pool: dict[str, np.ndarray], alone: bool):
         report = []
         for step in self.steps:
             entry = {"step": step.name, "model": step.model, "version": step.version}
@@ -39,9 +40,15 @@ class TritonPythonModel:
             start = time.perf_counter()
             try:
                 inputs = {callee: pool[name] for callee, name in step.inputs.items()}
-                out = await call_model_async(
-                    step.name, step.model, inputs, list(step.outputs), step.version, step.timeout_ms / 1000
-                )
+                # alone in its batch, a step without a deadline uses `exec`: it saves async_exec's hop
+                # through a thread pool; several requests run their steps concurrently with async_exec
+                if step.timeout_ms is None and alone:
+                    out = call_model(step.name, step.model, inputs, list(step.outputs), step.version)
+                else:
+                    out = await call_model_async(
+                        step.name, step.model, inputs, list(step.outputs), step.version,
+                        None if step.timeout_ms is None else step.timeout_ms / 1000,
+                    )
                 pool.update({step.outputs[k]: v for k, v in out.items()})
                 entry["status"] = "ran"
             except Exception as exc:
@@ -54,9 +61,9 @@ class TritonPythonModel:
             entry["ms"] = round((time.perf_counter() - start) * 1000, 1)
         return pool, report
 
-    async def _one(self, request):
+    async def _one(self, request, alone: bool = True):
         try:
-            pool, report = await self._run(read_inputs(request, self.config.inputs))
+            pool, report = await self._run(read_inputs(request, self.config.inputs), alone)
             missing = [n for n in self.outputs if n not in pool]
             if missing:
                 raise RuntimeError(f"no step produced {missing} (all skipped or not taken)")
@@ -72,4 +79,4 @@ class TritonPythonModel:
             return error_response(exc)
 
     async def execute(self, requests):
-        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+        return list(await asyncio.gather(*(self._one(r, len(requests) == 1) for r in requests)))

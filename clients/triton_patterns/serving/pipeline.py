@@ -15,7 +15,7 @@ class Step:
     version: int = -1
     inputs: dict[str, str] = field(default_factory=dict)   # callee input <- pool tensor
     outputs: dict[str, str] = field(default_factory=dict)  # callee output -> pool tensor
-    timeout_ms: float = 1000.0
+    timeout_ms: float | None = None  # None: no deadline, a plain synchronous BLS call
     on_error: str = "fail"  # or "skip": the pool keeps what it had (or `skip_values`)
     skip_values: dict[str, list] = field(default_factory=dict)
     when: dict | None = None  # {"tensor": name, "max_below"|"max_at_least"|"argmax_in": value}
