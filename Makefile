@@ -24,8 +24,14 @@ serve: models
 demo: models
 	$(BIN)/triton-patterns demo
 
-test: models
+test: models check
 	$(BIN)/python -m pytest -q
+
+# the model repository, statically: configs parse, model files exist, ensembles and BLS
+# parameters name models, tensors and batch sizes that fit (triton-patterns check --help)
+.PHONY: check
+check: models
+	$(BIN)/triton-patterns check
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit

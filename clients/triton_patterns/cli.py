@@ -107,6 +107,12 @@ def cmd_worker(args) -> int:
     return worker_main(args)
 
 
+def cmd_check(args) -> int:
+    from .repo_check import main as check_main
+
+    return check_main(args)
+
+
 def cmd_demo(args) -> int:
     from .demo import main as demo_main
 
@@ -183,6 +189,12 @@ def parser() -> argparse.ArgumentParser:
 
     worker_arguments(worker)
     worker.set_defaults(func=cmd_worker)
+
+    check = sub.add_parser("check", help="check the model repository statically (configs, files, references)")
+    from .repo_check import add_arguments as check_arguments
+
+    check_arguments(check)
+    check.set_defaults(func=cmd_check)
 
     demo = sub.add_parser("demo", help="start everything, call every pattern, print, stop")
     demo.set_defaults(func=cmd_demo)
