@@ -33,6 +33,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from .redis_server import REDIS_URL_ENV
+from .security import authorize, grpc_client_options
 from .serving.job_queue import Job, JobQueue, decide
 
 LOG = logging.getLogger("triton_patterns.async_worker")
@@ -60,7 +61,8 @@ class Worker:
         self.s = settings
         self.queue = JobQueue(redis.Redis.from_url(settings.redis_url, socket_timeout=10), settings.namespace,
                               settings.ttl_seconds)
-        self.triton = grpcclient.InferenceServerClient(settings.triton_url)
+        # keys ($TRITON_PATTERNS_API_KEY) and TLS ($TRITON_PATTERNS_GRPC_ROOT_CERT) as the SDK's
+        self.triton = authorize(grpcclient.InferenceServerClient(settings.triton_url, **grpc_client_options()))
         self.outputs: dict[tuple[str, int], list[str]] = {}
         self.in_hand: dict[str, Job] = {}
         self.lock = threading.Lock()

@@ -49,8 +49,15 @@ def cmd_models(args) -> int:
 
 def cmd_serve(args) -> int:
     from .launcher import serve
+    from .security import GrpcTls
 
-    serve(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port)
+    tls = None
+    if args.grpc_tls_cert or args.grpc_tls_key:
+        if not (args.grpc_tls_cert and args.grpc_tls_key):
+            raise SystemExit("serve: --grpc-tls-cert and --grpc-tls-key go together")
+        tls = GrpcTls(Path(args.grpc_tls_cert), Path(args.grpc_tls_key),
+                      Path(args.grpc_tls_root_cert) if args.grpc_tls_root_cert else None, args.grpc_tls_mutual)
+    serve(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port, grpc_tls=tls)
     return 0
 
 
@@ -127,6 +134,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--grpc-tls-cert", help="PEM certificate: serve gRPC over TLS (with --grpc-tls-key)")
+    serve.add_argument("--grpc-tls-key", help="PEM private key of --grpc-tls-cert")
+    serve.add_argument("--grpc-tls-root-cert", help="PEM CA of the clients' certificates (mutual TLS)")
+    serve.add_argument("--grpc-tls-mutual", action="store_true", help="require client certificates")
     serve.set_defaults(func=cmd_serve)
 
     predict = sub.add_parser(

@@ -9,6 +9,11 @@ Values go in as plain Python/NumPy (feature lists, image bytes); results come ba
 `Prediction`s that carry the label, class id, scores, the model and version that answered, and
 the round-trip latency. `AsyncPatternClient` has the same methods as coroutines. Server errors
 surface as `PatternError` with the server's message (which names the bad input).
+
+Keys and TLS (security.py): every call carries the API key (`api_key`, else
+$TRITON_PATTERNS_API_KEY) and the admin key (`admin_key`, else $TRITON_PATTERNS_ADMIN_KEY or the
+local key file) when known, as the headers (gRPC metadata) the server's restricted APIs check;
+gRPC goes over TLS with `ssl=True` and/or `root_certificates` (else $TRITON_PATTERNS_GRPC_ROOT_CERT).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from tritonclient.utils import InferenceServerException
 
 from .async_jobs import RESULT_MODEL, JobResult, job_result, wait_for_end
 from .patterns import PatternSpec, pattern
+from .security import authorize, client_headers, grpc_client_options
 
 _SYNC = {"http": http_sync, "grpc": grpc_sync}
 _ASYNC = {"http": http_aio, "grpc": grpc_aio}
@@ -166,7 +172,8 @@ def _model_infos(index: Any) -> list[ModelInfo]:
 
 
 class _Base:
-    def __init__(self, url: str, protocol: str, modules: dict):
+    def __init__(self, url: str, protocol: str, modules: dict, api_key: str | None = None,
+                 admin_key: str | None = None, ssl: bool | None = None, root_certificates: str | None = None):
         if protocol not in modules:
             raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
         self.url, self.protocol = url, protocol
@@ -174,6 +181,14 @@ class _Base:
         self._labels: dict[str, list[str]] = {}
         self._input_specs: dict[str, PatternSpec] = {}
         self._json = {"as_json": True} if protocol == "grpc" else {}
+        self.headers = client_headers(api_key, admin_key)
+        self._tls = grpc_client_options(ssl, root_certificates) if protocol == "grpc" else {}
+        if protocol == "http" and ssl:
+            raise ValueError("Triton 2.51 serves HTTP without TLS (put a TLS proxy in front); TLS is for gRPC")
+
+    def _new_client(self, **options):
+        """A tritonclient client for this url with the keys' headers and TLS options."""
+        return authorize(self._mod.InferenceServerClient(self.url, **self._tls, **options), self.headers)
 
     def _request(self, spec: PatternSpec, value: Any):
         data = as_batch(spec, value)
@@ -189,10 +204,11 @@ class _Base:
 class PatternClient(_Base):
     """Blocking client. `protocol` is "http" (port 8000 by default) or "grpc" (8001)."""
 
-    def __init__(self, url: str = "127.0.0.1:8000", protocol: str = "http", timeout_s: float = 60.0):
-        super().__init__(url, protocol, _SYNC)
-        options = {"network_timeout": timeout_s} if protocol == "http" else {}
-        self.client = self._mod.InferenceServerClient(url, **options)
+    def __init__(self, url: str = "127.0.0.1:8000", protocol: str = "http", timeout_s: float = 60.0, *,
+                 api_key: str | None = None, admin_key: str | None = None, ssl: bool | None = None,
+                 root_certificates: str | None = None):
+        super().__init__(url, protocol, _SYNC, api_key, admin_key, ssl, root_certificates)
+        self.client = self._new_client(**({"network_timeout": timeout_s} if protocol == "http" else {}))
 
     def close(self) -> None:
         self.client.close()
@@ -309,7 +325,7 @@ class PatternClient(_Base):
         spec = PatternSpec(model, model, "FEATURES", "FP32", ("LABEL", "PROBABILITIES", "STAGE"), "", "", "")
         inputs, outputs = self._request(spec, features)
         answers: queue_module.Queue = queue_module.Queue()
-        stream = self._mod.InferenceServerClient(self.url)
+        stream = self._new_client()
         start = time.perf_counter()
         stream.start_stream(callback=lambda result, error: answers.put((result, error, time.perf_counter())))
         predictions = []
@@ -329,9 +345,10 @@ class PatternClient(_Base):
 class AsyncPatternClient(_Base):
     """asyncio client with the same calls as PatternClient, as coroutines."""
 
-    def __init__(self, url: str = "127.0.0.1:8000", protocol: str = "http"):
-        super().__init__(url, protocol, _ASYNC)
-        self.client = self._mod.InferenceServerClient(url)
+    def __init__(self, url: str = "127.0.0.1:8000", protocol: str = "http", *, api_key: str | None = None,
+                 admin_key: str | None = None, ssl: bool | None = None, root_certificates: str | None = None):
+        super().__init__(url, protocol, _ASYNC, api_key, admin_key, ssl, root_certificates)
+        self.client = self._new_client()
 
     async def close(self) -> None:
         await self.client.close()

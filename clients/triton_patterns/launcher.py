@@ -12,12 +12,17 @@ Two runtimes with one interface (`start`, `stop`, `http_url`, `grpc_url`, `metri
   repository and the project's pattern backends mounted (not its `onnxruntime` shim: the
   image has the native backend).
 
+Both restrict the admin APIs (model repository, shared memory, logging, trace) to callers
+with the admin key by default, and inference too when given an API key (`security.py`);
+their own calls (readiness, `model_index`, `reload_model`) send the keys.
+
 `serve()` is what `make serve` runs: embedded, supervised, until SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -46,6 +51,7 @@ from .processes import (
     tail,
     wait_for,
 )
+from .security import ADMIN_KEY_ENV, API_KEY_ENV, Access, GrpcTls, admin_key_file
 
 LOG = logging.getLogger(__name__)
 
@@ -241,6 +247,8 @@ def common_server_flags(
     cache_size_bytes: int | None = DEFAULT_CACHE_SIZE_BYTES,
     log_verbose: int = 0,
     exit_on_error: bool = True,
+    access: Access | None = None,
+    grpc_tls: GrpcTls | None = None,
 ) -> list[str]:
     """Flags both runtimes pass to tritonserver (everything except paths and ports).
 
@@ -248,6 +256,7 @@ def common_server_flags(
     waiting for it waits for the models. `--exit-on-error=true` (the default): a model that
     fails to load at startup stops the server at once, and the launcher reports the log
     instead of waiting out its deadline on a server that will never be ready.
+    `access`: the restricted-API flags (`Access.server_flags`); `grpc_tls`: gRPC over TLS.
     """
     if model_control_mode not in ("none", "explicit", "poll"):
         raise ValueError(f"model_control_mode must be none, explicit or poll, not {model_control_mode!r}")
@@ -267,6 +276,10 @@ def common_server_flags(
         flags.append(f"--cache-config=local,size={int(cache_size_bytes)}")
     if log_verbose:
         flags.append(f"--log-verbose={int(log_verbose)}")
+    if access is not None:
+        flags += access.server_flags()
+    if grpc_tls is not None:
+        flags += grpc_tls.server_flags()
     return flags
 
 
@@ -286,6 +299,7 @@ class _Endpoints:
     http_port: int
     grpc_port: int
     metrics_port: int
+    access: Access = Access()
 
     def start(self) -> Any:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
@@ -318,7 +332,7 @@ class _Endpoints:
         return f"http://{self._connect_host}:{self.metrics_port}/metrics"
 
     def _status(self, path: str, method: str = "GET") -> int | None:
-        return http_status(f"http://{self.http_url}{path}", method=method)
+        return http_status(f"http://{self.http_url}{path}", method=method, headers=self.access.headers())
 
     def is_ready(self) -> bool:
         return self._status("/v2/health/ready") == 200
@@ -340,7 +354,8 @@ class _Endpoints:
 
     def model_index(self) -> list[dict]:
         """The repository index (name, version, state) from `POST /v2/repository/index`."""
-        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST",
+                                         headers=self.access.headers())
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read() or b"[]")
 
@@ -364,6 +379,9 @@ class TritonServer(_Endpoints):
     after `restart_backoff` seconds doubled for each death within 30 s of its start.
     `die_with_parent`: the kernel SIGTERMs the server if the thread that started it ends
     (the main thread, usually), so a killed test run leaves no server behind.
+    Access (`security.py`): the admin APIs need `admin_key` (default: the configured admin
+    key, created on first use) unless `restrict_admin_apis` is False; with `api_key`,
+    inference needs it too. `grpc_tls` serves gRPC over TLS.
     """
 
     def __init__(
@@ -391,12 +409,18 @@ class TritonServer(_Endpoints):
         restart_backoff: float = 1.0,
         on_death: Callable[[ServerDied], None] | None = None,
         die_with_parent: bool = True,
+        admin_key: str | None = None,
+        api_key: str | None = None,
+        restrict_admin_apis: bool = True,
+        grpc_tls: GrpcTls | None = None,
     ):
         self.model_repository = Path(model_repository).resolve()
         self.project_backends = Path(project_backends).resolve()
         self.host = host
         self.http_port, self.grpc_port, self.metrics_port = _fill_ports(host, http_port, grpc_port, metrics_port)
         self.cache_size_bytes = cache_size_bytes
+        self.access = Access.resolve(admin_key, api_key, restrict_admin_apis)
+        self.grpc_tls = grpc_tls
         self.flags = common_server_flags(
             model_control_mode=model_control_mode,
             load_models=load_models,
@@ -404,6 +428,8 @@ class TritonServer(_Endpoints):
             cache_size_bytes=cache_size_bytes,
             log_verbose=log_verbose,
             exit_on_error=exit_on_error,
+            access=self.access,
+            grpc_tls=grpc_tls,
         )
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args)
@@ -612,6 +638,7 @@ def serve(wait_models: Iterable[str] = (), **kwargs: Any) -> int:
     """
     kwargs.setdefault("restart_on_death", True)
     kwargs.setdefault("max_restarts", 20)
+    kwargs.setdefault("api_key", os.environ.get(API_KEY_ENV) or None)
     server = TritonServer(**kwargs)
     stop_requested = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop_requested.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -631,12 +658,25 @@ def serve(wait_models: Iterable[str] = (), **kwargs: Any) -> int:
             signal.signal(sig, handler)
 
 
+def _describe_access(server: TritonServer) -> str:
+    """Which API groups need which header (no key printed), and where the admin key is."""
+    parts = [f"{','.join(apis)}: header {header}" for apis, header, _ in server.access.groups()]
+    if server.access.api_key is None:
+        parts.append("inference open")
+    if server.grpc_tls is not None:
+        parts.append("gRPC over TLS")
+    if server.access.admin_key is not None:
+        parts.append(f"admin key in ${ADMIN_KEY_ENV} or {admin_key_file()}")
+    return "; ".join(parts)
+
+
 def _print_banner(server: TritonServer) -> None:
     print(f"tritonserver pid {server.pid} ready")
     print(f"  HTTP     http://{server.http_url}")
     print(f"  gRPC     {server.grpc_url}")
     print(f"  metrics  {server.metrics_url}")
     print(f"  log      {server.log_path}")
+    print(f"  access   {_describe_access(server)}")
     try:
         index = server.model_index()
     except OSError as err:  # e.g. the repository API is restricted
@@ -653,6 +693,37 @@ CONTAINER_MODELS = "/models"
 CONTAINER_BACKENDS = "/opt/tritonserver/backends"
 # Every Debian/Ubuntu python3 (the NGC images' own) searches this folder whatever its minor version.
 CONTAINER_PACKAGE = "/usr/lib/python3/dist-packages/triton_patterns"
+CONTAINER_TLS = "/run/triton-patterns/tls"
+
+
+def container_command(
+    model_repository: str = CONTAINER_MODELS,
+    *,
+    backend_directory: str = CONTAINER_BACKENDS,
+    extra_args: Sequence[str] = (),
+    **flags: Any,
+) -> list[str]:
+    """The tritonserver command line in a server container: the Docker mode's, and the one the
+    images of deploy/docker run (`python3 -m triton_patterns.container`). `flags`: those of
+    `common_server_flags` (access, TLS, model control, cache, ...)."""
+    return [
+        "tritonserver",
+        f"--model-repository={model_repository}",
+        f"--backend-directory={backend_directory}",
+        *common_server_flags(**flags),
+        *extra_args,
+    ]
+
+
+def _tls_mounts(tls: GrpcTls) -> tuple[GrpcTls, dict[str, dict[str, str]]]:
+    """The TLS files as mounted under CONTAINER_TLS (one mount per distinct file), and the mounts."""
+    volumes: dict[str, dict[str, str]] = {}
+    moved = {}
+    for name, path in tls.local_files().items():
+        source = str(path.resolve())
+        volumes.setdefault(source, {"bind": f"{CONTAINER_TLS}/{name}.pem", "mode": "ro"})
+        moved[name] = Path(volumes[source]["bind"])
+    return dataclasses.replace(tls, **moved), volumes
 
 
 def _device_requests(gpus: bool | str | None) -> list:
@@ -685,6 +756,8 @@ def docker_container_spec(
     name: str | None = None,
     labels: dict[str, str] | None = None,
     auto_remove: bool = True,
+    access: Access | None = None,
+    grpc_tls: GrpcTls | None = None,
 ) -> dict[str, Any]:
     """kwargs for `docker.from_env().containers.run(**spec)` running the NGC tritonserver image.
 
@@ -696,6 +769,8 @@ def docker_container_spec(
     network). Third-party modules the backends import must be in the image.
     The container's ports 8000/8001/8002 are published on `host` at the given ports;
     `gpus` = True/"all" or "0,1" adds a GPU device request; NGC's recommended ulimits apply.
+    `access` (default `Access.resolve()`: admin APIs behind the admin key) and `grpc_tls` (its
+    files mounted read-only under /run/triton-patterns/tls) as for `TritonServer`.
     """
     from docker.types import Ulimit
 
@@ -704,19 +779,19 @@ def docker_container_spec(
         if backend not in NATIVE_IN_NGC_IMAGE:
             volumes[str(folder)] = {"bind": f"{CONTAINER_BACKENDS}/{backend}", "mode": "ro"}
     volumes[str(PACKAGE_DIR)] = {"bind": CONTAINER_PACKAGE, "mode": "ro"}
+    if grpc_tls is not None:
+        grpc_tls, tls_volumes = _tls_mounts(grpc_tls)
+        volumes.update(tls_volumes)
 
-    command = [
-        "tritonserver",
-        f"--model-repository={CONTAINER_MODELS}",
-        f"--backend-directory={CONTAINER_BACKENDS}",
-        *common_server_flags(
-            model_control_mode=model_control_mode,
-            load_models=load_models,
-            cache_size_bytes=cache_size_bytes,
-            log_verbose=log_verbose,
-        ),
-        *extra_args,
-    ]
+    command = container_command(
+        model_control_mode=model_control_mode,
+        load_models=load_models,
+        cache_size_bytes=cache_size_bytes,
+        log_verbose=log_verbose,
+        access=access if access is not None else Access.resolve(),
+        grpc_tls=grpc_tls,
+        extra_args=extra_args,
+    )
     spec: dict[str, Any] = {
         "image": image,
         "command": command,
@@ -766,9 +841,11 @@ class DockerTritonServer(_Endpoints):
         shm_size: str = "1g",
         startup_timeout: float = 300.0,
         name: str | None = None,
+        access: Access | None = None,
         **spec_kwargs: Any,
     ):
         self.host = host
+        self.access = access if access is not None else Access.resolve()
         self.http_port, self.grpc_port, self.metrics_port = _fill_ports(host, http_port, grpc_port, metrics_port)
         self.startup_timeout = startup_timeout
         self.spec = docker_container_spec(
@@ -783,6 +860,7 @@ class DockerTritonServer(_Endpoints):
             host=host,
             name=name,
             auto_remove=False,  # keep the container's log until stop(), for start errors
+            access=self.access,
             **spec_kwargs,
         )
         self.container = None

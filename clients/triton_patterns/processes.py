@@ -41,9 +41,11 @@ def free_port(host: str = "127.0.0.1") -> int:
     return free_ports(1, host)[0]
 
 
-def http_status(url: str, timeout: float = 2.0, method: str = "GET") -> int | None:
+def http_status(
+    url: str, timeout: float = 2.0, method: str = "GET", headers: Mapping[str, str] | None = None
+) -> int | None:
     """HTTP status code of `url`, or None when nothing answers."""
-    request = urllib.request.Request(url, method=method)
+    request = urllib.request.Request(url, method=method, headers=dict(headers or {}))
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status
