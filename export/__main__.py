@@ -1,8 +1,9 @@
 """Command line: `python -m export [--only NAME ...] [--force] [--repository PATH]`.
 
-NAME is a family (iris, digits, text, heavy) or a model (e.g. iris_web_single); a selected
-model's dependencies are exported too (and skipped when up to date). A summary table (model,
-version, status, size, parity error, headline metric, time) ends the run.
+NAME is a family (iris, digits, text, heavy, edge) or a model (e.g. iris_web_single); a selected
+model's dependencies are exported too (and skipped when up to date). The edge family (INT8
+models for devices, export/edge.py) goes to build/edge beside the repository. A summary table
+(model, version, status, size, parity error, headline metric, time) ends the run.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import edge
 from . import manifest as mf
 from .report import format_table, human_size
 
@@ -19,7 +21,12 @@ from .report import format_table, human_size
 def all_specs(repo: Path) -> list[mf.Spec]:
     from . import digits, heavy, iris, text
 
-    return [s for family in (iris, digits, text, heavy) for s in family.specs(repo)]
+    return [s for family in (iris, digits, text, heavy, edge) for s in family.specs(repo)]
+
+
+def output_repository(spec: mf.Spec, repo: Path) -> Path:
+    """Where a spec's artifact goes: the model repository, or build/edge for edge bundles."""
+    return edge.edge_repository(repo) if spec.family == edge.FAMILY else repo
 
 
 def run(specs, repo: Path, force: bool = False, forced: set[str] | None = None, stream=None,
@@ -29,8 +36,9 @@ def run(specs, repo: Path, force: bool = False, forced: set[str] | None = None, 
     statuses = {}
     for spec in specs:
         t0 = time.perf_counter()
-        statuses[spec.label] = mf.run_spec(spec, repo, force=force and (forced is None or spec.label in forced),
-                                           stream=stream)
+        runner = edge.run_spec if spec.family == edge.FAMILY else mf.run_spec
+        statuses[spec.label] = runner(spec, repo, force=force and (forced is None or spec.label in forced),
+                                      stream=stream)
         if seconds is not None:
             seconds[spec.label] = time.perf_counter() - t0
     return statuses
@@ -52,7 +60,7 @@ def summary_rows(specs, repo: Path, statuses: dict[str, str], seconds: dict[str,
     for spec in specs:
         if spec.label not in statuses:
             continue
-        m = mf.read_manifest(repo / spec.name / str(spec.version)) or {}
+        m = mf.read_manifest(output_repository(spec, repo) / spec.name / str(spec.version)) or {}
         parity = m.get("parity", {}).get("max_abs_diff")
         rows.append([spec.name, str(spec.version), statuses[spec.label], human_size(m.get("size_bytes")),
                      "-" if parity is None else f"{parity:.1e}", headline_metric(m.get("metrics", {})),
@@ -88,6 +96,9 @@ def main(argv=None) -> int:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
     print("\n" + format_table(SUMMARY_HEADER, summary_rows(specs, repo, statuses, seconds)))
+    report = edge.write_report(repo) if any(s.family == edge.FAMILY for s in specs) else None
+    if report is not None:
+        print(f"edge models against FP32: {os.path.relpath(report)}")
     n_exp = sum(s == "exported" for s in statuses.values())
     print(f"done: {len(statuses)} models ({n_exp} exported, {len(statuses) - n_exp} up to date) "
           f"in {time.perf_counter() - t0:.1f} s -> {repo}")

@@ -120,6 +120,20 @@ def cmd_check(args) -> int:
     return check_main(args)
 
 
+def cmd_edge(args) -> int:
+    from .edge import EdgeClient, EdgeUnavailable
+
+    value = Path(args.value).read_bytes() if args.task == "digits" else args.value
+    with EdgeClient(args.task, url=args.url, protocol=args.protocol, min_confidence=args.min_confidence) as client:
+        try:
+            prediction = client.predict(value)
+        except EdgeUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps(prediction.as_dict()))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import main as demo_main
 
@@ -206,6 +220,14 @@ def parser() -> argparse.ArgumentParser:
 
     check_arguments(check)
     check.set_defaults(func=cmd_check)
+
+    edge = sub.add_parser("edge", help="edge AI: predict with the local INT8 model, the server when unsure")
+    edge.add_argument("task", choices=("digits", "text"))
+    edge.add_argument("value", help="an image file (digits) or text")
+    edge.add_argument("--url", default=None, help="server to ask when unsure or without a local model")
+    edge.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    edge.add_argument("--min-confidence", type=float, default=0.9, help="below this top score, ask the server")
+    edge.set_defaults(func=cmd_edge)
 
     demo = sub.add_parser("demo", help="start everything, call every pattern, print, stop")
     demo.set_defaults(func=cmd_demo)

@@ -286,6 +286,23 @@ def common_server_flags(
 # --------------------------------------------------------------------------- shared client side
 
 
+def python_stub_pids(server_pid: int) -> dict[str, list[int]]:
+    """{model name: [pid, ...]} of the Python stubs whose parent is `server_pid` (Linux /proc).
+    A stub's argv[1] is `<repository>/<model>/<version>/model.py`."""
+    stubs: dict[str, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == server_pid and len(argv) > 1 and argv[0].endswith(b"triton_python_backend_stub"):
+            stubs.setdefault(Path(argv[1].decode()).parent.parent.name, []).append(int(proc.name))
+    return stubs
+
+
 def _fill_ports(host: str, *ports: int | None) -> list[int]:
     """The given ports, with each None replaced by a distinct free port on `host`."""
     free = iter(free_ports(sum(p is None for p in ports), "127.0.0.1" if host in ("0.0.0.0", "") else host))
@@ -491,6 +508,11 @@ class TritonServer(_Endpoints):
     def pid(self) -> int | None:
         proc = self._proc
         return proc.pid if proc else None
+
+    def stub_pids(self) -> dict[str, list[int]]:
+        """The Python backend stub processes of the running server: {model name: [pid, ...]},
+        one per model instance (from /proc: children of tritonserver named *_backend_stub)."""
+        return python_stub_pids(self.pid) if self.pid else {}
 
     @property
     def gave_up(self) -> bool:
