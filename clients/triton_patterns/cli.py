@@ -120,6 +120,12 @@ def cmd_check(args) -> int:
     return check_main(args)
 
 
+def cmd_new(args) -> int:
+    from .template import main as new_main
+
+    return new_main(args)
+
+
 def cmd_edge(args) -> int:
     from .edge import EdgeClient, EdgeUnavailable
 
@@ -220,6 +226,12 @@ def parser() -> argparse.ArgumentParser:
 
     check_arguments(check)
     check.set_defaults(func=cmd_check)
+
+    new = sub.add_parser("new", help="inference template: a new model or pipeline (onnx, python, ensemble, pattern)")
+    from .template import add_arguments as new_arguments
+
+    new_arguments(new)
+    new.set_defaults(func=cmd_new)
 
     edge = sub.add_parser("edge", help="edge AI: predict with the local INT8 model, the server when unsure")
     edge.add_argument("task", choices=("digits", "text"))
