@@ -102,23 +102,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def stub_pids(server_pid: int) -> dict[str, int]:
-    """The Python stub process of each model instance: {model name: pid} (first instance)."""
-    stubs = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if parent == server_pid and argv and argv[0].endswith(b"triton_python_backend_stub") and len(argv) > 1:
-            model = Path(argv[1].decode()).parent.parent.name  # <repo>/<model>/<version>/model.py
-            stubs.setdefault(model, int(proc.name))
-    return stubs
-
-
 @dataclass
 class Result:
     profiled: Profiled
@@ -141,7 +124,7 @@ def self_time(collapsed: Path, top: int = 8) -> list[tuple[str, float]]:
 
 
 def profile(server: TritonServer, setup: bench.Setup, p: Profiled, seconds: float, out: Path) -> Result:
-    stubs = {m: pid for m, pid in stub_pids(server.pid).items() if m in p.models}
+    stubs = {m: pids[0] for m, pids in server.stub_pids().items() if m in p.models}
     missing = set(p.models) - set(stubs)
     if missing:
         raise RuntimeError(f"no stub process found for {sorted(missing)}")

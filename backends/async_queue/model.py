@@ -31,7 +31,7 @@ from triton_patterns.serving.errors import InputError, StepError
 from triton_patterns.serving.job_queue import check_job_inputs, queue_for
 from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.triton_glue import execute_each, read_inputs, response
-from triton_patterns.serving.validation import parse_targets
+from triton_patterns.serving.validation import parse_targets, utf8_values
 
 
 def pick_target(targets: list[tuple[str, int]], wanted: str | None) -> tuple[str, int]:
@@ -77,7 +77,7 @@ class TritonPythonModel:
         return response({"JOB_ID": np.array([job_id.encode()], dtype=object)})
 
     def _result(self, request):
-        ids = [v.decode() if isinstance(v, bytes) else str(v) for v in read_inputs(request, self.config.inputs)["JOB_ID"].reshape(-1)]
+        ids = utf8_values("JOB_ID", read_inputs(request, self.config.inputs)["JOB_ID"])
         try:
             states = self.queue.states(ids)
         except redis.RedisError as exc:

@@ -9,6 +9,8 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
 
+MAX_PIXELS = 4096 * 4096  # larger images are refused before decoding (a small PNG can decode huge)
+
 
 def decode_image(
     name: str,
@@ -25,10 +27,15 @@ def decode_image(
         raise InputError(name, "is empty; expected encoded image bytes (PNG or JPEG)")
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise InputError(name, f"is {image.width}x{image.height} pixels; at most {MAX_PIXELS:,} pixels "
+                                       "are accepted")
             gray = image.convert("L").resize((width, height), Image.Resampling.BOX)
+    except InputError:
+        raise
     except UnidentifiedImageError:
         raise InputError(name, "is not a decodable image: unknown format (PNG or JPEG expected)") from None
-    except (OSError, ValueError) as exc:  # known format, broken data (e.g. truncated)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # known format, broken data
         raise InputError(name, f"is not a decodable image (PNG or JPEG expected): {exc}") from None
     pixels = np.asarray(gray, dtype=np.float32)
     if invert:

@@ -48,3 +48,11 @@ def parse_targets(text: str) -> list[tuple[str, int]]:
         model, _, version = item.partition(":")
         targets.append((model, int(version) if version else -1))
     return targets
+
+
+def utf8_values(name: str, array: np.ndarray) -> list[str]:
+    """The elements of a BYTES input as text; bytes that are not UTF-8 are the client's error."""
+    try:
+        return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
+    except UnicodeDecodeError as exc:
+        raise InputError(name, f"is not valid UTF-8 text (byte {exc.start})") from None
