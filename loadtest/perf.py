@@ -77,7 +77,7 @@ def perf_analyzer_command(model: str, url: str, input_file: Path, csv: Path, con
                           interval_ms: int) -> list[str]:
     command = [str(Path(sys.executable).parent / "perf_analyzer"), "-m", model, "-u", url, "-i", "grpc",
                "--concurrency-range", concurrency, "--input-data", str(input_file), "-f", str(csv),
-               "--measurement-interval", str(interval_ms), "--stability-percentage", "50", "--max-trials", "3"]
+               "--measurement-interval", str(interval_ms), "--stability-percentage", "100", "--max-trials", "6"]  # a shared machine: max/min <= 2x
     if model in BLS_COMPOSING:
         command += ["--bls-composing-models", BLS_COMPOSING[model]]
     return command
