@@ -33,6 +33,12 @@ test: models check
 check: models
 	$(BIN)/triton-patterns check
 
+# TensorRT engines (FP16, INT8 where calibration data exists) as GPU variants in build/tensorrt;
+# without a GPU or the tensorrt package it prints its plan and exits 0 (docs/export.md)
+.PHONY: tensorrt
+tensorrt: models
+	$(BIN)/python -m export.tensorrt
+
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit
 
