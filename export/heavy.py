@@ -91,7 +91,24 @@ def build(log: mf.Log) -> mf.Result:
     return mf.Result(data, "no data", metrics, parity, {"weights": "random (seeded), for benchmarking only"})
 
 
+def _build_guarded(repo):
+    """heavy_mlp_guarded v1: the same file as heavy_mlp v1 (its config adds load shedding)."""
+    def build(log: mf.Log) -> mf.Result:
+        log.step("copying heavy_mlp v1")
+        data = mf.artifact_path(repo, "heavy_mlp", 1).read_bytes()
+        source = mf.read_manifest(repo / "heavy_mlp" / "1")
+        if mf.sha256_bytes(data) != source["sha256"]:
+            raise mf.ExportError("heavy_mlp_guarded v1: heavy_mlp v1 does not match its manifest; re-export it")
+        return mf.Result(data, "copy of heavy_mlp v1", source["metrics"], source["parity"],
+                         {"same_as": {"model": "heavy_mlp", "version": 1, "sha256": source["sha256"]},
+                          "weights": "random (seeded), for benchmarking only"})
+    return build
+
+
 def specs(repo) -> list[mf.Spec]:
     params = {"seed": SEED, "input_dim": IN_DIM, "width": WIDTH, "hidden_layers": LAYERS, "output_dim": OUT_DIM,
               "init": "He normal, bias N(0, 0.01)", "output": "softmax", "opset": 17}
-    return [mf.Spec("heavy_mlp", 1, "heavy", build, params, (sys.modules[__name__],), LIBRARIES)]
+    mod = sys.modules[__name__]
+    return [mf.Spec("heavy_mlp", 1, "heavy", build, params, (mod,), LIBRARIES),
+            mf.Spec("heavy_mlp_guarded", 1, "heavy", _build_guarded(repo), {**params, "copy_of": "heavy_mlp/1"},
+                    (mod,), LIBRARIES, deps=(("heavy_mlp", 1),))]

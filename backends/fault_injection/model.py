@@ -7,6 +7,10 @@ parameters:
   failure_rate    0..1: fraction of requests answered with an UNAVAILABLE error (default 0)
   hang            "true": never answer within any sane deadline (sleeps hang_seconds, 600)
   seed            for the failure draws (default 0)
+  fault_key       a Redis key read on every request, so a test or an operator can switch the
+                  fault at run time: "fail" (error), "hang" (sleep hang_seconds), a number (that
+                  many ms of latency); absent, anything else or Redis down: no fault. redis_url
+                  and redis_timeout_ms as for the caches (env TRITON_PATTERNS_REDIS_URL wins)
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import random
 
+import redis
+
 from triton_patterns.serving.model_config import parse_model_config
+from triton_patterns.serving.redis_link import connect
 from triton_patterns.serving.triton_glue import call_model_async, error_response, read_inputs, response
 
 
@@ -36,12 +43,32 @@ class TritonPythonModel:
         )
         self.random = random.Random(self.config.int_parameter("seed", 0))
         self.outputs = [s.name for s in self.config.outputs]
+        self.fault_key = self.config.parameter("fault_key")
+        self.redis = connect(self.config) if self.fault_key else None
+
+    def _switched_fault(self) -> tuple[bool, float]:
+        """(fail, extra seconds) from the fault_key switch."""
+        if not self.redis:
+            return False, 0.0
+        try:
+            value = (self.redis.get(self.fault_key) or b"").decode().strip()
+        except redis.RedisError:
+            return False, 0.0
+        if value == "fail":
+            return True, 0.0
+        if value == "hang":
+            return False, self.config.float_parameter("hang_seconds", 600.0)
+        try:
+            return False, max(0.0, float(value)) / 1000
+        except ValueError:
+            return False, 0.0
 
     async def _one(self, request):
         try:
             inputs = read_inputs(request, self.config.inputs)
-            await asyncio.sleep(self.latency_s + self.hang_s)
-            if self.random.random() < self.failure_rate:
+            fail, delay_s = self._switched_fault()
+            await asyncio.sleep(self.latency_s + self.hang_s + delay_s)
+            if fail or self.random.random() < self.failure_rate:
                 raise InjectedFault(f"model '{self.config.name}': injected failure")
             return response(
                 await call_model_async("forward", self.target, inputs, self.outputs, self.version)

@@ -80,6 +80,16 @@ class Prediction:
         return self._text("JOB_ID")
 
     @property
+    def fallback(self) -> bool | None:
+        """For the circuit breaker: whether this is the configured default answer, not the model's."""
+        return bool(np.asarray(self.outputs["FALLBACK"]).reshape(-1)[0]) if "FALLBACK" in self.outputs else None
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why the default answered: forced, open, deadline, overloaded, target_error ("" if not)."""
+        return self._text("FALLBACK_REASON")
+
+    @property
     def report(self) -> Any:
         """What an orchestrating model reported (STEPS of serial, REPORT of parallel), or None."""
         for name in ("STEPS", "REPORT"):
@@ -100,6 +110,7 @@ class Prediction:
             **({"cache_hit": self.cache_hit} if self.cache_hit is not None else {}),
             **({"source": self.source} if self.source is not None else {}),
             **({"job_id": self.job_id} if self.job_id is not None else {}),
+            **({"fallback": self.fallback, "fallback_reason": self.fallback_reason} if self.fallback is not None else {}),
         }
 
 
@@ -272,6 +283,11 @@ class PatternClient(_Base):
         """A parallel fan-out; `.report` says which targets answered, timed out or failed."""
         return self.predict("parallel", features, model=model)[0]
 
+    def circuit_breaker(self, features: Sequence[float], model: str = "iris_breaker") -> Prediction:
+        """The target's answer, or the default at once when it fails, is late, is overloaded or the
+        circuit is open: check `.fallback` and `.fallback_reason`."""
+        return self.predict("circuit_breaker", features, model=model)[0]
+
     # -- asynchronous and time-difference patterns (async_jobs.py, backends/async_queue)
 
     def _input_spec(self, model: str) -> PatternSpec:
@@ -404,3 +420,6 @@ class AsyncPatternClient(_Base):
 
     async def parallel(self, features: Sequence[float], model: str = "iris_parallel") -> Prediction:
         return (await self.predict("parallel", features, model=model))[0]
+
+    async def circuit_breaker(self, features: Sequence[float], model: str = "iris_breaker") -> Prediction:
+        return (await self.predict("circuit_breaker", features, model=model))[0]

@@ -86,6 +86,12 @@ PATTERNS: dict[str, PatternSpec] = {
             "numbers", "iris v1 answers at once; JOB_ID for the slow model's answer (triton-patterns wait)",
             "6.7,3.0,5.2,2.3",
         ),
+        PatternSpec(
+            "circuit_breaker", "iris_breaker", "FEATURES", "FP32",
+            ("LABEL", "PROBABILITIES", "FALLBACK", "FALLBACK_REASON"), "numbers",
+            "circuit breaker over a switchable failing iris: the default answer at once, flagged FALLBACK",
+            "6.7,3.0,5.2,2.3",
+        ),
     )
 }
 

@@ -15,6 +15,7 @@ EXPORTED = [
     "iris/1/model.onnx", "iris/2/model.onnx", "iris_web_single/1/model.onnx",
     "digits_classifier/1/model.onnx", "text_encoder/1/model.onnx",
     "text_classifier/1/model.onnx", "text_tokenizer/1/tokenizer.json", "heavy_mlp/1/model.onnx",
+    "heavy_mlp_guarded/1/model.onnx",
 ]
 
 

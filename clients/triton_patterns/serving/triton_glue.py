@@ -63,12 +63,14 @@ def _callee_code(error) -> int:
     return code
 
 
-def _bls_request(model, version, inputs, output_names):
+def _bls_request(model, version, inputs, output_names, queue_timeout_us: int = 0):
+    # timeout: how long the request may wait in the callee's queue (with allow_timeout_override)
     return pb_utils.InferenceRequest(
         model_name=model,
         model_version=version,
         inputs=[pb_utils.Tensor(n, np.ascontiguousarray(a)) for n, a in inputs.items()],
         requested_output_names=output_names,
+        timeout=int(queue_timeout_us),
     )
 
 
@@ -132,17 +134,19 @@ async def call_model_async(
     version: int = -1,
     timeout_s: float | None = None,
     max_abandoned: int = 2,
+    queue_timeout_us: int = 0,
 ) -> dict[str, np.ndarray]:
     """`call_model` with `async_exec`, bounded by `timeout_s` (StepTimeout when it passes).
     While `max_abandoned` earlier timed-out calls to the same callee are still running, fails at
-    once with StepTimeout instead of piling another call onto it."""
+    once with StepTimeout instead of piling another call onto it. `queue_timeout_us` (0: the
+    callee's own policy) bounds the call's wait in the callee's queue, if the callee allows it."""
     import asyncio
 
     key = (model, version)
     if _abandoned[key] >= max_abandoned:
         raise StepTimeout(step, model, version, f"not called: {_abandoned[key]} earlier calls are still running "
                                                 f"past their deadline")
-    call = asyncio.ensure_future(_bls_request(model, version, inputs, output_names).async_exec())
+    call = asyncio.ensure_future(_bls_request(model, version, inputs, output_names, queue_timeout_us).async_exec())
     try:
         # shield: on timeout we stop waiting; the callee's answer is dropped when it comes
         result = await asyncio.wait_for(asyncio.shield(call), timeout_s)
@@ -163,3 +167,37 @@ def execute_each(requests, handle) -> list:
         except Exception as exc:  # noqa: BLE001
             responses.append(error_response(exc))
     return responses
+
+
+class Metrics:
+    """A custom metric family (pb_utils.MetricFamily) and its metrics, one per label set, made on
+    first use. The family is kept here: a Metric whose family was garbage-collected can't be
+    updated. `kind` "counter" or "gauge"; `labels` are common to every metric of the family."""
+
+    def __init__(self, name: str, description: str, labels: Mapping[str, str], kind: str = "counter"):
+        kinds = {"counter": pb_utils.MetricFamily.COUNTER, "gauge": pb_utils.MetricFamily.GAUGE}
+        self.family = pb_utils.MetricFamily(name=name, description=description, kind=kinds[kind])
+        self.labels = dict(labels)
+        self._metrics: dict = {}
+
+    def metric(self, **labels: str):
+        key = tuple(sorted(labels.items()))
+        if key not in self._metrics:
+            self._metrics[key] = self.family.Metric(labels={**self.labels, **labels})
+        return self._metrics[key]
+
+    def increment(self, amount: float = 1.0, **labels: str) -> None:
+        self.metric(**labels).increment(amount)
+
+    def set(self, value: float, **labels: str) -> None:
+        self.metric(**labels).set(value)
+
+
+def fallback_metrics(model: str, pattern: str, reasons: Iterable[str]) -> Metrics:
+    """pattern_fallbacks_total{model, pattern, reason}: default answers a pattern returned instead
+    of a model's. Every reason's series exists from the start (for dashboards and alerts)."""
+    metrics = Metrics("pattern_fallbacks_total", "Default answers returned instead of a model's, by reason",
+                      {"model": model, "pattern": pattern})
+    for reason in reasons:
+        metrics.metric(reason=reason)
+    return metrics
