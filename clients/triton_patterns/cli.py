@@ -114,18 +114,6 @@ def cmd_worker(args) -> int:
     return worker_main(args)
 
 
-def cmd_check(args) -> int:
-    from .repo_check import main as check_main
-
-    return check_main(args)
-
-
-def cmd_new(args) -> int:
-    from .template import main as new_main
-
-    return new_main(args)
-
-
 def cmd_edge(args) -> int:
     from .edge import EdgeClient, EdgeUnavailable
 
@@ -222,16 +210,16 @@ def parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     check = sub.add_parser("check", help="check the model repository statically (configs, files, references)")
-    from .repo_check import add_arguments as check_arguments
+    from .repo_check import add_arguments as check_arguments, main as check_main
 
     check_arguments(check)
-    check.set_defaults(func=cmd_check)
+    check.set_defaults(func=check_main)
 
     new = sub.add_parser("new", help="inference template: a new model or pipeline (onnx, python, ensemble, pattern)")
-    from .template import add_arguments as new_arguments
+    from .template import add_arguments as new_arguments, main as new_main
 
     new_arguments(new)
-    new.set_defaults(func=cmd_new)
+    new.set_defaults(func=new_main)
 
     edge = sub.add_parser("edge", help="edge AI: predict with the local INT8 model, the server when unsure")
     edge.add_argument("task", choices=("digits", "text"))

@@ -26,7 +26,6 @@ What is checked, per model folder (every problem names the file and the config f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -180,14 +179,6 @@ def shapes_compatible(a_dims, a_batching: bool, b_dims, b_batching: bool) -> boo
     """Triton's ensemble rule: the dims agree, or the dims with the batch dimension added do
     (a non-batching model's [-1, 4] meets a batching model's [4])."""
     return dims_match(a_dims, b_dims) or dims_match(full_dims(a_dims, a_batching), full_dims(b_dims, b_batching))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def parse_config_text(text: str) -> mc.ModelConfig:
@@ -412,7 +403,9 @@ class _Checker:
             return
         if manifest.get("artifact", path.name) != path.name or "sha256" not in manifest:
             return
-        if _sha256(path) != manifest["sha256"]:
+        from export.manifest import sha256_file  # the exporter's own hashing (the package ships export/)
+
+        if sha256_file(path) != manifest["sha256"]:
             self.warn(path, "sha256", f"does not match {model.name}/{path.parent.name}/{MANIFEST}: changed since "
                                       "export; re-run `make models`")
 
