@@ -60,7 +60,11 @@ class Prediction:
     @property
     def cache_hit(self) -> bool | None:
         """For cached patterns: whether the answer came from the cache."""
-        return bool(np.asarray(self.outputs["CACHE_HIT"]).reshape(-1)[0]) if "CACHE_HIT" in self.outputs else None
+        return self._flag("CACHE_HIT")
+
+    def _flag(self, name: str) -> bool | None:
+        """A one-boolean output as bool, or None when the model has no such output."""
+        return bool(np.asarray(self.outputs[name]).reshape(-1)[0]) if name in self.outputs else None
 
     def _text(self, name: str) -> str | None:
         """A one-string output as str, or None when the model has no such output."""
@@ -82,7 +86,7 @@ class Prediction:
     @property
     def fallback(self) -> bool | None:
         """For the circuit breaker: whether this is the configured default answer, not the model's."""
-        return bool(np.asarray(self.outputs["FALLBACK"]).reshape(-1)[0]) if "FALLBACK" in self.outputs else None
+        return self._flag("FALLBACK")
 
     @property
     def fallback_reason(self) -> str | None:
