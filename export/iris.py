@@ -11,6 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from triton_patterns import feature_stats
+
 from . import manifest as mf
 
 SEED = 0
@@ -61,6 +63,13 @@ def _evaluate(label: str, version: int, model_bytes: bytes, log: mf.Log):
     return parity, {"test_accuracy": acc}, heldout
 
 
+def _training_stats() -> dict:
+    """Per-feature mean, std and quantile-bin histogram of the training split, for drift
+    monitoring (`triton-patterns drift`); 5 bins: the split has 105 rows."""
+    X_train, names = load_split()[0], load_split()[4]
+    return feature_stats.training_stats(X_train, names, bins=5, source="training split (70%, random_state=0)")
+
+
 def _build_version(version: int):
     def build(log: mf.Log) -> mf.Result:
         label = f"iris v{version}"
@@ -69,7 +78,8 @@ def _build_version(version: int):
         log.step("converting")
         data = mf.sklearn_to_onnx(model, f"iris_v{version}", "FEATURES", 4, 3, f"iris v{version}: {MODELS[version]['estimator']}")
         parity, metrics, heldout = _evaluate(label, version, data, log)
-        return mf.Result(data, SOURCE, metrics, parity, {"heldout": heldout, "labels": list(LABELS)})
+        return mf.Result(data, SOURCE, metrics, parity, {"heldout": heldout, "labels": list(LABELS),
+                                                         "feature_stats": _training_stats()})
     return build
 
 
@@ -83,14 +93,15 @@ def _build_web_single(repo):
         ranges = [{"name": n, "min": float(X_train[:, i].min()), "max": float(X_train[:, i].max())}
                   for i, n in enumerate(names)]
         extra = {"same_as": {"model": "iris", "version": 2, "sha256": mf.sha256_bytes(data)},
-                 "heldout": heldout, "labels": list(LABELS), "feature_ranges": ranges}
+                 "heldout": heldout, "labels": list(LABELS), "feature_ranges": ranges,
+                 "feature_stats": _training_stats()}
         return mf.Result(data, SOURCE + "; copy of iris v2", metrics, parity, extra)
     return build
 
 
 def specs(repo) -> list[mf.Spec]:
     mod = sys.modules[__name__]
-    common = dict(family="iris", modules=(mod,), libraries=LIBRARIES, labels=LABELS)
+    common = dict(family="iris", modules=(mod, feature_stats), libraries=LIBRARIES, labels=LABELS)
     params = {"seed": SEED, "test_size": TEST_SIZE, "opsets": mf.MAX_OPSETS}
     out = [mf.Spec("iris", v, build=_build_version(v), params={**params, **MODELS[v]}, **common) for v in MODELS]
     out.append(mf.Spec("iris_web_single", 1, build=_build_web_single(repo),

@@ -13,6 +13,7 @@ parameters:
                       if set: preprocessed-data cache (the preprocess output is cached)
 Input ID (BYTES); outputs: the model's, plus SOURCE ("redis" or "store": where the data came
 from). An unknown id is an INVALID_ARG error naming the id. Redis down: read from the store.
+Metrics: data_cache_lookups_total{model, result="hit"|"miss"|"error"} (one per Redis lookup).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from triton_patterns.serving.cache_codec import decode_outputs, encode_outputs
 from triton_patterns.serving.errors import InputError
 from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.redis_link import connect
-from triton_patterns.serving.triton_glue import call_model, execute_each, read_inputs, response
+from triton_patterns.serving.triton_glue import Metrics, call_model, execute_each, read_inputs, response
 
 
 class TritonPythonModel:
@@ -39,14 +40,21 @@ class TritonPythonModel:
         self.namespace = c.parameter("namespace", "data")
         self.preprocess = c.parameter("preprocess_model")
         self.outputs = [s.name for s in c.outputs if s.name != "SOURCE"]
+        self.lookups = Metrics("data_cache_lookups_total", "Data cache lookups in Redis by result (hit, miss, error)",
+                               {"model": c.name})
+        for result in ("hit", "miss", "error"):
+            self.lookups.metric(result=result)
 
     def _cached(self, key: str):
         if self.ttl <= 0:
             return None
         try:
-            return self.redis.get(key)
+            value = self.redis.get(key)
         except redis.RedisError:
+            self.lookups.increment(result="error")
             return None
+        self.lookups.increment(result="miss" if value is None else "hit")
+        return value
 
     def _cache(self, key: str, value: bytes) -> None:
         if self.ttl <= 0:

@@ -11,6 +11,7 @@ parameters:
 Deadlines are enforced here with asyncio (the BLS `timeout` only bounds queueing in the callee).
 Outputs: the config's label and scores outputs, plus REPORT (JSON: which targets answered, timed
 out or failed, their latencies, and whether the default was used).
+Metrics: pattern_fallbacks_total{model, pattern="parallel", reason="min_answers"} (default answers).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from triton_patterns.serving.triton_glue import (
     StepTimeout,
     call_model_async,
     error_response,
+    fallback_metrics,
     read_inputs,
     response,
 )
@@ -48,6 +50,7 @@ class TritonPythonModel:
         self.min_answers = self.config.int_parameter("min_answers", 1)
         self.default_label = self.config.int_parameter("default_label", 0)
         self.label_name, self.scores_name = "LABEL", "PROBABILITIES"
+        self.fallbacks = fallback_metrics(self.config.name, "parallel", ("min_answers",))
 
     async def _target(self, index: int, inputs):
         model, version = self.targets[index]
@@ -86,6 +89,7 @@ class TritonPythonModel:
                 report.append(entry)
             fallback = len(answers) < self.min_answers
             if fallback:
+                self.fallbacks.increment(reason="min_answers")
                 k = self.config.outputs[[s.name for s in self.config.outputs].index(self.scores_name)].dims[-1]
                 labels = np.full(rows, self.default_label, dtype=np.int64)
                 scores = np.full((rows, k), 1.0 / k, dtype=np.float32)

@@ -8,6 +8,7 @@ parameters:
           {pool: value}, when {"tensor": pool, "max_below"|"max_at_least"|"argmax_in"|"equals": v}
 The pool starts with this model's inputs; this model's outputs are read from the pool at the
 end. STEPS (JSON) reports each step: ran, skipped (error), not_taken (routing), with latency.
+Metrics: pattern_fallbacks_total{model, pattern="serial", reason="step_skipped"} (skip_values used).
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import numpy as np
 
 from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.pipeline import parse_steps, should_run
-from triton_patterns.serving.triton_glue import call_model, call_model_async, error_response, read_inputs, response
+from triton_patterns.serving.triton_glue import (
+    call_model,
+    call_model_async,
+    error_response,
+    fallback_metrics,
+    read_inputs,
+    response,
+)
 
 
 class TritonPythonModel:
@@ -28,6 +36,7 @@ class TritonPythonModel:
         self.config = parse_model_config(args["model_config"])
         self.steps = parse_steps(self.config.required_parameter("steps"))
         self.outputs = [s.name for s in self.config.outputs if s.name != "STEPS"]
+        self.fallbacks = fallback_metrics(self.config.name, "serial", ("step_skipped",))
 
     async def _run(self, pool: dict[str, np.ndarray], alone: bool):
         report = []
@@ -58,6 +67,7 @@ class TritonPythonModel:
                 for name, value in step.skip_values.items():
                     pool[name] = np.repeat(np.asarray([value]), rows, axis=0)
                 entry.update(status="skipped", error=str(exc))
+                self.fallbacks.increment(reason="step_skipped")
             entry["ms"] = round((time.perf_counter() - start) * 1000, 1)
         return pool, report
 

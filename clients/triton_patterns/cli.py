@@ -114,6 +114,20 @@ def cmd_worker(args) -> int:
     return worker_main(args)
 
 
+def cmd_metrics(args) -> int:
+    """Print the metrics endpoint's samples whose name matches --match (a regular expression)."""
+    import re
+
+    from .monitoring import scrape
+
+    pattern = re.compile(args.match)
+    for sample in scrape(args.url):
+        if pattern.search(sample.name):
+            labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+            print(f"{sample.name}{{{labels}}} {sample.value:g}")
+    return 0
+
+
 def cmd_edge(args) -> int:
     from .edge import EdgeClient, EdgeUnavailable
 
@@ -214,6 +228,18 @@ def parser() -> argparse.ArgumentParser:
 
     check_arguments(check)
     check.set_defaults(func=check_main)
+
+    drift = sub.add_parser("drift", help="monitor job: recent logged inputs vs the training statistics (exit 1: drift)")
+    from .drift import add_arguments as drift_arguments, main as drift_main
+
+    drift_arguments(drift)
+    drift.set_defaults(func=drift_main)
+
+    metrics = sub.add_parser("metrics", help="print Triton's and the patterns' Prometheus metrics")
+    metrics.add_argument("--url", default="127.0.0.1:8002", help="metrics address (default %(default)s)")
+    metrics.add_argument("--match", default="circuit_breaker|fallbacks|cache|prediction_log|router",
+                         help="regular expression on metric names (default %(default)r)")
+    metrics.set_defaults(func=cmd_metrics)
 
     new = sub.add_parser("new", help="inference template: a new model or pipeline (onnx, python, ensemble, pattern)")
     from .template import add_arguments as new_arguments, main as new_main
