@@ -54,6 +54,13 @@ batch: models
 	$(BIN)/triton-patterns batch seed
 	$(BIN)/triton-patterns batch run $(BATCH_ARGS)
 
+# Blue-green release iris v1 -> v2 on a tritonserver it starts in explicit model-control mode, with
+# clients calling the router iris_live throughout (BLUEGREEN_ARGS e.g. "--url HOST:8000" for a running one)
+BLUEGREEN_ARGS ?=
+.PHONY: bluegreen
+bluegreen: models
+	$(BIN)/triton-patterns bluegreen --to 2 $(BLUEGREEN_ARGS)
+
 # Asynchronous pattern: WORKERS job workers against a running server (`make serve`, gRPC 8001) and
 # Redis ($TRITON_PATTERNS_REDIS_URL or redis://127.0.0.1:6379/0) until Ctrl-C / SIGTERM, which
 # lets each finish the job in hand; WORKER_ARGS e.g. "--url HOST:8001 --idle-timeout-ms 10000"

@@ -112,6 +112,7 @@ class TritonPythonModel:
             self.refresh_s = c.float_parameter("weights_refresh_s", 5.0)
             self._refresh_weights()
             threading.Thread(target=self._poll_weights, name="router-weights", daemon=True).start()
+        self._sync_gauges()
 
     def _setup_shadow(self):
         c = self.config
@@ -149,9 +150,9 @@ class TritonPythonModel:
     # -- run-time weights (split)
 
     def _set_weights(self, weights, source: str):
+        """New weights in force; the gauges follow on the next request (see `_sync_gauges`)."""
         self.split.weights = tuple(weights)
-        for gauge, weight in zip(self.weight_gauges, weights):
-            gauge.set(weight)
+        self.gauges_due = True
         shown = ", ".join(f"{a.name}={w:g}" for a, w in zip(self.arms, weights))
         pb_utils.Logger.log_info(f"router '{self.config.name}': weights {shown} (from {source})")
 
@@ -172,6 +173,14 @@ class TritonPythonModel:
         while not self.stopping.wait(self.refresh_s):
             self._refresh_weights()
 
+    def _sync_gauges(self):
+        """Metrics are updated from the event loop's thread only: updating one from another thread
+        while the loop updates others crashed tritonserver 2.51 (SIGSEGV in libtriton_python)."""
+        if self.gauges_due:
+            self.gauges_due = False
+            for gauge, weight in zip(self.weight_gauges, self.split.weights):
+                gauge.set(weight)
+
     # -- requests
 
     async def execute(self, requests):
@@ -185,6 +194,7 @@ class TritonPythonModel:
             if self.mode == "shadow":
                 return await self._shadow(inputs, parameters, rows)
             if self.mode == "split":
+                self._sync_gauges()
                 choice = np.full(rows, self.split.choose(parameters), dtype=np.int64)
             else:
                 choice = self.conditions.choose(parameters, inputs, rows)
@@ -283,15 +293,17 @@ class TritonPythonModel:
             entry["error"] = f"primary failed: {primary_error}"
         entry["result"] = result
         self.shadow_counts[result].increment(1)
-        await asyncio.get_running_loop().run_in_executor(self.shadow_pool, self._log, entry)
+        written = await asyncio.get_running_loop().run_in_executor(self.shadow_pool, self._log, entry)
+        # metrics from the event loop's thread only (see _sync_gauges)
+        self.log_counts["ok" if written else "error"].increment(1)
 
-    def _log(self, entry: dict) -> None:
+    def _log(self, entry: dict) -> bool:
         fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in entry.items()}
         try:
             self.redis.xadd(self.stream, fields, maxlen=self.stream_maxlen, approximate=True)
-            self.log_counts["ok"].increment(1)
+            return True
         except redis.RedisError:
-            self.log_counts["error"].increment(1)
+            return False
 
     def finalize(self):
         self.stopping.set()

@@ -29,9 +29,11 @@ def cmd_predict(args) -> int:
     from .client import PatternClient, PatternError
 
     spec = PATTERNS[args.pattern]
+    parameters = dict(p.split("=", 1) for p in args.param)
     with PatternClient(args.url, protocol=args.protocol) as client:
         try:
-            predictions = client.predict(args.pattern, _value(spec, args.value), args.model_version, args.model)
+            predictions = client.predict(args.pattern, _value(spec, args.value), args.model_version, args.model,
+                                         parameters)
         except PatternError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -171,6 +173,8 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("value", help="comma-separated features, an image file path, or text (see patterns below)")
     predict.add_argument("--model-version", default=None, help="model version (default: latest)")
     predict.add_argument("--model", default=None, help="another model of the same pattern (e.g. iris_cascade_degraded)")
+    predict.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="request parameter, e.g. user_id=u1 for canary/ab_test, target=v1 for route (repeatable)")
     predict.set_defaults(func=cmd_predict)
 
     models = sub.add_parser("models", help="repository index: models, versions, readiness")
@@ -254,6 +258,26 @@ def parser() -> argparse.ArgumentParser:
     edge.add_argument("--protocol", choices=("http", "grpc"), default="http")
     edge.add_argument("--min-confidence", type=float, default=0.9, help="below this top score, ask the server")
     edge.set_defaults(func=cmd_edge)
+
+    bluegreen = sub.add_parser("bluegreen", help="blue-green release: load, warm up, check (accuracy gate), "
+                                                 "switch the router, unload the old version (explicit mode)")
+    from .bluegreen import add_arguments as bluegreen_arguments, main as bluegreen_main
+
+    bluegreen_arguments(bluegreen)
+    bluegreen.set_defaults(func=bluegreen_main)
+
+    from .rollouts import add_weights_arguments, cmd_shadow_log, cmd_weights
+
+    weights = sub.add_parser("weights", help="a router's split weights in force; set them in Redis (no restart)")
+    add_weights_arguments(weights)
+    weights.set_defaults(func=cmd_weights)
+    shadow_log = sub.add_parser("shadow-log", help="a shadow router's newest comparisons (primary vs candidate)")
+    shadow_log.add_argument("model", help="a router model in shadow mode, e.g. iris_shadow")
+    shadow_log.add_argument("--count", type=int, default=10)
+    shadow_log.set_defaults(func=cmd_shadow_log)
+    for command in (weights, shadow_log):
+        command.add_argument("--url", default="127.0.0.1:8000", help="server HTTP address, for the model's config")
+        command.add_argument("--redis", default=None, help="Redis URL (default $TRITON_PATTERNS_REDIS_URL or local 6379)")
 
     demo = sub.add_parser("demo", help="start everything, call every pattern, print, stop")
     demo.set_defaults(func=cmd_demo)

@@ -94,6 +94,16 @@ class Prediction:
         return self._text("FALLBACK_REASON")
 
     @property
+    def arm(self) -> str | None:
+        """For router models (canary, A/B, shadow, condition): the arm that answered."""
+        return self._text("ARM")
+
+    @property
+    def target(self) -> str | None:
+        """For router models: the model:version that answered."""
+        return self._text("TARGET")
+
+    @property
     def report(self) -> Any:
         """What an orchestrating model reported (STEPS of serial, REPORT of parallel), or None."""
         for name in ("STEPS", "REPORT"):
@@ -114,6 +124,7 @@ class Prediction:
             **({"cache_hit": self.cache_hit} if self.cache_hit is not None else {}),
             **({"source": self.source} if self.source is not None else {}),
             **({"job_id": self.job_id} if self.job_id is not None else {}),
+            **({"arm": self.arm, "target": self.target} if self.arm is not None else {}),
             **({"fallback": self.fallback, "fallback_reason": self.fallback_reason} if self.fallback is not None else {}),
         }
 
@@ -176,6 +187,10 @@ def to_predictions(
             )
         )
     return predictions
+
+
+def _user(user_id: str | None) -> dict[str, str] | None:
+    return {"user_id": str(user_id)} if user_id is not None else None
 
 
 def _model_infos(index: Any) -> list[ModelInfo]:
@@ -243,15 +258,18 @@ class PatternClient(_Base):
         return _model_infos(self.client.get_model_repository_index(**self._json))
 
     def predict(
-        self, pattern_name: str, value: Any, version: int | str | None = None, model: str | None = None
+        self, pattern_name: str, value: Any, version: int | str | None = None, model: str | None = None,
+        parameters: dict[str, Any] | None = None,
     ) -> list[Prediction]:
         """Every pattern through one call: one Prediction per input row. `model` calls another
-        model of the same pattern (e.g. a differently configured pipeline)."""
+        model of the same pattern (e.g. a differently configured pipeline); `parameters` are the
+        request's parameters (e.g. {"user_id": "u1"} for a router)."""
         spec = pattern(pattern_name, model)
         inputs, outputs = self._request(spec, value)
         start = time.perf_counter()
         try:
-            result = self.client.infer(spec.model, inputs, model_version=str(version or ""), outputs=outputs)
+            result = self.client.infer(spec.model, inputs, model_version=str(version or ""), outputs=outputs,
+                                       parameters=parameters or None)
         except InferenceServerException as exc:
             raise self._error(spec, exc) from None
         latency = (time.perf_counter() - start) * 1000
@@ -286,6 +304,24 @@ class PatternClient(_Base):
     def parallel(self, features: Sequence[float], model: str = "iris_parallel") -> Prediction:
         """A parallel fan-out; `.report` says which targets answered, timed out or failed."""
         return self.predict("parallel", features, model=model)[0]
+
+    # -- rollouts (backends/router): `.arm` and `.target` say which arm and model:version answered
+
+    def canary(self, features: Sequence[float], user_id: str | None = None, model: str = "iris_canary") -> Prediction:
+        """Weighted split between versions; sticky per `user_id`, random without one."""
+        return self.predict("canary", features, model=model, parameters=_user(user_id))[0]
+
+    def ab_test(self, features: Sequence[float], user_id: str | None = None, model: str = "iris_ab") -> Prediction:
+        """A/B arms assigned per `user_id` by a stable hash; `.arm` is "A" or "B"."""
+        return self.predict("ab_test", features, model=model, parameters=_user(user_id))[0]
+
+    def shadow(self, features: Sequence[float], model: str = "iris_shadow") -> Prediction:
+        """The primary's answer; the candidate's is compared and logged (triton-patterns shadow-log)."""
+        return self.predict("shadow", features, model=model)[0]
+
+    def route(self, features: Sequence[float], target: str | None = None, model: str = "iris_route") -> Prediction:
+        """Condition-based: `target` names the arm ("v1", "v2"), else the config's rules decide."""
+        return self.predict("route", features, model=model, parameters={"target": target} if target else None)[0]
 
     def circuit_breaker(self, features: Sequence[float], model: str = "iris_breaker") -> Prediction:
         """The target's answer, or the default at once when it fails, is late, is overloaded or the
@@ -389,13 +425,15 @@ class AsyncPatternClient(_Base):
         return _model_infos(await self.client.get_model_repository_index(**self._json))
 
     async def predict(
-        self, pattern_name: str, value: Any, version: int | str | None = None, model: str | None = None
+        self, pattern_name: str, value: Any, version: int | str | None = None, model: str | None = None,
+        parameters: dict[str, Any] | None = None,
     ) -> list[Prediction]:
         spec = pattern(pattern_name, model)
         inputs, outputs = self._request(spec, value)
         start = time.perf_counter()
         try:
-            result = await self.client.infer(spec.model, inputs, model_version=str(version or ""), outputs=outputs)
+            result = await self.client.infer(spec.model, inputs, model_version=str(version or ""), outputs=outputs,
+                                             parameters=parameters or None)
         except InferenceServerException as exc:
             raise self._error(spec, exc) from None
         latency = (time.perf_counter() - start) * 1000
@@ -424,6 +462,18 @@ class AsyncPatternClient(_Base):
 
     async def parallel(self, features: Sequence[float], model: str = "iris_parallel") -> Prediction:
         return (await self.predict("parallel", features, model=model))[0]
+
+    async def canary(self, features: Sequence[float], user_id: str | None = None, model: str = "iris_canary") -> Prediction:
+        return (await self.predict("canary", features, model=model, parameters=_user(user_id)))[0]
+
+    async def ab_test(self, features: Sequence[float], user_id: str | None = None, model: str = "iris_ab") -> Prediction:
+        return (await self.predict("ab_test", features, model=model, parameters=_user(user_id)))[0]
+
+    async def shadow(self, features: Sequence[float], model: str = "iris_shadow") -> Prediction:
+        return (await self.predict("shadow", features, model=model))[0]
+
+    async def route(self, features: Sequence[float], target: str | None = None, model: str = "iris_route") -> Prediction:
+        return (await self.predict("route", features, model=model, parameters={"target": target} if target else None))[0]
 
     async def circuit_breaker(self, features: Sequence[float], model: str = "iris_breaker") -> Prediction:
         return (await self.predict("circuit_breaker", features, model=model))[0]

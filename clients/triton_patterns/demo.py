@@ -262,6 +262,74 @@ def run_async_patterns(url: str, grpc_url: str, redis_url: str) -> bool:
     return ok
 
 
+def run_rollouts(url: str, redis_url: str | None = None) -> bool:
+    """Rollouts through the router backend: canary split, A/B arms, shadow, condition routing."""
+    from collections import Counter
+
+    table = Table(title="Rollouts between model versions (backends/router)")
+    for column in ("pattern", "model", "what was sent", "what happened", "check"):
+        table.add_column(column)
+    ok = True
+
+    def row(pattern: str, model: str, sent: str, happened: str, good: bool) -> None:
+        nonlocal ok
+        ok &= good
+        table.add_row(pattern, model, sent, happened, "[green]ok[/green]" if good else "[red]WRONG[/red]")
+
+    features, species = IRIS_SAMPLES[2]
+    with PatternClient(url) as client:
+        try:
+            canary = Counter(client.canary(features, user_id=f"demo-user-{i}").arm for i in range(200))
+            row("canary (90/10)", "iris_canary", "200 users (user_id)", ", ".join(f"{a}: {n}" for a, n in canary.items()),
+                10 <= canary["canary"] <= 40)
+            arms = {u: client.ab_test(features, user_id=u).arm for u in ("alice", "bob", "carol", "dave")}
+            again = {u: client.ab_test(features, user_id=u).arm for u in arms}
+            row("A/B (50/50, sticky)", "iris_ab", "4 users, twice each", ", ".join(f"{u}: {a}" for u, a in arms.items()),
+                arms == again)
+            shadowed = client.shadow(features)
+            row("shadow", "iris_shadow", str(features), f"{shadowed.label} from {shadowed.target} "
+                f"({shadowed.latency_ms:.1f} ms); iris:2 called in the background", shadowed.label == species)
+            start = time.perf_counter()
+            slow = client.shadow(features, model="iris_shadow_slow")
+            waited = (time.perf_counter() - start) * 1000
+            row("shadow, slow candidate", "iris_shadow_slow", str(features),
+                f"{slow.label} in {waited:.1f} ms (the candidate takes 1.5 s)", waited < 1000)
+            for target, value in ((None, IRIS_SAMPLES[0][0]), (None, features), ("v1", features)):
+                routed = client.route(value, target=target)
+                sent = f"{value}" + (f", target={target}" if target else "")
+                expected = "iris:1" if target == "v1" or value[2] < 2.5 else "iris:2"
+                row("condition", "iris_route", sent, f"{routed.label} from {routed.target}", routed.target == expected)
+            live = client.predict("blue_green", features)[0]
+            row("blue-green entry", "iris_live", str(features), f"{live.label} from {live.target}", live.label == species)
+        except PatternError as exc:
+            table.add_row("rollouts", "-", "-", f"[red]error: {exc}[/red]", "[red]WRONG[/red]")
+            ok = False
+    console.print(table)
+    if redis_url:
+        import redis
+
+        from .rollouts import shadow_entries
+
+        with contextlib.closing(redis.Redis.from_url(redis_url)) as r:
+            for entry in shadow_entries(r, "shadow:iris_shadow", 1):
+                console.print(f"newest shadow comparison in Redis stream shadow:iris_shadow: {entry['result']}, "
+                              f"primary {entry['primary']} {entry.get('primary_output', {}).get('LABEL')} "
+                              f"({entry['primary_ms']} ms), candidate {entry['candidate']} "
+                              f"{entry.get('candidate_output', {}).get('LABEL')} ({entry.get('candidate_ms')} ms)")
+    return ok
+
+
+def run_bluegreen() -> bool:
+    """A blue-green release of iris v1 -> v2 on a server started in explicit model-control mode,
+    under load on its router iris_live (triton-patterns bluegreen without --url)."""
+    from .bluegreen import run_local
+
+    console.print("[bold]Blue-green release (explicit model-control mode, 2 clients of load on iris_live):[/bold]")
+    release, traffic = run_local(2)
+    console.print(f"  {traffic.summary()}")
+    return release.ok and not traffic.errors
+
+
 def show_models(url: str) -> None:
     with PatternClient(url) as client:
         models = client.models()
@@ -278,6 +346,7 @@ def main(url: str | None = None) -> int:
     if url:
         show_models(url)
         ok = run_patterns(url)
+        ok &= run_rollouts(url)
         console.print("(asynchronous patterns skipped with --url: they need Redis, the gRPC address and "
                       "workers; see docs/patterns/asynchronous.md)")
     else:
@@ -285,7 +354,9 @@ def main(url: str | None = None) -> int:
             show_models(triton.http_url)
             ok = run_patterns(triton.http_url)
             ok &= run_async_patterns(triton.http_url, triton.grpc_url, redis.url)
+            ok &= run_rollouts(triton.http_url, redis.url)
         console.print("stopped tritonserver and Redis")
+        ok &= run_bluegreen()
     verdict = "[green]all answers correct[/green]" if ok else "[red]some answers were wrong[/red]"
     console.print(f"demo finished in {time.perf_counter() - start:.1f} s: {verdict}")
     return 0 if ok else 1

@@ -22,6 +22,12 @@ class PatternSpec:
     example: str  # a CLI argument, for help texts
 
 
+def _router(name: str, model: str, summary: str) -> PatternSpec:
+    """A rollout pattern: an iris router model (backends/router) that reports its ARM and TARGET."""
+    return PatternSpec(name, model, "FEATURES", "FP32", ("LABEL", "PROBABILITIES", "ARM", "TARGET"), "numbers",
+                       f"router: {summary}", "6.7,3.0,5.2,2.3")
+
+
 PATTERNS: dict[str, PatternSpec] = {
     spec.name: spec
     for spec in (
@@ -86,6 +92,14 @@ PATTERNS: dict[str, PatternSpec] = {
             "numbers", "iris v1 answers at once; JOB_ID for the slow model's answer (triton-patterns wait)",
             "6.7,3.0,5.2,2.3",
         ),
+        _router("canary", "iris_canary",
+                "90/10 split between iris v1 and v2, sticky by --param user_id=..., weights changeable in Redis"),
+        _router("ab_test", "iris_ab",
+                "arms A (iris v1) and B (v2), 50/50 by a stable hash of --param user_id=...; ARM in the answer"),
+        _router("shadow", "iris_shadow",
+                "iris v1 answers, v2 gets a copy in the background; both logged (triton-patterns shadow-log)"),
+        _router("route", "iris_route", "--param target=v1|v2 picks the version, else a rule on petal length, default v2"),
+        _router("blue_green", "iris_live", "one arm, the live iris version; switched by triton-patterns bluegreen"),
         PatternSpec(
             "circuit_breaker", "iris_breaker", "FEATURES", "FP32",
             ("LABEL", "PROBABILITIES", "FALLBACK", "FALLBACK_REASON"), "numbers",
