@@ -48,6 +48,7 @@ ORCHESTRATED = [  # (pattern, model, features, expected species)
     ("parallel_ensemble", "iris_vote", [6.7, 3.0, 5.2, 2.3], "virginica"),
     ("parallel", "iris_parallel", [6.7, 3.0, 5.2, 2.3], "virginica"),
     ("parallel", "iris_parallel_strict", [6.7, 3.0, 5.2, 2.3], "setosa"),  # the default answer
+    ("circuit_breaker", "iris_breaker", [6.7, 3.0, 5.2, 2.3], "virginica"),  # closed: the target's answer
 ]
 
 
@@ -330,6 +331,80 @@ def run_bluegreen() -> bool:
     return release.ok and not traffic.errors
 
 
+def run_breaker_and_monitoring(url: str, metrics_url: str, redis_url: str) -> bool:
+    """Circuit breaker over a target failed and healed through its Redis fault switch, load
+    shedding on the guarded heavy model, the breaker's metrics, and the drift monitor on the
+    prediction log (unshifted, then shifted inputs)."""
+    import asyncio
+    from collections import Counter
+
+    import redis
+    import tritonclient.http.aio as http_aio
+
+    from . import drift
+    from .client import AsyncPatternClient
+    from .monitoring import scrape, value
+    from .serving.prediction_log import stream_name
+
+    table = Table(title="Circuit breaker and fallback (iris_breaker over iris_flaky; heavy_breaker)")
+    for column in ("step", "answer", "fallback (reason)", "ms", "breaker state"):
+        table.add_column(column)
+    states = {0: "closed", 1: "half-open", 2: "open"}
+    features, species = IRIS_SAMPLES[2]
+    ok = True
+    with PatternClient(url) as client, contextlib.closing(redis.Redis.from_url(redis_url)) as r:
+
+        def call(step: str, expect_fallback: bool) -> Prediction:
+            nonlocal ok
+            p = client.circuit_breaker(features)
+            state = value(scrape(metrics_url), "circuit_breaker_state", model="iris_breaker")
+            good = p.fallback == expect_fallback and (p.label == species or p.fallback)
+            ok &= good
+            table.add_row(step, p.label, f"{p.fallback} ({p.fallback_reason or '-'})", f"{p.latency_ms:.1f}",
+                          states.get(state, "?") + ("" if good else " [red]WRONG[/red]"))
+            return p
+
+        call("target healthy", False)
+        r.set("fault:iris_flaky", "fail")
+        for i in range(4):
+            call(f"target failing ({i + 1})", True)
+        r.delete("fault:iris_flaky")
+        time.sleep(2.2)  # cool_down_ms 2000: the next call is the half-open probe
+        call("target recovered, after the cool-down", False)
+        console.print(table)
+
+        async def burst(n: int = 48):
+            rows = np.random.default_rng(0).standard_normal((8, 512)).astype(np.float32)
+            async with AsyncPatternClient(url) as pc:
+                async def one():
+                    tensor = http_aio.InferInput("INPUT", list(rows.shape), "FP32")
+                    tensor.set_data_from_numpy(rows)
+                    result = await pc.client.infer("heavy_breaker", [tensor])
+                    return result.as_numpy("FALLBACK_REASON")[0, 0].decode() or "answered"
+                return await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+
+        outcomes = Counter(o if isinstance(o, str) else "error" for o in asyncio.run(burst()))
+        ok &= "error" not in outcomes
+        console.print(f"heavy_breaker, 48 concurrent requests of 8 rows over heavy_mlp_guarded (queue of 4, "
+                      f"the breaker's calls rejected after 250 ms in it): {dict(outcomes)}")
+        samples = scrape(metrics_url)
+        console.print("fallbacks counted (pattern_fallbacks_total): " + ", ".join(
+            f"{s.labels['model']} {s.labels['reason']}={s.value:g}" for s in samples
+            if s.name == "pattern_fallbacks_total" and s.value and s.labels.get("pattern") == "circuit_breaker"))
+
+        from export.iris import load_split
+
+        X = np.vstack(load_split()[:2]).astype(np.float32)
+        for label, rows in (("unshifted iris rows", X), ("petal length + 1.5 cm", X + [0, 0, 1.5, 0])):
+            r.delete(stream_name("iris_breaker"))
+            for start in range(0, len(rows), 50):
+                client.predict("circuit_breaker", rows[start:start + 50].astype(np.float32))
+            report = drift.check(r, "iris_breaker")
+            ok &= report["drift"] == (label != "unshifted iris rows")
+            console.print(f"[bold]drift monitor, {label}:[/bold]\n{drift.format_report(report)}")
+    return ok
+
+
 def show_models(url: str) -> None:
     with PatternClient(url) as client:
         models = client.models()
@@ -355,6 +430,7 @@ def main(url: str | None = None) -> int:
             ok = run_patterns(triton.http_url)
             ok &= run_async_patterns(triton.http_url, triton.grpc_url, redis.url)
             ok &= run_rollouts(triton.http_url, redis.url)
+            ok &= run_breaker_and_monitoring(triton.http_url, triton.metrics_url, redis.url)
         console.print("stopped tritonserver and Redis")
         ok &= run_bluegreen()
     verdict = "[green]all answers correct[/green]" if ok else "[red]some answers were wrong[/red]"
