@@ -110,12 +110,6 @@ def cmd_result(args) -> int:
     return {"done": 0, "failed": 1}.get(result.status, 3) if args.command == "wait" else 0
 
 
-def cmd_worker(args) -> int:
-    from .async_worker import main as worker_main
-
-    return worker_main(args)
-
-
 def cmd_metrics(args) -> int:
     """Print the metrics endpoint's samples whose name matches --match (a regular expression)."""
     import re
@@ -148,6 +142,17 @@ def cmd_demo(args) -> int:
     from .demo import main as demo_main
 
     return demo_main(args.url)
+
+
+def _delegated(sub, name: str, help: str, module: str):
+    """A subcommand whose arguments and body live in `module` (its `add_arguments` and `main`)."""
+    import importlib
+
+    mod = importlib.import_module(f".{module}", __package__)
+    command = sub.add_parser(name, help=help)
+    mod.add_arguments(command)
+    command.set_defaults(func=mod.main)
+    return command
 
 
 def parser() -> argparse.ArgumentParser:
@@ -221,23 +226,9 @@ def parser() -> argparse.ArgumentParser:
     wait.add_argument("--timeout", type=float, default=30.0, help="seconds (default %(default)s)")
     wait.add_argument("--redis", default=None, help="Redis URL for the notification (default $TRITON_PATTERNS_REDIS_URL)")
 
-    worker = sub.add_parser("worker", help="asynchronous pattern: run job workers until SIGTERM")
-    from .async_worker import add_arguments as worker_arguments
-
-    worker_arguments(worker)
-    worker.set_defaults(func=cmd_worker)
-
-    check = sub.add_parser("check", help="check the model repository statically (configs, files, references)")
-    from .repo_check import add_arguments as check_arguments, main as check_main
-
-    check_arguments(check)
-    check.set_defaults(func=check_main)
-
-    drift = sub.add_parser("drift", help="monitor job: recent logged inputs vs the training statistics (exit 1: drift)")
-    from .drift import add_arguments as drift_arguments, main as drift_main
-
-    drift_arguments(drift)
-    drift.set_defaults(func=drift_main)
+    _delegated(sub, "worker", "asynchronous pattern: run job workers until SIGTERM", "async_worker")
+    _delegated(sub, "check", "check the model repository statically (configs, files, references)", "repo_check")
+    _delegated(sub, "drift", "monitor job: recent logged inputs vs the training statistics (exit 1: drift)", "drift")
 
     metrics = sub.add_parser("metrics", help="print Triton's and the patterns' Prometheus metrics")
     metrics.add_argument("--url", default="127.0.0.1:8002", help="metrics address (default %(default)s)")
@@ -245,11 +236,7 @@ def parser() -> argparse.ArgumentParser:
                          help="regular expression on metric names (default %(default)r)")
     metrics.set_defaults(func=cmd_metrics)
 
-    new = sub.add_parser("new", help="inference template: a new model or pipeline (onnx, python, ensemble, pattern)")
-    from .template import add_arguments as new_arguments, main as new_main
-
-    new_arguments(new)
-    new.set_defaults(func=new_main)
+    _delegated(sub, "new", "inference template: a new model or pipeline (onnx, python, ensemble, pattern)", "template")
 
     edge = sub.add_parser("edge", help="edge AI: predict with the local INT8 model, the server when unsure")
     edge.add_argument("task", choices=("digits", "text"))
@@ -259,12 +246,8 @@ def parser() -> argparse.ArgumentParser:
     edge.add_argument("--min-confidence", type=float, default=0.9, help="below this top score, ask the server")
     edge.set_defaults(func=cmd_edge)
 
-    bluegreen = sub.add_parser("bluegreen", help="blue-green release: load, warm up, check (accuracy gate), "
-                                                 "switch the router, unload the old version (explicit mode)")
-    from .bluegreen import add_arguments as bluegreen_arguments, main as bluegreen_main
-
-    bluegreen_arguments(bluegreen)
-    bluegreen.set_defaults(func=bluegreen_main)
+    _delegated(sub, "bluegreen", "blue-green release: load, warm up, check (accuracy gate), switch the router, "
+                                 "unload the old version (explicit mode)", "bluegreen")
 
     from .rollouts import add_weights_arguments, cmd_shadow_log, cmd_weights
 
