@@ -87,6 +87,10 @@ bench-quick: models
 perf: models    # perf_analyzer (gRPC, concurrency 1 and 8) over every pattern model: reports/perf/*.csv
 	$(BIN)/python -m loadtest.perf
 
+.PHONY: profile
+profile: models # py-spy + Triton statistics on the setups that miss a target: docs/bench/profiles/
+	$(BIN)/python -m loadtest.profile
+
 # locust, headless, USERS users per pattern (PATTERN: comma list or all): reports/locust/*.csv + locust.html;
 # LOADTEST_ARGS e.g. "--protocol grpc" or "--url HOST:8000 --grpc-url HOST:8001" for a running server
 PATTERN ?= all
@@ -96,7 +100,3 @@ LOADTEST_ARGS ?=
 .PHONY: loadtest
 loadtest: models
 	$(BIN)/python -m loadtest.locust_run --pattern $(PATTERN) --users $(USERS) --duration $(DURATION) $(LOADTEST_ARGS)
-.PHONY: profile
-profile: models # py-spy + Triton statistics on the setups that miss a target: docs/bench/profiles/
-	$(BIN)/python -m loadtest.profile
-

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -90,15 +91,19 @@ def paired_ms(runs: dict, items, n: int) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def quiet_quantizer():
+def quiet_quantizer(workdir: str):
     """onnxruntime.quantization logs "consider pre-processing" on the root logger; its symbolic
-    shape inference fails on the exported encoder graph and brings nothing for these models."""
-    root = logging.getLogger()
+    shape inference fails on the exported encoder graph and brings nothing for these models. It
+    also leaves temporary files (sym_shape_infer_temp.onnx, <uuid>.data) in the current folder:
+    run it in `workdir`."""
+    root, cwd = logging.getLogger(), os.getcwd()
     level = root.level
     root.setLevel(logging.ERROR)
+    os.chdir(workdir)
     try:
         yield
     finally:
+        os.chdir(cwd)
         root.setLevel(level)
 
 
@@ -165,7 +170,7 @@ def build_digits(repo: Path):
         X_train, X_test, _, y_test = digits._split()
         log.step("calibrating")
         calibration = digits_pixels(digits_images(X_train[:CALIBRATION_IMAGES]), prep)
-        with tempfile.TemporaryDirectory() as tmp, quiet_quantizer():
+        with tempfile.TemporaryDirectory() as tmp, quiet_quantizer(tmp):
             out = Path(tmp) / "int8.onnx"
             quantize_static(str(source), str(out), _Calibration(calibration, "PIXELS"), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -237,7 +242,7 @@ def build_text(repo: Path, out_repo: Path):
         classifier = mf.artifact_path(repo, "text_classifier", 1)
         tokenizer = mf.artifact_path(repo, "text_tokenizer", 1, "tokenizer.json")
         log.step("quantising")
-        with tempfile.TemporaryDirectory() as tmp, quiet_quantizer():
+        with tempfile.TemporaryDirectory() as tmp, quiet_quantizer(tmp):
             out = Path(tmp) / "int8.onnx"
             quantize_dynamic(str(encoder), str(out), weight_type=QuantType.QInt8)
             data = finalize(out, "all-MiniLM-L6-v2 encoder (text_encoder v1), dynamic INT8, for edge devices")

@@ -52,6 +52,7 @@ from .processes import (
     wait_for,
 )
 from .security import ADMIN_KEY_ENV, API_KEY_ENV, Access, GrpcTls, admin_key_file
+from .stub_watchdog import StubWatchdog
 
 LOG = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ def common_server_flags(
         f"--model-control-mode={model_control_mode}",
     ]
     if model_control_mode == "explicit":
-        flags += [f"--load-model={name}" for name in load_models or ()]
+        flags += [f"--load-model={name}" for name in (load_models if load_models is not None else ["*"])]
     elif load_models:
         raise ValueError("load_models needs model_control_mode='explicit'")
     if model_control_mode == "poll":
@@ -389,7 +390,8 @@ class TritonServer(_Endpoints):
 
     Ports left None are free ports on `host`, fixed for the object's life (restarts reuse
     them). `cache_size_bytes` sizes Triton's local response cache (None: no cache).
-    `model_control_mode` "none" | "explicit" (with `load_models`, "*" for all) | "poll".
+    `model_control_mode` "explicit" (default; `load_models`, default "*": every model, and the
+    repository API can unload and load them, which `stub_watchdog` needs) | "none" | "poll".
     The log (stdout and stderr, appended across restarts) is `log_path` under `log_dir`.
     `restart_on_death`: a death not caused by `stop()` is appended to `deaths`, passed to
     `on_death`, and followed by a restart on the same ports, at most `max_restarts` times,
@@ -411,7 +413,7 @@ class TritonServer(_Endpoints):
         metrics_port: int | None = None,
         host: str = "127.0.0.1",
         cache_size_bytes: int | None = DEFAULT_CACHE_SIZE_BYTES,
-        model_control_mode: str = "none",
+        model_control_mode: str = "explicit",
         load_models: Iterable[str] | None = None,
         repository_poll_secs: int = 5,
         exit_on_error: bool = True,
@@ -438,6 +440,7 @@ class TritonServer(_Endpoints):
         self.cache_size_bytes = cache_size_bytes
         self.access = Access.resolve(admin_key, api_key, restrict_admin_apis)
         self.grpc_tls = grpc_tls
+        self.model_control_mode = model_control_mode
         self.flags = common_server_flags(
             model_control_mode=model_control_mode,
             load_models=load_models,
@@ -662,11 +665,14 @@ def serve(wait_models: Iterable[str] = (), **kwargs: Any) -> int:
     kwargs.setdefault("max_restarts", 20)
     kwargs.setdefault("api_key", os.environ.get(API_KEY_ENV) or None)
     server = TritonServer(**kwargs)
+    watchdog = None
     stop_requested = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop_requested.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
         server.wait_ready_models(wait_models)
+        if server.model_control_mode == "explicit":  # a model whose Python stub dies is reloaded
+            watchdog = StubWatchdog(server).start()
         _print_banner(server)
         while not stop_requested.wait(0.5):
             if server.gave_up:
@@ -675,6 +681,8 @@ def serve(wait_models: Iterable[str] = (), **kwargs: Any) -> int:
         print("stopping tritonserver ...", flush=True)
         return 0
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -190,7 +190,7 @@ def test_command_line(tmp_path, project_backends):
         "--grpc-address=127.0.0.1", "--grpc-port=18001",
         "--metrics-address=127.0.0.1", "--metrics-port=18002",
         "--strict-readiness=true", "--exit-on-error=true", "--allow-metrics=true",
-        "--model-control-mode=none", "--log-verbose=1",
+        "--model-control-mode=explicit", "--load-model=*", "--log-verbose=1",
         f"--backend-config=python,shm-region-prefix-name={server.shm_prefix}",
     ):
         assert flag in cmd
@@ -213,7 +213,9 @@ def test_command_line_defaults_and_model_control(tmp_path):
     with pytest.raises(ValueError):
         TritonServer(model_repository=tmp_path, model_control_mode="sometimes")
     with pytest.raises(ValueError):
-        TritonServer(model_repository=tmp_path, load_models=["a"])
+        TritonServer(model_repository=tmp_path, model_control_mode="none", load_models=["a"])
+    default = TritonServer(model_repository=tmp_path, project_backends=tmp_path).command()
+    assert "--model-control-mode=explicit" in default and "--load-model=*" in default  # every model, reloadable
 
 
 # --------------------------------------------------------------------------- docker spec
