@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -113,17 +114,25 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_weights(args) -> int:
-    router = router_config(args.url, args.model)
-    client = redis_client(args.redis)
-    if args.reset or args.weights:
-        set_weights(router, client, None if args.reset else dict(args.weights))
-    weights, source = weights_in_force(router, client)
+    try:
+        router = router_config(args.url, args.model)
+        client = redis_client(args.redis)
+        if args.reset or args.weights:
+            set_weights(router, client, None if args.reset else dict(args.weights))
+        weights, source = weights_in_force(router, client)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({"model": router.name, "weights": weights, "source": source, "key": router.weights_key}))
     return 0
 
 
 def cmd_shadow_log(args) -> int:
-    router = router_config(args.url, args.model)
+    try:
+        router = router_config(args.url, args.model)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for entry in shadow_entries(redis_client(args.redis), router.shadow_stream, args.count):
         print(json.dumps(entry))
     return 0
