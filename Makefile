@@ -100,3 +100,13 @@ LOADTEST_ARGS ?=
 .PHONY: loadtest
 loadtest: models
 	$(BIN)/python -m loadtest.locust_run --pattern $(PATTERN) --users $(USERS) --duration $(DURATION) $(LOADTEST_ARGS)
+
+# soak: locust over every pattern for SOAK_DURATION with SOAK_USERS users each, RSS of tritonserver, every
+# Python stub and Redis sampled meanwhile; reports/soak/ (soak.json, soak.png, memory.csv, locust CSVs), exit 1
+# on an error rate or a memory growth past the limits (SOAK_ARGS e.g. "--max-growth-mb 100"; docs/reliability.md)
+SOAK_DURATION ?= 10m
+SOAK_USERS ?= 1
+SOAK_ARGS ?=
+.PHONY: soak
+soak: models
+	$(BIN)/python -m loadtest.soak --duration $(SOAK_DURATION) --users $(SOAK_USERS) $(SOAK_ARGS)

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from triton_patterns import paths
 from triton_patterns.patterns import PATTERNS
@@ -64,11 +65,11 @@ def read_stats(path: Path) -> list[Row]:
 
 
 def run_locust(patterns: list[str], http_url: str, grpc_url: str, users: int = 2, duration: str = "30s",
-               protocol: str = "both", out: Path = OUT_DIR) -> list[Row]:
+               protocol: str = "both", out: Path = OUT_DIR, extra: Sequence[str] = ()) -> list[Row]:
     """Headless locust with `users` users per pattern; returns the rows of its stats CSV.
 
     Writes `<out>/locust_stats.csv` (and `_failures`, `_exceptions`, `_stats_history`),
-    `<out>/locust.html` and `<out>/locust.log`."""
+    `<out>/locust.html` and `<out>/locust.log`; `extra`: more locust options (`--csv-full-history`)."""
     unknown = [p for p in patterns if p not in PATTERNS]
     if unknown:
         raise ValueError(f"unknown pattern(s) {', '.join(unknown)}; known: {', '.join(PATTERNS)}")
@@ -79,7 +80,7 @@ def run_locust(patterns: list[str], http_url: str, grpc_url: str, users: int = 2
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
         "--users", str(total), "--spawn-rate", str(total), "--run-time", duration, "--stop-timeout", "5",
         "--csv", str(prefix), "--html", str(out / "locust.html"),
-        "--triton-http", http_url, "--triton-grpc", grpc_url, "--protocol", protocol, *patterns,
+        "--triton-http", http_url, "--triton-grpc", grpc_url, "--protocol", protocol, *extra, *patterns,
     ]
     log.unlink(missing_ok=True)
     locust = ManagedProcess(command, log, cwd=paths.PROJECT_ROOT)
