@@ -165,6 +165,11 @@ def windows(rows: list[dict], t0: float, width: float) -> list[dict]:
         p50s = [r["p50_ms"] for r in inside if not math.isnan(r["p50_ms"])]
         p99s = [r["p99_ms"] for r in inside if not math.isnan(r["p99_ms"])]
         last = inside[-1]
+        if not p50s and found:  # only the final counts, after locust's last history row: part of the window before
+            found[-1].update(end_s=round(hi - t0), requests=last["requests"] - before["requests"] + found[-1]["requests"],
+                             failures=last["failures"] - before["failures"] + found[-1]["failures"])
+            before = last
+            continue
         found.append({
             "start_s": round(lo - t0), "end_s": round(hi - t0),
             "requests": last["requests"] - before["requests"], "failures": last["failures"] - before["failures"],

@@ -40,3 +40,11 @@ def test_windows_split_the_cumulative_counts():
     assert [(w["start_s"], w["end_s"], w["requests"], w["failures"]) for w in found] == [(0, 10, 100, 2),
                                                                                          (10, 20, 100, 2)]
     assert found[1]["p50_ms"] == 15.5 and found[1]["p99_ms"] == 40.0
+
+
+def test_a_window_with_only_the_final_counts_joins_the_one_before():
+    rows = [{"t": 100 + t, "requests": 10 * t, "failures": 0, "p50_ms": 1.0, "p99_ms": 2.0, "rps": 10}
+            for t in range(1, 10)]
+    rows.append({"t": 112, "requests": 120, "failures": 1, "p50_ms": float("nan"), "p99_ms": float("nan")})
+    assert [(w["start_s"], w["end_s"], w["requests"], w["failures"]) for w in soak.windows(rows, 100, 10)] == [
+        (0, 20, 120, 1)]
