@@ -88,9 +88,11 @@ def run_locust(patterns: list[str], http_url: str, grpc_url: str, users: int = 2
     if returncode is None:  # hung: stop what this run started, by its pid
         returncode = locust.terminate(timeout=15)
     stats = Path(f"{prefix}_stats.csv")
-    if returncode not in (0, 1) or not stats.exists():  # 1: the run had failures, reported below
-        raise RuntimeError(f"locust exited with {returncode}; {log}:\n{locust.log_tail(40)}")
-    return read_stats(stats)
+    rows = read_stats(stats) if stats.exists() else []
+    if returncode not in (0, 1) or not rows:  # 1: the run had failures, reported by the caller
+        raise RuntimeError(f"locust exited with {returncode} and {len(rows)} stats rows; {log}:\n"
+                           f"{locust.log_tail(40)}")
+    return rows
 
 
 def problems(rows: list[Row], patterns: list[str], protocol: str) -> list[str]:

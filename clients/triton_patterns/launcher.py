@@ -287,6 +287,9 @@ def common_server_flags(
 # --------------------------------------------------------------------------- shared client side
 
 
+_KNOWN_STARTUP_ABORT = "boost::interprocess::lock_exception"
+
+
 def python_stub_pids(server_pid: int) -> dict[str, list[int]]:
     """{model name: [pid, ...]} of the Python stubs whose parent is `server_pid` (Linux /proc).
     A stub's argv[1] is `<repository>/<model>/<version>/model.py`."""
@@ -538,14 +541,21 @@ class TritonServer(_Endpoints):
         assemble_backend_directory(self.backend_directory, self.project_backends)
         self._stopping.clear()
         self._given_up.clear()
-        with self._lock:
-            self._proc = self._spawn()
-        proc = self._proc
-        started = time.monotonic()
-        if not self._wait_ready(proc):
+        for attempt in (1, 2):
+            with self._lock:
+                self._proc = self._spawn()
+            proc = self._proc
+            started = time.monotonic()
+            if self._wait_ready(proc):
+                break
             reason = self._not_ready_reason(proc, time.monotonic() - started)
             proc.terminate(timeout=10)
             self._clean_up_after(proc)
+            # the python backend's shared-memory mutex can abort a server while stubs start
+            # (intermittent, server issue #8882): that one known crash gets a second start
+            if attempt == 1 and _KNOWN_STARTUP_ABORT in proc.log_tail(LOG_TAIL_LINES):
+                LOG.warning("tritonserver aborted during startup (%s): starting it again", _KNOWN_STARTUP_ABORT)
+                continue
             raise TritonStartError(self._start_error_message(reason, proc))
         LOG.info("tritonserver pid %s ready in %.1fs at %s", proc.pid, time.monotonic() - started, self.http_url)
         self._supervisor = threading.Thread(target=self._supervise, name=f"triton-supervisor-{self.http_port}", daemon=True)

@@ -52,7 +52,10 @@ class StubWatchdog:
         unloaded = self.server._status(f"/v2/repository/models/{model}/unload", method="POST") == 200
         if unloaded:
             wait_for(lambda: not self.server.model_ready(model), timeout, interval=0.2)
-        ok = unloaded and self.server.reload_model(model) and self.server.model_ready(model)
+        # a load while the old instance is still being torn down can fail ("no available
+        # versions"): try again until the deadline
+        ok = unloaded and wait_for(lambda: self.server.reload_model(model) and self.server.model_ready(model),
+                                   timeout, interval=0.5)
         if ok:
             self.expected[model] = self.server.stub_pids().get(model, [])
         return ok
