@@ -59,10 +59,15 @@ class JobResult(JobState):
         return short
 
 
+def label_models(raw_json: bytes | str) -> list[str]:
+    """The models whose `labels` name a job's classes: its target, else the submitting model."""
+    state = state_from_json(json.loads(raw_json))
+    return [m for m in (state.model, state.submitted_by) if m]
+
+
 def job_result(raw_json: bytes | str, labels_of: Callable[[str], list[str]]) -> JobResult:
     state = state_from_json(json.loads(raw_json))
-    labels = (labels_of(state.model) if state.model else []) or (
-        labels_of(state.submitted_by) if state.submitted_by else [])
+    labels = next((found for found in map(labels_of, label_models(raw_json)) if found), [])
     return JobResult(**vars(state), labels=labels)
 
 

@@ -18,6 +18,7 @@ gRPC goes over TLS with `ssl=True` and/or `root_certificates` (else $TRITON_PATT
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ import tritonclient.http as http_sync
 import tritonclient.http.aio as http_aio
 from tritonclient.utils import InferenceServerException
 
-from .async_jobs import RESULT_MODEL, JobResult, job_result, wait_for_end
+from .async_jobs import RESULT_MODEL, JobResult, job_result, label_models, wait_for_end
 from .patterns import PatternSpec, pattern
 from .security import authorize, client_headers, grpc_client_options
 
@@ -230,6 +231,24 @@ class _Base:
     def _error(spec: PatternSpec, exc: InferenceServerException) -> PatternError:
         return PatternError(spec.model, exc.message(), exc.status())
 
+    # shared by both clients' submit / result (async_jobs.py, backends/async_queue)
+
+    @staticmethod
+    def _metadata_spec(model: str, metadata: dict) -> PatternSpec:
+        """A one-input model's input name and datatype, from its metadata."""
+        first = metadata["inputs"][0]
+        return PatternSpec(model, model, first["name"], first["datatype"], (), "", "", "")
+
+    @staticmethod
+    def _job_id(result) -> str:
+        value = result.as_numpy("JOB_ID").reshape(-1)[0]
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def _job_id_input(self, job_id: str):
+        tensor = self._mod.InferInput("JOB_ID", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([job_id.encode()], dtype=np.object_))
+        return [tensor]
+
 
 class PatternClient(_Base):
     """Blocking client. `protocol` is "http" (port 8000 by default) or "grpc" (8001)."""
@@ -333,8 +352,7 @@ class PatternClient(_Base):
     def _input_spec(self, model: str) -> PatternSpec:
         """A one-input model's input name and datatype, from its metadata."""
         if model not in self._input_specs:
-            first = self.client.get_model_metadata(model, **self._json)["inputs"][0]
-            self._input_specs[model] = PatternSpec(model, model, first["name"], first["datatype"], (), "", "", "")
+            self._input_specs[model] = self._metadata_spec(model, self.client.get_model_metadata(model, **self._json))
         return self._input_specs[model]
 
     def submit(self, value: Any, model: str = "iris_async_submit", target: str | None = None) -> str:
@@ -346,15 +364,12 @@ class PatternClient(_Base):
             result = self.client.infer(model, inputs, parameters={"target": target} if target else None)
         except InferenceServerException as exc:
             raise self._error(spec, exc) from None
-        value = result.as_numpy("JOB_ID").reshape(-1)[0]
-        return value.decode() if isinstance(value, bytes) else str(value)
+        return self._job_id(result)
 
     def result(self, job_id: str) -> JobResult:
         """The job's state now: queued, running, done (outputs, model version, timings) or failed (error)."""
-        tensor = self._mod.InferInput("JOB_ID", [1], "BYTES")
-        tensor.set_data_from_numpy(np.array([job_id.encode()], dtype=np.object_))
         try:
-            result = self.client.infer(RESULT_MODEL, [tensor])
+            result = self.client.infer(RESULT_MODEL, self._job_id_input(job_id))
         except InferenceServerException as exc:
             raise PatternError(RESULT_MODEL, exc.message(), exc.status()) from None
         return job_result(result.as_numpy("RESULT").reshape(-1)[0], self.labels)
@@ -441,6 +456,40 @@ class AsyncPatternClient(_Base):
 
     async def web_single(self, features: Sequence[float]) -> Prediction:
         return (await self.predict("web_single", features))[0]
+
+    async def submit(self, value: Any, model: str = "iris_async_submit", target: str | None = None) -> str:
+        """`PatternClient.submit` as a coroutine: the job's id, at once."""
+        if model not in self._input_specs:
+            metadata = await self.client.get_model_metadata(model, **self._json)
+            self._input_specs[model] = self._metadata_spec(model, metadata)
+        spec = self._input_specs[model]
+        inputs, _ = self._request(spec, value)
+        try:
+            result = await self.client.infer(model, inputs, parameters={"target": target} if target else None)
+        except InferenceServerException as exc:
+            raise self._error(spec, exc) from None
+        return self._job_id(result)
+
+    async def result(self, job_id: str) -> JobResult:
+        """`PatternClient.result` as a coroutine."""
+        try:
+            result = await self.client.infer(RESULT_MODEL, self._job_id_input(job_id))
+        except InferenceServerException as exc:
+            raise PatternError(RESULT_MODEL, exc.message(), exc.status()) from None
+        raw = result.as_numpy("RESULT").reshape(-1)[0]
+        for model in label_models(raw):  # job_result reads labels synchronously: fetch them first
+            await self.labels(model)
+        return job_result(raw, lambda model: self._labels.get(model, []))
+
+    async def wait(self, job_id: str, timeout_s: float = 30.0, redis_url: str | None = None) -> JobResult:
+        """`PatternClient.wait` as a coroutine: the Redis subscription waits in a worker thread,
+        reads go through this client on the running loop; the loop is never blocked."""
+        loop = asyncio.get_running_loop()
+
+        def read() -> JobResult:
+            return asyncio.run_coroutine_threadsafe(self.result(job_id), loop).result()
+
+        return await asyncio.to_thread(wait_for_end, job_id, read, timeout_s, redis_url)
 
     async def synchronous(self, features: Sequence[float], version: int | None = None) -> Prediction:
         return (await self.predict("synchronous", features, version))[0]

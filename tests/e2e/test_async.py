@@ -3,6 +3,7 @@ and Redis, with workers as real processes (started here, stopped by pid)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -74,6 +75,37 @@ def test_jobs_complete_with_the_models_answers(client, queue, start_worker):
     topic = client.wait(text_job, timeout_s=30)
     assert (topic.status, topic.model, topic.label) == ("done", "text_classify", client.serial(text).label)
     assert queue.depth() == {"stream": 0, "pending": 0, "dead": 0}
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_asyncio_client_submits_and_waits_without_blocking_its_loop(client, queue, start_worker,
+                                                                   async_client_factory, redis_server, protocol):
+    start_worker("w1", idle_ms=5000)
+    expected = [client.synchronous(row).label for row in ROWS]
+
+    async def run():
+        ticks = 0
+
+        async def ticker():  # the loop keeps running while wait() waits on Redis
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        async with async_client_factory(protocol) as aclient:
+            job_ids = await asyncio.gather(*(aclient.submit(row) for row in ROWS))
+            beat = asyncio.ensure_future(ticker())
+            results = await asyncio.gather(*(aclient.wait(j, timeout_s=30, redis_url=redis_server.url)
+                                             for j in job_ids))
+            beat.cancel()
+            first = await aclient.result(job_ids[0])
+        return results, first, ticks
+
+    results, first, ticks = asyncio.run(run())
+    assert [r.status for r in results] == ["done"] * len(ROWS)
+    assert [r.label for r in results] == expected and first.label == expected[0]
+    assert all(r.completions == 1 for r in results)
+    assert ticks > 0
 
 
 def test_bad_jobs_are_refused_at_submission(client):
