@@ -28,7 +28,8 @@ import onnxruntime as ort
 
 from triton_patterns import paths
 from triton_patterns.client import PatternClient
-from triton_patterns.processes import ManagedProcess, wait_for
+from triton_patterns.async_worker import start_workers
+from triton_patterns.processes import wait_for
 from triton_patterns.serving.job_queue import JobQueue
 
 ONNX = paths.MODEL_REPOSITORY / "iris" / "2" / "model.onnx"
@@ -58,19 +59,9 @@ def inprocess(rows: np.ndarray, repeat: int = 3) -> dict:
     return {"rows_per_s": best, "labels": labels}
 
 
-def _start_workers(count: int, grpc_url: str, redis_url: str, log_dir: Path, queue: JobQueue) -> list[ManagedProcess]:
-    workers = [
-        ManagedProcess([sys.executable, "-m", "triton_patterns.async_worker", "--processes", "1",
-                        "--name", f"bench-{count}-{i}", "--url", grpc_url, "--redis", redis_url,
-                        "--block-ms", "200"], log_dir / f"bench-worker-{count}-{i}.log")
-        for i in range(count)
-    ]
-    names = {f"bench-{count}-{i}" for i in range(count)}
-    if not wait_for(lambda: names <= queue.consumers(), timeout=60, interval=0.1):
-        for w in workers:
-            w.terminate(timeout=5)
-        raise RuntimeError(f"{count} workers did not start; logs in {log_dir}")
-    return workers
+def _start_workers(count: int, grpc_url: str, redis_url: str, log_dir: Path) -> list:
+    return start_workers([f"bench-{count}-{i}" for i in range(count)], grpc_url, redis_url, log_dir,
+                         "--block-ms", "200")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -112,9 +103,9 @@ def measure_async(
         for mode in ("drain", "live"):
             if mode == "drain":  # the queue filled first, then the workers empty it
                 ids, began, submitted = submit_all()
-                workers = _start_workers(count, grpc_url, redis_url, log_dir, queue)
+                workers = _start_workers(count, grpc_url, redis_url, log_dir)
             else:  # workers waiting; jobs submitted meanwhile (end to end)
-                workers = _start_workers(count, grpc_url, redis_url, log_dir, queue)
+                workers = _start_workers(count, grpc_url, redis_url, log_dir)
             try:
                 if mode == "live":
                     ids, began, submitted = submit_all()

@@ -29,6 +29,7 @@ from triton_patterns.serving.errors import InputError
 from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.redis_link import connect
 from triton_patterns.serving.triton_glue import Metrics, call_model, execute_each, read_inputs, response
+from triton_patterns.serving.validation import utf8_values
 
 
 class TritonPythonModel:
@@ -93,10 +94,10 @@ class TritonPythonModel:
 
     def _one(self, request):
         c = self.config
-        ids = read_inputs(request, c.inputs)["ID"].reshape(-1)
+        ids = utf8_values("ID", read_inputs(request, c.inputs)["ID"])
         if len(ids) != 1:
             raise InputError("ID", f"expected one id per request, got {len(ids)}")
-        record_id = ids[0].decode() if isinstance(ids[0], bytes) else str(ids[0])
+        record_id = ids[0]
         if self.preprocess:
             inputs, source = self._features(record_id)
             model, version = c.required_parameter("predict_model"), c.int_parameter("predict_version", -1)

@@ -216,15 +216,39 @@ def run_one(settings: WorkerSettings) -> int:
     return 0
 
 
+def worker_command(name: str, grpc_url: str, redis_url: str, *options: str) -> list[str]:
+    """argv of one worker process (`--processes 1`) named `name`; `options`: more flags."""
+    return [sys.executable, "-m", "triton_patterns.async_worker", "--processes", "1", "--name", name,
+            "--url", grpc_url, "--redis", redis_url, *options]
+
+
+def start_workers(names: list[str], grpc_url: str, redis_url: str, log_dir, *options: str,
+                  timeout: float = 60.0) -> list:
+    """Worker processes (logs `<log_dir>/<name>.log`), returned once each is a consumer of the
+    queue; if they do not all join within `timeout`, they are stopped (by pid) and RuntimeError."""
+    from pathlib import Path
+
+    from .processes import ManagedProcess, wait_for
+
+    workers = [ManagedProcess(worker_command(n, grpc_url, redis_url, *options), Path(log_dir) / f"{n}.log")
+               for n in names]
+    with redis.Redis.from_url(redis_url) as client:
+        joined = wait_for(lambda: set(names) <= JobQueue(client).consumers(), timeout=timeout, interval=0.1)
+    if not joined:
+        for worker in workers:
+            worker.terminate(timeout=5)
+        raise RuntimeError(f"workers {names} did not join the queue within {timeout:.0f} s; logs in {log_dir}")
+    return workers
+
+
 def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
-    return [
-        sys.executable, "-m", "triton_patterns.async_worker", "--processes", "1",
-        "--name", f"{args.name}-{index}", "--url", args.url, "--redis", args.redis,
+    return worker_command(
+        f"{args.name}-{index}", args.url, args.redis,
         "--namespace", args.namespace, "--ttl-seconds", str(args.ttl_seconds),
         "--idle-timeout-ms", str(args.idle_timeout_ms), "--max-attempts", str(args.max_attempts),
         "--prefetch", str(args.prefetch), "--block-ms", str(args.block_ms),
         "--job-timeout", str(args.job_timeout),
-    ]
+    )
 
 
 def supervise(args: argparse.Namespace) -> int:

@@ -183,25 +183,12 @@ def run_patterns(url: str) -> bool:
 def async_workers(grpc_url: str, redis_url: str, count: int = 2) -> Iterator[list]:
     """`count` worker processes of the asynchronous pattern (logs under build/logs), yielded once
     they are consumers of the queue; stopped by pid with SIGTERM, so each finishes its job in hand."""
-    import sys
-
-    import redis
-
     from . import paths
-    from .processes import ManagedProcess, wait_for
-    from .serving.job_queue import JobQueue
+    from .async_worker import start_workers
 
-    workers = [
-        ManagedProcess([sys.executable, "-m", "triton_patterns.async_worker", "--processes", "1",
-                        "--name", f"demo-worker-{i}", "--url", grpc_url, "--redis", redis_url,
-                        "--idle-timeout-ms", "1000"],
-                       paths.BUILD / "logs" / f"demo-worker-{i}.log")
-        for i in range(count)
-    ]
+    workers = start_workers([f"demo-worker-{i}" for i in range(count)], grpc_url, redis_url,
+                            paths.BUILD / "logs", "--idle-timeout-ms", "1000")
     try:
-        names = {f"demo-worker-{i}" for i in range(count)}
-        with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
-            wait_for(lambda: names <= JobQueue(client).consumers(), timeout=60, interval=0.1)
         yield workers
     finally:
         for worker in workers:

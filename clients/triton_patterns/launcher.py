@@ -384,6 +384,10 @@ class _Endpoints:
         """Ask the server to (re)load a model (model-control mode explicit), e.g. after its stub died."""
         return self._status(f"/v2/repository/models/{name}/load", method="POST") == 200
 
+    def unload_model(self, name: str) -> bool:
+        """Ask the server to unload a model (model-control mode explicit)."""
+        return self._status(f"/v2/repository/models/{name}/unload", method="POST") == 200
+
 
 # --------------------------------------------------------------------------- embedded server
 

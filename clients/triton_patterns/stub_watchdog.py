@@ -49,7 +49,7 @@ class StubWatchdog:
 
     def recover(self, model: str, timeout: float = 60.0) -> bool:
         """Unload then load `model` (a plain load keeps the dead stub); True once it is ready."""
-        unloaded = self.server._status(f"/v2/repository/models/{model}/unload", method="POST") == 200
+        unloaded = self.server.unload_model(model)
         if unloaded:
             wait_for(lambda: not self.server.model_ready(model), timeout, interval=0.2)
         # a load while the old instance is still being torn down can fail ("no available

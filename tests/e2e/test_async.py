@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import threading
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from triton_patterns.async_worker import worker_command
 from triton_patterns.client import PatternError
 from triton_patterns.processes import ManagedProcess, wait_for
 from triton_patterns.serving.job_queue import GROUP, JobQueue
@@ -38,11 +38,10 @@ def start_worker(triton, redis_server, tmp_path):
     started: list[ManagedProcess] = []
 
     def start(name: str, prefetch: int = 1, idle_ms: int = 1000) -> ManagedProcess:
-        proc = ManagedProcess([
-            sys.executable, "-m", "triton_patterns.async_worker", "--processes", "1", "--name", name,
-            "--url", triton.grpc_url, "--redis", redis_server.url, "--idle-timeout-ms", str(idle_ms),
+        proc = ManagedProcess(worker_command(
+            name, triton.grpc_url, redis_server.url, "--idle-timeout-ms", str(idle_ms),
             "--max-attempts", "3", "--prefetch", str(prefetch), "--block-ms", "200",
-        ], tmp_path / f"{name}.log")
+        ), tmp_path / f"{name}.log")
         started.append(proc)
         return proc
 
