@@ -45,6 +45,7 @@ from . import paths
 from .processes import (
     ManagedProcess,
     describe_returncode,
+    free_port,
     free_ports,
     http_status,
     signal_name,
@@ -288,6 +289,19 @@ def common_server_flags(
 
 
 _KNOWN_STARTUP_ABORT = "boost::interprocess::lock_exception"
+START_ATTEMPTS = 3
+# tritonserver 2.51 exits when its HTTP or gRPC port is taken, but only logs a taken metrics port
+_PORT_IN_USE = re.compile(r"failed to start \w+ service: .*Socket '[^']*:(\d+)' already in use")
+
+
+def _this_run(log_path: Path) -> str:
+    """The part of a log appended by the latest start (ManagedProcess writes a `=== ` line)."""
+    return tail(log_path, 5000).rsplit("\n=== ", 1)[-1]
+
+
+def _ports_in_use(log_text: str) -> list[int]:
+    """Ports that tritonserver reported as already in use."""
+    return sorted({int(port) for port in _PORT_IN_USE.findall(log_text)})
 
 
 def python_stub_pids(server_pid: int) -> dict[str, list[int]]:
@@ -444,6 +458,10 @@ class TritonServer(_Endpoints):
         self.project_backends = Path(project_backends).resolve()
         self.host = host
         self.http_port, self.grpc_port, self.metrics_port = _fill_ports(host, http_port, grpc_port, metrics_port)
+        # the ports this object chose (not the caller): those may be replaced if taken at start
+        self._chosen_ports = {name: getattr(self, name) for name, given in
+                              (("http_port", http_port), ("grpc_port", grpc_port), ("metrics_port", metrics_port))
+                              if given is None}
         self.cache_size_bytes = cache_size_bytes
         self.access = Access.resolve(admin_key, api_key, restrict_admin_apis)
         self.grpc_tls = grpc_tls
@@ -545,26 +563,42 @@ class TritonServer(_Endpoints):
         assemble_backend_directory(self.backend_directory, self.project_backends)
         self._stopping.clear()
         self._given_up.clear()
-        for attempt in (1, 2):
+        for attempt in range(1, START_ATTEMPTS + 1):
             with self._lock:
                 self._proc = self._spawn()
             proc = self._proc
             started = time.monotonic()
-            if self._wait_ready(proc):
+            ready = self._wait_ready(proc)
+            taken = _ports_in_use(_this_run(self.log_path))
+            if ready and not taken:
                 break
-            reason = self._not_ready_reason(proc, time.monotonic() - started)
+            reason = (f"port {', '.join(map(str, taken))} already in use" if taken
+                      else self._not_ready_reason(proc, time.monotonic() - started))
             proc.terminate(timeout=10)
             self._clean_up_after(proc)
-            # the python backend's shared-memory mutex can abort a server while stubs start
-            # (intermittent, server issue #8882): that one known crash gets a second start
-            if attempt == 1 and _KNOWN_STARTUP_ABORT in proc.log_tail(LOG_TAIL_LINES):
-                LOG.warning("tritonserver aborted during startup (%s): starting it again", _KNOWN_STARTUP_ABORT)
-                continue
-            raise TritonStartError(self._start_error_message(reason, proc))
+            retry = self._retry_reason(proc, taken) if attempt < START_ATTEMPTS else None
+            if retry is None:
+                raise TritonStartError(self._start_error_message(reason, proc))
+            LOG.warning("tritonserver start %d of %d failed (%s): starting it again", attempt, START_ATTEMPTS, retry)
         LOG.info("tritonserver pid %s ready in %.1fs at %s", proc.pid, time.monotonic() - started, self.http_url)
         self._supervisor = threading.Thread(target=self._supervise, name=f"triton-supervisor-{self.http_port}", daemon=True)
         self._supervisor.start()
         return self
+
+    def _retry_reason(self, proc: ManagedProcess, taken: list[int]) -> str | None:
+        """Why a failed start is worth another try, or None. Two causes are not the server's
+        fault: a port chosen free that another process bound before tritonserver did (new free
+        ports are chosen, only for the ports this object chose), and the python backend's
+        shared-memory mutex aborting the server while stubs start (intermittent, server #8882)."""
+        if taken and all(port in self._chosen_ports.values() for port in taken):
+            for name, port in self._chosen_ports.items():
+                if port in taken:
+                    self._chosen_ports[name] = free_port(self._connect_host)
+                    setattr(self, name, self._chosen_ports[name])
+            return f"port {', '.join(map(str, taken))} taken by another process: new free ports"
+        if not taken and _KNOWN_STARTUP_ABORT in proc.log_tail(LOG_TAIL_LINES):
+            return _KNOWN_STARTUP_ABORT
+        return None
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the server this object started, SIGKILL its process group after `timeout`; wait."""
@@ -592,11 +626,13 @@ class TritonServer(_Endpoints):
         )
 
     def _wait_ready(self, proc: ManagedProcess) -> bool:
+        """Ready: every model loaded and the metrics endpoint answering. Gives up at once when the
+        process exits, stop() is called or the log says a port is taken."""
         return wait_for(
-            lambda: proc.is_running() and self.is_ready(),
+            lambda: proc.is_running() and self.is_ready() and http_status(self.metrics_url) == 200,
             self.startup_timeout,
             interval=0.2,
-            abort=lambda: not proc.is_running() or self._stopping.is_set(),
+            abort=lambda: not proc.is_running() or self._stopping.is_set() or bool(_ports_in_use(_this_run(self.log_path))),
         )
 
     def _not_ready_reason(self, proc: ManagedProcess, waited: float) -> str:
@@ -608,9 +644,10 @@ class TritonServer(_Endpoints):
 
     def _start_error_message(self, reason: str, proc: ManagedProcess) -> str:
         """Reason, the run's error lines (a bad flag's is followed by 100 lines of usage), log tail."""
-        run = tail(self.log_path, 5000).rsplit("\n=== ", 1)[-1].splitlines()
+        run = _this_run(self.log_path).splitlines()
         errors = [line for line in run if _ERROR_LINE.search(line) and not _HARMLESS_ON_CPU.search(line)][:10]
-        parts = [reason]
+        parts = [f"{reason} (ports: HTTP {self.http_port}, gRPC {self.grpc_port}, metrics {self.metrics_port}; "
+                 f"pid {proc.pid}, {describe_returncode(proc.returncode)})"]
         if errors:
             parts.append("errors:\n" + "\n".join(errors))
         parts.append(f"last lines of {self.log_path}:\n{proc.log_tail(LOG_TAIL_LINES)}")

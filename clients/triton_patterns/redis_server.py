@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
 import time
@@ -15,7 +16,10 @@ from typing import Sequence
 
 from .processes import ManagedProcess, describe_returncode, free_port, wait_for
 
+LOG = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
+START_ATTEMPTS = 3
+_ADDRESS_IN_USE = "Address already in use"
 # The environment variable through which a server's backends (prediction cache, ...) find Redis.
 REDIS_URL_ENV = "TRITON_PATTERNS_REDIS_URL"
 
@@ -49,10 +53,11 @@ class RedisServer:
         persistence: bool = False,
         extra_args: Sequence[str] = (),
         directory: Path | str | None = None,
-        startup_timeout: float = 10.0,
+        startup_timeout: float = 30.0,
         binary: str = "redis-server",
     ):
         self.host = host
+        self._port_chosen = not port
         self.port = port or free_port(host)
         self.maxmemory = maxmemory
         self.maxmemory_policy = maxmemory_policy
@@ -134,18 +139,28 @@ class RedisServer:
         if self.directory is None:
             self.directory = Path(tempfile.mkdtemp(prefix="triton-patterns-redis-"))
         self.directory.mkdir(parents=True, exist_ok=True)
-        proc = self._proc = ManagedProcess(self.command(), self.log_path, cwd=self.directory)
-        started = time.monotonic()
-        if not wait_for(self.ping, self.startup_timeout, interval=0.05, abort=lambda: not proc.is_running()):
+        for attempt in range(1, START_ATTEMPTS + 1):
+            proc = self._proc = ManagedProcess(self.command(), self.log_path, cwd=self.directory)
+            started = time.monotonic()
+            if wait_for(self.ping, self.startup_timeout, interval=0.05, abort=lambda: not proc.is_running()):
+                return self
             state = (
                 f"exited ({describe_returncode(proc.returncode)})"
                 if not proc.is_running()
                 else f"did not answer PING within {time.monotonic() - started:.0f}s"
             )
             tail_text = proc.log_tail(LOG_TAIL_LINES)
+            proc.terminate(timeout=2)
+            # a port chosen free that another process bound first: choose another one
+            if self._port_chosen and attempt < START_ATTEMPTS and _ADDRESS_IN_USE in tail_text.rsplit("\n=== ", 1)[-1]:
+                LOG.warning("redis-server port %s taken by another process: trying a new free port", self.port)
+                self.port = free_port(self.host)
+                continue
+            message = (f"redis-server on {self.host}:{self.port} (pid {proc.pid}) {state}; "
+                       f"last lines of {self.log_path}:\n{tail_text}")
             self.stop(timeout=2)
-            raise RedisStartError(f"redis-server on {self.host}:{self.port} {state}; last lines:\n{tail_text}")
-        return self
+            raise RedisStartError(message)
+        raise AssertionError("unreachable")
 
     def stop(self, timeout: float = 10.0) -> None:
         """SHUTDOWN NOSAVE, falling back to SIGTERM (then SIGKILL) of the pid this object started."""

@@ -11,6 +11,7 @@ from export import digits as digits_export
 from export import iris as iris_export
 from triton_patterns.client import PatternError
 from triton_patterns.demo import TEXT_SAMPLES
+from triton_patterns.processes import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -110,24 +111,32 @@ def test_grpc_gives_the_same_answers_as_http(client, grpc_client, iris_heldout, 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_asyncio_client_concurrent_requests_are_batched_and_correct(
-    triton, client, async_client_factory, iris_heldout, protocol
+    client, async_client_factory, own_model, iris_heldout, protocol
 ):
     x, _ = iris_heldout
-    # version 1: iris_slow (fault injection) forwards late calls to v2 that would skew the counts
-    expected = [p.class_id for p in client.predict("synchronous", x, version=1)]
-    before = _iris_stats(client)
+    model = own_model("iris", version=1)  # nothing else in the session calls it
+    expected = [p.class_id for p in client.predict("synchronous", x, model=model)]
+    # the server counts a request after its response is sent: wait for the count to settle
+    before = _settled_stats(client, model, len(x))
+    assert before[0] == len(x)
 
     async def run():
         async with async_client_factory(protocol) as aclient:
-            return await asyncio.gather(*(aclient.synchronous(row, version=1) for row in x))
+            return await asyncio.gather(*(aclient.predict("synchronous", row, model=model) for row in x))
 
-    answers = asyncio.run(run())
+    answers = [p for (p,) in asyncio.run(run())]
     assert [p.class_id for p in answers] == expected
-    inferences, executions = (a - b for a, b in zip(_iris_stats(client), before))
+    inferences, executions = (a - b for a, b in zip(_settled_stats(client, model, 2 * len(x)), before))
     assert inferences == len(x)
     assert executions < inferences, "the dynamic batcher merged concurrent requests"
 
 
-def _iris_stats(client) -> tuple[int, int]:
-    stats = client.client.get_inference_statistics("iris", "1")["model_stats"][0]
-    return stats["inference_count"], stats["execution_count"]
+def _settled_stats(client, model: str, expected_inferences: int) -> tuple[int, int]:
+    """(inference_count, execution_count) of `model` once inference_count reaches the expected
+    value (or 30 s have passed: then the caller's assertion shows the difference)."""
+    def read() -> tuple[int, int]:
+        stats = client.client.get_inference_statistics(model)["model_stats"][0]
+        return stats["inference_count"], stats["execution_count"]
+
+    wait_for(lambda: read()[0] >= expected_inferences, timeout=30, interval=0.1)
+    return read()

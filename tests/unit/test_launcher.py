@@ -5,6 +5,7 @@ from __future__ import annotations
 import filecmp
 import os
 import signal
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -304,6 +305,36 @@ def test_start_failure_broken_model(tmp_path, stopper):
         server.start()
     assert "broken on purpose" in str(err.value)
     assert_gone(server.pid)
+
+
+@pytest.mark.parametrize("port", ["http_port", "grpc_port", "metrics_port"])
+def test_a_port_taken_between_choosing_and_binding_gets_new_free_ports(tmp_path, identity_repo, stopper, port):
+    """tritonserver exits on a taken HTTP or gRPC port but only logs a taken metrics port: either
+    way the launcher starts it again on new free ports (only those it chose itself)."""
+    server = embedded(tmp_path, identity_repo)
+    stopper(server)
+    chosen = getattr(server, port)
+    with socket.socket() as squatter:  # another process binds the chosen port first
+        squatter.bind(("127.0.0.1", chosen))
+        squatter.listen()
+        server.start()
+        assert getattr(server, port) != chosen
+        assert server.is_ready() and http_status(server.metrics_url) == 200
+        server.wait_ready_models(["identity"], timeout=10)
+    assert f"'127.0.0.1:{chosen}' already in use" in server.log_tail(5000)
+
+
+def test_a_port_given_and_taken_is_an_error_naming_it(tmp_path, identity_repo, stopper):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        server = embedded(tmp_path, identity_repo, metrics_port=taken)
+        stopper(server)
+        with pytest.raises(TritonStartError, match=rf"port {taken} already in use \(ports: HTTP \d+, gRPC \d+, "
+                                                   rf"metrics {taken}; pid \d+"):
+            server.start()
+    assert not server.is_running()
 
 
 def test_supervision_restarts_after_segv(tmp_path, identity_repo, stopper):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 
 import pytest
 
@@ -60,3 +61,24 @@ def test_start_failure_has_log_tail():
 def test_missing_binary_names_the_package():
     with pytest.raises(RedisStartError, match="apt-get install redis-server"):
         RedisServer(binary="redis-server-that-does-not-exist").start()
+
+
+def test_a_port_taken_between_choosing_and_binding_gets_another_free_port():
+    server = RedisServer()
+    chosen = server.port
+    with socket.socket() as squatter:  # another process binds the chosen port first
+        squatter.bind(("127.0.0.1", chosen))
+        squatter.listen()
+        with server:
+            assert server.port != chosen and server.ping()
+            assert server.client().set("k", "v")
+
+
+def test_a_port_given_and_taken_is_an_error_naming_it():
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with pytest.raises(RedisStartError, match=rf"127.0.0.1:{port} \(pid \d+\) exited") as err:
+            RedisServer(port=port).start()
+    assert "Address already in use" in str(err.value)
