@@ -9,7 +9,6 @@ import pytest
 
 from export import digits as digits_export
 from export import iris as iris_export
-from triton_patterns.client import PatternError
 from triton_patterns.demo import TEXT_SAMPLES
 from triton_patterns.processes import wait_for
 
