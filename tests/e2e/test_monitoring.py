@@ -23,6 +23,7 @@ from triton_patterns.launcher import TritonServer
 from triton_patterns.processes import wait_for
 from triton_patterns.prometheus_server import PrometheusServer
 from triton_patterns.redis_server import REDIS_URL_ENV
+from triton_patterns.repo_check import load_config
 from triton_patterns.serving import errors, prediction_log
 
 from export import iris
@@ -128,8 +129,10 @@ def test_drift_job_reports_shifted_inputs_and_not_unshifted_ones(client, redis_s
 # (every panel must return data); BLS callees are listed, an ensemble loads its steps.
 OWN_MODELS = ["iris", "iris_failing", "iris_cascade_strict", "digits", "iris_slow", "iris_parallel_strict",
               "iris_flaky", "iris_breaker", "iris_cached_v1", "digits_by_id", "iris_async_submit",
-              "iris_time_difference", "iris_canary", "iris_shadow"]
+              "iris_time_difference", "iris_canary", "iris_shadow", "digits_cached"]
 FAILURES = "pattern_request_failures_total"
+ENSEMBLES = {m.name for m in paths.MODEL_REPOSITORY.iterdir()
+             if (m / "config.pbtxt").is_file() and load_config(m / "config.pbtxt").platform == "ensemble"}
 WINDOW = "5m"  # the alerts' window, and the dashboard's $__rate_interval here
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 
@@ -183,6 +186,7 @@ def _send_failing_traffic(own_triton) -> None:
     with httpclient.InferenceServerClient(own_triton.http_url) as c:
         assert [_infer(c, "iris", "FEATURES", features, "FP32") for _ in range(3)] == [None] * 3
         assert _infer(c, "digits", "IMAGE", good_image, "BYTES") is None
+        assert _infer(c, "digits_cached", "IMAGE", good_image, "BYTES") is None  # Triton's response cache: a miss
         assert [_infer(c, "iris_failing", "FEATURES", features, "FP32") for _ in range(3)] == ["500"] * 3
         assert [_infer(c, "iris_cascade_strict", "FEATURES", features, "FP32") for _ in range(3)] == ["500"] * 3
         assert _infer(c, "digits_preprocess", "IMAGE", bad_image, "BYTES") == "400"
@@ -200,8 +204,8 @@ EXPECTED_FAILURES = {
 # Triton 2.51 counts one failed request of an ensemble twice (reason OTHER; checked here with 2- and
 # 3-step ensembles; its own test of queue rejections expects 2 as well, server PR #7423).
 ENSEMBLE_FAILURE_COUNT = 2
-# error ratios: failures / requests; digits_preprocess 2 bad of 3, digits 1 bad of 2 but counted twice
-ERROR_RATIOS = {("iris_failing", "1"): 1.0, ("iris_cascade_strict", "1"): 1.0, ("digits_preprocess", "1"): 2 / 3,
+# error ratios: failures / requests; digits_preprocess 2 bad of 4, digits 1 bad of 2 but counted twice
+ERROR_RATIOS = {("iris_failing", "1"): 1.0, ("iris_cascade_strict", "1"): 1.0, ("digits_preprocess", "1"): 2 / 4,
                 ("digits", "1"): ENSEMBLE_FAILURE_COUNT / (1 + ENSEMBLE_FAILURE_COUNT)}
 ERRING = set(ERROR_RATIOS)
 
@@ -223,9 +227,7 @@ def test_failed_requests_are_counted_by_model_version_and_reason(failed_traffic)
     counted = {(s.labels["model"], s.labels["version"], s.labels["reason"]): s.value
                for s in failed_traffic if s.name == FAILURES and s.value > 0}
     assert counted == EXPECTED_FAILURES
-    for model in OWN_MODELS + ["digits_preprocess", "digits_classifier"]:
-        if model == "digits":
-            continue
+    for model in {*OWN_MODELS, "digits_preprocess", "digits_classifier"} - ENSEMBLES:
         reasons = {s.labels["reason"] for s in failed_traffic if s.name == FAILURES and s.labels["model"] == model}
         assert reasons == set(errors.FAILURE_REASONS), f"{model}: series from load for every reason"
     # Triton's own count of the ensemble's one failure: reason OTHER (which step failed is not said)
@@ -238,10 +240,8 @@ def test_every_python_based_model_counts_its_failures(triton):
     (the pattern backends, and the onnxruntime shim): each has the failure series from load."""
     samples = monitoring.scrape(triton.metrics_url)
     loaded = {s.labels["model"] for s in samples if s.name == "nv_inference_request_success"}
-    ensembles = {m for m in loaded if (paths.MODEL_REPOSITORY / m / "config.pbtxt").read_text().count(
-        'platform: "ensemble"')}
     counting = {s.labels["model"] for s in samples if s.name == FAILURES}
-    assert loaded - ensembles and sorted(loaded - ensembles - counting) == []
+    assert loaded - ENSEMBLES and sorted(loaded - ENSEMBLES - counting) == []
 
 
 def test_alert_rules_pass_promtool_and_load():
