@@ -8,11 +8,12 @@ import numpy as np
 
 from triton_patterns.serving.aggregation import POLICIES, aggregate
 from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.triton_glue import execute_requests
+from triton_patterns.serving.triton_glue import count_failures, execute_requests
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         self.config = parse_model_config(args["model_config"])
         self.policy = self.config.parameter("aggregation", "mean")
         if self.policy not in POLICIES:

@@ -30,7 +30,7 @@ import triton_python_backend_utils as pb_utils
 from triton_patterns.serving.errors import InputError, StepError
 from triton_patterns.serving.job_queue import check_job_inputs, queue_for
 from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.triton_glue import execute_each, read_inputs, response
+from triton_patterns.serving.triton_glue import count_failures, execute_each, read_inputs, response
 from triton_patterns.serving.validation import parse_targets, utf8_values
 
 
@@ -47,6 +47,7 @@ def pick_target(targets: list[tuple[str, int]], wanted: str | None) -> tuple[str
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         c = self.config = parse_model_config(args["model_config"])
         self.mode = c.required_parameter("mode")
         if self.mode not in ("submit", "result"):

@@ -43,8 +43,8 @@ from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.redis_link import connect
 from triton_patterns.serving.triton_glue import (
     Metrics,
-    StepTimeout,
     call_model_async,
+    count_failures,
     error_response,
     fallback_metrics,
     read_inputs,
@@ -56,6 +56,7 @@ FLAGS = ("FALLBACK", "FALLBACK_REASON")
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         c = self.config = parse_model_config(args["model_config"])
         self.target = c.required_parameter("target_model")
         self.version = c.int_parameter("target_version", -1)
@@ -126,7 +127,7 @@ class TritonPythonModel:
                 queue_timeout_us=self.queue_timeout_us,
             )
         except Exception as exc:
-            reason = cb.failure_reason(exc, StepTimeout, pb_utils.TritonError.INVALID_ARG)
+            reason = cb.failure_reason(exc, pb_utils.TritonError.INVALID_ARG)
             self.breaker.release(ticket, ok=reason is None)  # a bad input: the target did answer
             if reason is None:
                 raise

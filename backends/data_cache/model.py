@@ -28,12 +28,13 @@ from triton_patterns.serving.cache_codec import decode_outputs, encode_outputs
 from triton_patterns.serving.errors import InputError
 from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.redis_link import connect
-from triton_patterns.serving.triton_glue import Metrics, call_model, execute_each, read_inputs, response
+from triton_patterns.serving.triton_glue import Metrics, call_model, count_failures, execute_each, read_inputs, response
 from triton_patterns.serving.validation import utf8_values
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         c = self.config = parse_model_config(args["model_config"])
         self.store = SQLiteStore(os.environ.get(DATA_STORE_ENV) or c.required_parameter("store_path"))
         self.redis = connect(c)

@@ -22,7 +22,7 @@ import redis
 
 from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.redis_link import connect
-from triton_patterns.serving.triton_glue import call_model_async, error_response, read_inputs, response
+from triton_patterns.serving.triton_glue import call_model_async, count_failures, error_response, read_inputs, response
 
 
 class InjectedFault(RuntimeError):
@@ -31,6 +31,7 @@ class InjectedFault(RuntimeError):
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         self.config = parse_model_config(args["model_config"])
         self.target = self.config.required_parameter("target_model")
         self.version = self.config.int_parameter("target_version", -1)

@@ -15,11 +15,12 @@ import numpy as np
 
 from triton_patterns.serving.images import decode_image
 from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.triton_glue import execute_requests
+from triton_patterns.serving.triton_glue import count_failures, execute_requests
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         self.config = parse_model_config(args["model_config"])
         self.input_name = self.config.inputs[0].name
         self.output_name = self.config.outputs[0].name

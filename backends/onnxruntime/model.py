@@ -20,11 +20,12 @@ import numpy as np
 
 from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.onnx_session import load_session
-from triton_patterns.serving.triton_glue import execute_requests
+from triton_patterns.serving.triton_glue import count_failures, execute_requests
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         self.config = parse_model_config(args["model_config"])
         self.session = load_session(self.config, args["model_repository"], args["model_version"])
         have = {t.name for t in self.session.get_inputs()} | {t.name for t in self.session.get_outputs()}

@@ -27,6 +27,7 @@ from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.triton_glue import (
     StepTimeout,
     call_model_async,
+    count_failures,
     error_response,
     fallback_metrics,
     read_inputs,
@@ -37,6 +38,7 @@ from triton_patterns.serving.validation import parse_list, parse_targets
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         self.config = parse_model_config(args["model_config"])
         self.targets = parse_targets(self.config.required_parameter("targets"))
         timeouts = parse_list(self.config.parameter("target_timeout_ms", "1000"), float)

@@ -25,11 +25,12 @@ import triton_python_backend_utils as pb_utils
 from triton_patterns.serving.cache_codec import cache_key, decode_outputs, encode_outputs
 from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.redis_link import connect
-from triton_patterns.serving.triton_glue import call_model, execute_each, read_inputs, response
+from triton_patterns.serving.triton_glue import call_model, count_failures, execute_each, read_inputs, response
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         self.config = parse_model_config(args["model_config"])
         self.target = self.config.required_parameter("target_model")
         self.version = self.config.int_parameter("target_version", -1)

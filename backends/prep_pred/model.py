@@ -15,12 +15,13 @@ from __future__ import annotations
 import numpy as np
 
 from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.triton_glue import call_model, execute_requests
+from triton_patterns.serving.triton_glue import call_model, count_failures, execute_requests
 from triton_patterns.serving.validation import parse_list
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         self.config = parse_model_config(args["model_config"])
         self.prep = self.config.required_parameter("preprocess_model")
         self.prep_version = self.config.int_parameter("preprocess_version", -1)

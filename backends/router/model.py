@@ -61,7 +61,14 @@ from triton_patterns.serving.routing import (
     summarize,
     weights_from_json,
 )
-from triton_patterns.serving.triton_glue import call_model, call_model_async, error_response, read_inputs, response
+from triton_patterns.serving.triton_glue import (
+    call_model,
+    call_model_async,
+    count_failures,
+    error_response,
+    read_inputs,
+    response,
+)
 
 ROUTE_OUTPUTS = ("ARM", "TARGET")
 SHADOW_RESULTS = ("agree", "disagree", "timeout", "error", "skipped")
@@ -73,6 +80,7 @@ def _strings(values: list[str]) -> np.ndarray:
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         c = self.config = parse_model_config(args["model_config"])
         if not c.batching:
             raise ValueError(f"model '{c.name}': the router needs max_batch_size > 0 (it routes rows)")

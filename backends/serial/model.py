@@ -24,6 +24,7 @@ from triton_patterns.serving.pipeline import parse_steps, should_run
 from triton_patterns.serving.triton_glue import (
     call_model,
     call_model_async,
+    count_failures,
     error_response,
     fallback_metrics,
     read_inputs,
@@ -33,6 +34,7 @@ from triton_patterns.serving.triton_glue import (
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         self.config = parse_model_config(args["model_config"])
         self.steps = parse_steps(self.config.required_parameter("steps"))
         self.outputs = [s.name for s in self.config.outputs if s.name != "STEPS"]

@@ -17,11 +17,12 @@ import numpy as np
 
 from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.text import decode_texts, load_tokenizer, tokenize
-from triton_patterns.serving.triton_glue import execute_requests
+from triton_patterns.serving.triton_glue import count_failures, execute_requests
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         self.config = parse_model_config(args["model_config"])
         self.input_name = self.config.inputs[0].name
         path = os.path.join(

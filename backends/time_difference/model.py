@@ -26,13 +26,14 @@ import triton_python_backend_utils as pb_utils
 
 from triton_patterns.serving.job_queue import check_job_inputs, queue_for
 from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.triton_glue import call_model_async, error_response, read_inputs, response
+from triton_patterns.serving.triton_glue import call_model_async, count_failures, error_response, read_inputs, response
 
 EXTRA = ("JOB_ID", "STAGE")
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         c = self.config = parse_model_config(args["model_config"])
         self.fast = c.required_parameter("fast_model"), c.int_parameter("fast_version", -1)
         self.slow = c.required_parameter("slow_model"), c.int_parameter("slow_version", -1)

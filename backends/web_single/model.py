@@ -19,12 +19,13 @@ import numpy as np
 
 from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.onnx_session import load_session
-from triton_patterns.serving.triton_glue import execute_requests
+from triton_patterns.serving.triton_glue import count_failures, execute_requests
 from triton_patterns.serving.validation import check_finite, check_ranges, parse_list
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        count_failures(args)
         self.config = parse_model_config(args["model_config"])
         self.input_name = self.config.inputs[0].name
         self.feature_names = parse_list(self.config.required_parameter("feature_names"))

@@ -99,3 +99,22 @@ def dashboard_metric_names(path: Path | str) -> set[str]:
     for expr in dashboard_queries(json.loads(Path(path).read_text())):
         names |= promql_metric_names(expr)
     return names
+
+
+def ensemble_steps(repository: Path | str, ensemble: str) -> list[str]:
+    """The step models of an ensemble, in the order of its config (models appearing once)."""
+    from .repo_check import load_config
+
+    config = load_config(Path(repository) / ensemble / "config.pbtxt")
+    if config.platform != "ensemble":
+        raise ValueError(f"model '{ensemble}' is not an ensemble (platform {config.platform!r})")
+    return list(dict.fromkeys(step.model_name for step in config.ensemble_scheduling.step))
+
+
+def ensemble_step_failures_query(repository: Path | str, ensemble: str, window: str = "5m") -> str:
+    """PromQL: the failures of an ensemble's step models by model and reason, over `window`.
+    An ensemble's own failures carry reason="OTHER" in Triton (the step is not named); its steps'
+    counts say which one failed (they include the steps' direct callers, if any)."""
+    steps = "|".join(re.escape(name) for name in ensemble_steps(repository, ensemble))
+    return (f'sum by (model, reason) (increase(pattern_request_failures_total{{model=~"{steps}", '
+            f'reason!="fallback"}}[{window}]))')

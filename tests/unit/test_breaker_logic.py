@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from triton_patterns.serving import breaker as cb
 from triton_patterns.serving import prediction_log as plog
-from triton_patterns.serving.errors import StepError
+from triton_patterns.serving.errors import StepError, StepTimeout
 from triton_patterns.serving.model_config import TensorSpec
 
 INVALID_ARG, INTERNAL = 3, 13
@@ -86,17 +86,14 @@ def test_invalid_settings_are_refused():
 
 
 def test_failure_reasons():
-    class Timeout(StepError):
-        pass
-
-    assert cb.failure_reason(Timeout("target", "m", 1, "late"), Timeout, INVALID_ARG) == cb.DEADLINE
+    assert cb.failure_reason(StepTimeout("target", "m", 1, "late"), INVALID_ARG) == cb.DEADLINE
     shed = StepError("target", "heavy", 1, "Exceeds maximum queue size", INTERNAL)
-    assert cb.failure_reason(shed, Timeout, INVALID_ARG) == cb.OVERLOADED
+    assert cb.failure_reason(shed, INVALID_ARG) == cb.OVERLOADED
     raised = RuntimeError("Model heavy - Error when running inference: Request timeout expired")
-    assert cb.failure_reason(raised, Timeout, INVALID_ARG) == cb.OVERLOADED
-    assert cb.failure_reason(StepError("target", "m", 1, "boom", INTERNAL), Timeout, INVALID_ARG) == cb.TARGET_ERROR
+    assert cb.failure_reason(raised, INVALID_ARG) == cb.OVERLOADED
+    assert cb.failure_reason(StepError("target", "m", 1, "boom", INTERNAL), INVALID_ARG) == cb.TARGET_ERROR
     bad_input = StepError("target", "m", 1, "input 'FEATURES': bad", INVALID_ARG)
-    assert cb.failure_reason(bad_input, Timeout, INVALID_ARG) is None
+    assert cb.failure_reason(bad_input, INVALID_ARG) is None
 
 
 @pytest.mark.parametrize("value, expected", [

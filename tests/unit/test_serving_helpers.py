@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from triton_patterns.serving.batching import concat_requests, run_requests, split_rows
-from triton_patterns.serving.errors import InputError, StepError
+from triton_patterns.serving import errors
+from triton_patterns.serving.errors import InputError, StepError, StepTimeout
 from triton_patterns.serving.images import decode_image
 from triton_patterns.serving.model_config import parse_model_config
 from triton_patterns.serving.validation import check_finite, check_ranges, parse_list
@@ -151,3 +152,19 @@ def test_tokenize_pads_to_a_multiple_and_rejects_empty_text():
         decode_texts("TEXT", np.array([b"ok", b"  "], dtype=object))
     with pytest.raises(InputError, match=r"row 0 is not valid UTF-8"):
         decode_texts("TEXT", np.array([b"\xff\xfe"], dtype=object))
+
+
+def test_failure_reason_of_each_kind_of_error():
+    INVALID_ARG, INTERNAL = 3, 13
+    assert errors.failure_reason(InputError("IMAGE", "not an image"), INVALID_ARG) == errors.CLIENT_ERROR
+    assert errors.failure_reason(ValueError("request parameter 'target': no"), INVALID_ARG) == errors.CLIENT_ERROR
+    bad_input_downstream = StepError("preprocess", "digits_preprocess", 1, "input 'IMAGE': bad", INVALID_ARG)
+    assert errors.failure_reason(bad_input_downstream, INVALID_ARG) == errors.CLIENT_ERROR
+    callee_failed = StepError("audit", "iris_failing", 1, "boom", INTERNAL)
+    assert errors.failure_reason(callee_failed, INVALID_ARG) == errors.CALLEE_ERROR
+    assert errors.failure_reason(StepError("lookup", "redis", None, "down"), INVALID_ARG) == errors.CALLEE_ERROR
+    assert errors.failure_reason(StepTimeout("fast", "iris", 1, "no answer within 5 ms"), INVALID_ARG) == errors.TIMEOUT
+    shed = StepError("target", "heavy_mlp", 1, "Exceeds maximum queue size", INTERNAL)
+    assert errors.failure_reason(shed, INVALID_ARG) == errors.OVERLOAD
+    assert errors.failure_reason(RuntimeError("injected failure"), INVALID_ARG) == errors.MODEL_ERROR
+    assert set(errors.FAILURE_REASONS) == {*errors.ERROR_REASONS, errors.FALLBACK}

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import StepError
+from . import errors
 
 CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
 STATE_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # the circuit_breaker_state gauge
@@ -21,9 +21,6 @@ STATE_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # the circuit_breaker_state g
 FORCED, CIRCUIT_OPEN, DEADLINE, OVERLOADED, TARGET_ERROR = "forced", "open", "deadline", "overloaded", "target_error"
 REASONS = (FORCED, CIRCUIT_OPEN, DEADLINE, OVERLOADED, TARGET_ERROR)
 
-# What Triton's dynamic batcher answers when its queue policy sheds a request (max_queue_size,
-# or a queue timeout with timeout_action REJECT); BLS may lose the UNAVAILABLE code (#7804).
-_SHED_MESSAGES = ("Exceeds maximum queue size", "Request timeout expired")
 FORCE_DEFAULT_ENV = "TRITON_PATTERNS_FORCE_DEFAULT"
 
 
@@ -112,22 +109,15 @@ def forced_by_env(model: str, value: str | None) -> bool | None:
     return True if model in names else None
 
 
-def is_shed(message: str) -> bool:
-    """Whether an error message is Triton's queue policy shedding the request."""
-    return any(m in message for m in _SHED_MESSAGES)
+# The fallback a failed target call gets, by its failure reason (errors.failure_reason); a bad
+# input (the callee's INVALID_ARG) gets none: that error is the client's, not the target's.
+_FALLBACK_OF = {errors.TIMEOUT: DEADLINE, errors.OVERLOAD: OVERLOADED, errors.CLIENT_ERROR: None}
 
 
-def failure_reason(exc: BaseException, timeout_type: type, invalid_arg_code: int) -> str | None:
-    """The fallback reason for a failed target call: DEADLINE for our own deadline
-    (`timeout_type`), OVERLOADED when Triton shed it, TARGET_ERROR otherwise; None when the
-    callee said the input is bad (INVALID_ARG): that error is the client's, not the target's."""
-    if isinstance(exc, timeout_type):
-        return DEADLINE
-    if is_shed(str(exc)):
-        return OVERLOADED
-    if isinstance(exc, StepError) and exc.code == invalid_arg_code:
-        return None
-    return TARGET_ERROR
+def failure_reason(exc: BaseException, invalid_arg_code: int) -> str | None:
+    """The fallback reason for a failed target call: DEADLINE for our own deadline, OVERLOADED
+    when Triton shed it, TARGET_ERROR otherwise; None for a bad input (it stays an error)."""
+    return _FALLBACK_OF.get(errors.failure_reason(exc, invalid_arg_code), TARGET_ERROR)
 
 
 def default_outputs(text: str, specs, model: str) -> dict:

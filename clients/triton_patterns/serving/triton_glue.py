@@ -14,7 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from .batching import Runner, run_requests
-from .errors import InputError, StepError
+from .errors import FAILURE_REASONS, FALLBACK, InputError, StepError, StepTimeout, failure_reason
 from .model_config import TensorSpec
 
 
@@ -40,7 +40,9 @@ def response(outputs: Mapping[str, np.ndarray], parameters: Mapping | None = Non
 
 def error_response(exc: BaseException):
     """A per-request error: INVALID_ARG for bad input; a failed step keeps its callee's code
-    (UNAVAILABLE when it has none); anything else is INTERNAL."""
+    (UNAVAILABLE when it has none); anything else is INTERNAL. Counted in this model's
+    pattern_request_failures_total (see `count_failures`)."""
+    count_failure(failure_reason(exc, pb_utils.TritonError.INVALID_ARG))
     if isinstance(exc, StepError):
         code = exc.code if exc.code is not None else pb_utils.TritonError.UNAVAILABLE
     elif isinstance(exc, (InputError, ValueError)):
@@ -113,11 +115,6 @@ def execute_requests(requests, specs: Iterable[TensorSpec], run: Runner, batchin
         error_response(r) if isinstance(r, BaseException) else response(r)
         for r in run_requests(parsed, run, batching)
     ]
-
-
-class StepTimeout(StepError):
-    """A called model did not answer within the deadline the orchestrator enforces itself
-    (BLS `timeout` only bounds queueing in the callee)."""
 
 
 # Calls given up on at their deadline but still running in the callee, per (model, version).
@@ -193,11 +190,44 @@ class Metrics:
         self.metric(**labels).set(value)
 
 
+# This model's pattern_request_failures_total; a stub process serves one model instance.
+_failures: Metrics | None = None
+
+
+def count_failures(args: Mapping[str, str]) -> None:
+    """Make pattern_request_failures_total{model, version, reason} for the model being
+    initialised (`args` of `initialize`), every reason's series at 0. From then on each error
+    response (`error_response`) and each default answer (`fallback_metrics`) counts in it.
+
+    Triton 2.51 counts an error response of a Python model in nv_inference_request_success,
+    never in nv_inference_request_failure: this count is the one that sees those errors."""
+    global _failures
+    _failures = Metrics("pattern_request_failures_total",
+                        "Requests a Python-based model answered with an error (or a default answer), by reason",
+                        {"model": args["model_name"], "version": str(args["model_version"])})
+    for reason in FAILURE_REASONS:
+        _failures.metric(reason=reason)
+
+
+def count_failure(reason: str) -> None:
+    # From execute's thread or its event loop only: updating metrics from other threads
+    # crashed tritonserver 2.51 (see the router backend).
+    if _failures is not None:
+        _failures.increment(reason=reason)
+
+
+class _Fallbacks(Metrics):
+    def increment(self, amount: float = 1.0, **labels: str) -> None:
+        super().increment(amount, **labels)
+        count_failure(FALLBACK)
+
+
 def fallback_metrics(model: str, pattern: str, reasons: Iterable[str]) -> Metrics:
     """pattern_fallbacks_total{model, pattern, reason}: default answers a pattern returned instead
-    of a model's. Every reason's series exists from the start (for dashboards and alerts)."""
-    metrics = Metrics("pattern_fallbacks_total", "Default answers returned instead of a model's, by reason",
-                      {"model": model, "pattern": pattern})
+    of a model's, each also counted as a failure with reason "fallback". Every reason's series
+    exists from the start (for dashboards and alerts)."""
+    metrics = _Fallbacks("pattern_fallbacks_total", "Default answers returned instead of a model's, by reason",
+                         {"model": model, "pattern": pattern})
     for reason in reasons:
         metrics.metric(reason=reason)
     return metrics
