@@ -11,9 +11,11 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -208,3 +210,121 @@ def group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(entry.name))
     return members
+
+
+# --------------------------------------------------------------------------- local servers
+
+
+class LocalServer:
+    """A server program (Redis, Prometheus, ...) run as a child process on a local port, in a
+    directory of its own (a temporary one, removed by stop(), unless `directory` is given).
+
+    Subclasses say how to run it (`command`), when it is ready (`is_ready`), what it logs when
+    its port is taken (`port_taken`) and how to stop it (`_shutdown`). A port this object chose
+    that another process binds first (between choosing and binding) is replaced by a new free
+    one, up to `start_attempts` starts; a failed start raises `start_error` with the port, pid,
+    exit code and log tail. Only the process it started is ever signalled.
+    """
+
+    name = "server"
+    package = ""  # the Debian package that provides the binary, for the missing-binary message
+    log_name = "server.log"
+    port_taken = "Address already in use"
+    start_error: type[Exception] = RuntimeError
+    start_attempts = 3
+    log_tail_lines = 40
+
+    def __init__(self, port: int | None, host: str, directory: str | os.PathLike | None,
+                 startup_timeout: float, binary: str):
+        self.host = host
+        self._port_chosen = not port
+        self.port = port or free_port(host)
+        self.startup_timeout = startup_timeout
+        self.binary = binary
+        self._own_directory = directory is None
+        self.directory = Path(directory) if directory else None
+        self._proc: ManagedProcess | None = None
+
+    def command(self) -> list[str]:  # pragma: no cover - subclasses
+        raise NotImplementedError
+
+    def is_ready(self) -> bool:  # pragma: no cover - subclasses
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Checks and files needed before the first start (the directory exists)."""
+
+    def _shutdown(self, proc: ManagedProcess, timeout: float) -> None:
+        proc.terminate(timeout)
+
+    def binary_path(self) -> str:
+        path = shutil.which(self.binary)
+        if path is None:
+            raise self.start_error(f"{self.binary} not found on PATH; install the system package: "
+                                   f"apt-get install {self.package or self.binary}")
+        return path
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.directory / self.log_name if self.directory else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.is_running()
+
+    def log_tail(self, lines: int | None = None) -> str:
+        return self._proc.log_tail(lines or self.log_tail_lines) if self._proc else ""
+
+    def start(self):
+        if self.is_running():
+            raise RuntimeError(f"{self.name} already running (pid {self.pid})")
+        self.binary_path()  # fail before creating anything
+        if self.directory is None:
+            self.directory = Path(tempfile.mkdtemp(prefix=f"triton-patterns-{self.name}-"))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self._prepare()
+        except Exception:
+            self.stop()
+            raise
+        for attempt in range(1, self.start_attempts + 1):
+            proc = self._proc = ManagedProcess(self.command(), self.log_path, cwd=self.directory)
+            started = time.monotonic()
+            if wait_for(self.is_ready, self.startup_timeout, interval=0.05, abort=lambda: not proc.is_running()):
+                return self
+            state = (f"exited ({describe_returncode(proc.returncode)})" if not proc.is_running()
+                     else f"was not ready within {time.monotonic() - started:.0f}s")
+            tail_text = proc.log_tail(self.log_tail_lines)
+            proc.terminate(timeout=5)
+            this_run = tail_text.rsplit("\n=== ", 1)[-1]
+            if self._port_chosen and attempt < self.start_attempts and self.port_taken.lower() in this_run.lower():
+                LOG.warning("%s port %s taken by another process: trying a new free port", self.name, self.port)
+                self.port = free_port(self.host)
+                continue
+            message = (f"{self.name} on {self.host}:{self.port} (pid {proc.pid}) {state}; "
+                       f"last lines of {self.log_path}:\n{tail_text}")
+            self.stop(timeout=2)
+            raise self.start_error(message)
+        raise AssertionError("unreachable")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """`_shutdown` (SIGTERM by default, SIGKILL after `timeout`) of the process it started;
+        its own directory removed."""
+        proc = self._proc
+        if proc is not None:
+            if proc.is_running():
+                self._shutdown(proc, timeout)
+            proc.terminate(timeout)  # a no-op once it has exited; reaps it and its group
+        if self._own_directory and self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+        self._proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
