@@ -706,10 +706,10 @@ class TritonServer(_Endpoints):
 # --------------------------------------------------------------------------- make serve
 
 
-def serve(wait_models: Iterable[str] = (), **kwargs: Any) -> int:
+def serve(wait_models: Iterable[str] = (), notes: Sequence[str] = (), **kwargs: Any) -> int:
     """Run the embedded server, supervised, until SIGINT/SIGTERM; then stop it cleanly.
 
-    Prints the URLs and the model index. Returns 0 after a requested stop, 1 if the server
+    Prints the URLs, `notes` (lines on what runs beside it, e.g. Redis) and the model index. Returns 0 after a requested stop, 1 if the server
     died and could not be restarted. TritonStartError propagates when the first start fails.
     """
     kwargs.setdefault("restart_on_death", True)
@@ -724,7 +724,7 @@ def serve(wait_models: Iterable[str] = (), **kwargs: Any) -> int:
         server.wait_ready_models(wait_models)
         if server.model_control_mode == "explicit":  # a model whose Python stub dies is reloaded
             watchdog = StubWatchdog(server).start()
-        _print_banner(server)
+        _print_banner(server, notes)
         while not stop_requested.wait(0.5):
             if server.gave_up:
                 print(f"tritonserver gave up after {server.restarts} restarts: {server.deaths[-1]}", file=sys.stderr)
@@ -751,13 +751,15 @@ def _describe_access(server: TritonServer) -> str:
     return "; ".join(parts)
 
 
-def _print_banner(server: TritonServer) -> None:
+def _print_banner(server: TritonServer, notes: Sequence[str] = ()) -> None:
     print(f"tritonserver pid {server.pid} ready")
     print(f"  HTTP     http://{server.http_url}")
     print(f"  gRPC     {server.grpc_url}")
     print(f"  metrics  {server.metrics_url}")
     print(f"  log      {server.log_path}")
     print(f"  access   {_describe_access(server)}")
+    for note in notes:
+        print(f"  {note}")
     try:
         index = server.model_index()
     except OSError as err:  # e.g. the repository API is restricted

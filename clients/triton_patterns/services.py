@@ -1,0 +1,69 @@
+"""What `triton-patterns serve` runs beside tritonserver: Redis and the data cache's store.
+
+The async, cache, router-weights, shadow and data-cache patterns need Redis; the data-cache
+models read records from a seeded store. `serve_services` starts an embedded `redis-server`
+(on 127.0.0.1:6379 by default, the clients' default) unless given an external Redis URL, seeds
+the store when it has no records, and yields the environment for the server and the banner lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from .data_store import DATA_STORE_ENV, SQLiteStore, seed_store
+from .redis_server import REDIS_URL_ENV, RedisServer
+
+DEFAULT_STORE = "/tmp/triton_patterns_data_store.sqlite"  # the data-cache configs' `store_path`
+SERVE_REDIS_MAXMEMORY = "256mb"
+
+
+def _port_taken(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def ensure_seeded(path: str | Path) -> int:
+    """Seed the data store at `path` unless it already holds records; returns the record count."""
+    store = SQLiteStore(path)
+    try:
+        count = store.count()
+    finally:
+        store.close()
+    if count:
+        return count
+    counts = seed_store(path)
+    return counts["image"] + counts["text"]
+
+
+@contextlib.contextmanager
+def serve_services(redis_url: str | None = None, redis_port: int = 6379,
+                   data_store: str | Path = DEFAULT_STORE) -> Iterator[tuple[dict[str, str], list[str]]]:
+    """Yield ({environment for tritonserver}, [banner lines]); stop the embedded Redis on exit.
+
+    `redis_url`: use that Redis (nothing started). Otherwise start redis-server on
+    `redis_port` (0: a free port), refusing a taken port with what to do instead.
+    """
+    records = ensure_seeded(data_store)
+    notes = [f"store    {data_store} ({records} records: digit-<i>, text-<i>)"]
+    env = {DATA_STORE_ENV: str(data_store)}
+    if redis_url:
+        yield {**env, REDIS_URL_ENV: redis_url}, [*notes, f"redis    {redis_url} (external)"]
+        return
+    if redis_port and _port_taken("127.0.0.1", redis_port):
+        raise SystemExit(
+            f"serve: --redis-port {redis_port} is taken on 127.0.0.1; pass --redis-url "
+            f"redis://127.0.0.1:{redis_port}/0 to use the Redis there, or --redis-port 0 for a free port")
+    with RedisServer(port=redis_port or None, maxmemory=SERVE_REDIS_MAXMEMORY,
+                     maxmemory_policy="allkeys-lru") as redis:
+        line = f"redis    {redis.url} (embedded redis-server pid {redis.pid}, stopped with the server)"
+        if redis_port != 6379:
+            line += f"; clients: export {REDIS_URL_ENV}={redis.url}"
+        yield {**env, REDIS_URL_ENV: redis.url}, [*notes, line]
