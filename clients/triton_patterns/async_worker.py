@@ -32,6 +32,7 @@ import redis
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from .endpoints import DEFAULT_REDIS, server_url
 from .redis_server import REDIS_URL_ENV
 from .security import authorize, grpc_client_options
 from .serving.job_queue import Job, JobQueue, decide
@@ -42,8 +43,8 @@ NOT_RETRYABLE = ("StatusCode.INVALID_ARGUMENT",)
 
 @dataclass
 class WorkerSettings:
-    triton_url: str = "127.0.0.1:8001"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    triton_url: str = field(default_factory=lambda: server_url("grpc"))
+    redis_url: str = DEFAULT_REDIS
     namespace: str = "async"
     ttl_seconds: int = 3600
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")

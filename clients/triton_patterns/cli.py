@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from .endpoints import DEFAULT_REDIS_PORT, REDIS_URL_ENV, metrics_url, server_url
 from .patterns import PATTERNS
+from .services import DEFAULT_STORE
 
 
 def _value(spec, raw: str):
@@ -52,6 +55,7 @@ def cmd_models(args) -> int:
 def cmd_serve(args) -> int:
     from .launcher import serve
     from .security import GrpcTls
+    from .services import serve_services
 
     tls = None
     if args.grpc_tls_cert or args.grpc_tls_key:
@@ -59,8 +63,9 @@ def cmd_serve(args) -> int:
             raise SystemExit("serve: --grpc-tls-cert and --grpc-tls-key go together")
         tls = GrpcTls(Path(args.grpc_tls_cert), Path(args.grpc_tls_key),
                       Path(args.grpc_tls_root_cert) if args.grpc_tls_root_cert else None, args.grpc_tls_mutual)
-    serve(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port, grpc_tls=tls)
-    return 0
+    with serve_services(args.redis_url, args.redis_port, args.data_store) as (env, notes):
+        return serve(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+                     grpc_tls=tls, env=env, notes=notes)
 
 
 def cmd_seed_store(args) -> int:
@@ -167,6 +172,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-tls-key", help="PEM private key of --grpc-tls-cert")
     serve.add_argument("--grpc-tls-root-cert", help="PEM CA of the clients' certificates (mutual TLS)")
     serve.add_argument("--grpc-tls-mutual", action="store_true", help="require client certificates")
+    serve.add_argument("--redis-url", default=os.environ.get(REDIS_URL_ENV) or None,
+                       help=f"use this Redis (default ${REDIS_URL_ENV}; unset: start redis-server on --redis-port)")
+    serve.add_argument("--redis-port", type=int, default=DEFAULT_REDIS_PORT,
+                       help="port of the embedded redis-server (default %(default)s; 0: a free port)")
+    serve.add_argument("--data-store", default=DEFAULT_STORE,
+                       help="the data cache's SQLite store, seeded when empty (default %(default)s)")
     serve.set_defaults(func=cmd_serve)
 
     predict = sub.add_parser(
@@ -228,10 +239,12 @@ def parser() -> argparse.ArgumentParser:
 
     _delegated(sub, "worker", "asynchronous pattern: run job workers until SIGTERM", "async_worker")
     _delegated(sub, "check", "check the model repository statically (configs, files, references)", "repo_check")
+    _delegated(sub, "perf", "perf_analyzer on one model: input data, libraries and URL set up "
+                            "(further arguments go to perf_analyzer)", "perf")
     _delegated(sub, "drift", "monitor job: recent logged inputs vs the training statistics (exit 1: drift)", "drift")
 
     metrics = sub.add_parser("metrics", help="print Triton's and the patterns' Prometheus metrics")
-    metrics.add_argument("--url", default="127.0.0.1:8002", help="metrics address (default %(default)s)")
+    metrics.add_argument("--url", default=None, help="metrics address (default $TRITON_PATTERNS_METRICS_URL or 127.0.0.1:8002)")
     metrics.add_argument("--match", default="circuit_breaker|fallbacks|cache|prediction_log|router",
                          help="regular expression on metric names (default %(default)r)")
     metrics.set_defaults(func=cmd_metrics)
@@ -259,21 +272,31 @@ def parser() -> argparse.ArgumentParser:
     shadow_log.add_argument("--count", type=int, default=10)
     shadow_log.set_defaults(func=cmd_shadow_log)
     for command in (weights, shadow_log):
-        command.add_argument("--url", default="127.0.0.1:8000", help="server HTTP address, for the model's config")
+        command.add_argument("--url", default=None, help="server HTTP address, for the model's config "
+                                                          "(default $TRITON_PATTERNS_URL or 127.0.0.1:8000)")
         command.add_argument("--redis", default=None, help="Redis URL (default $TRITON_PATTERNS_REDIS_URL or local 6379)")
 
     demo = sub.add_parser("demo", help="start everything, call every pattern, print, stop")
     demo.set_defaults(func=cmd_demo)
 
     for command in (predict, models, submit, result, wait):
-        command.add_argument("--url", default="127.0.0.1:8000", help="server address (default %(default)s)")
+        command.add_argument("--url", default=None, help="server address (default $TRITON_PATTERNS_URL or "
+                                                          "127.0.0.1:8000; gRPC: $TRITON_PATTERNS_GRPC_URL or 127.0.0.1:8001)")
         command.add_argument("--protocol", choices=("http", "grpc"), default="http")
     demo.add_argument("--url", default=None, help="use a running server instead of starting one")
     return p
 
 
+# commands whose --url defaults to the server (or metrics) address from the environment
+_SERVER_URL_COMMANDS = ("predict", "models", "submit", "result", "wait", "weights", "shadow-log")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command in _SERVER_URL_COMMANDS and args.url is None:
+        args.url = server_url(getattr(args, "protocol", "http"))
+    elif args.command == "metrics" and args.url is None:
+        args.url = metrics_url()
     return args.func(args)
 
 

@@ -33,6 +33,7 @@ import tritonclient.http.aio as http_aio
 from tritonclient.utils import InferenceServerException
 
 from .async_jobs import RESULT_MODEL, JobResult, job_result, label_models, wait_for_end
+from .endpoints import server_url
 from .patterns import PatternSpec, pattern
 from .security import authorize, client_headers, grpc_client_options
 
@@ -203,11 +204,11 @@ def _model_infos(index: Any) -> list[ModelInfo]:
 
 
 class _Base:
-    def __init__(self, url: str, protocol: str, modules: dict, api_key: str | None = None,
+    def __init__(self, url: str | None, protocol: str, modules: dict, api_key: str | None = None,
                  admin_key: str | None = None, ssl: bool | None = None, root_certificates: str | None = None):
         if protocol not in modules:
             raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
-        self.url, self.protocol = url, protocol
+        self.url, self.protocol = url or server_url(protocol), protocol
         self._mod = modules[protocol]
         self._labels: dict[str, list[str]] = {}
         self._input_specs: dict[str, PatternSpec] = {}
@@ -253,7 +254,7 @@ class _Base:
 class PatternClient(_Base):
     """Blocking client. `protocol` is "http" (port 8000 by default) or "grpc" (8001)."""
 
-    def __init__(self, url: str = "127.0.0.1:8000", protocol: str = "http", timeout_s: float = 60.0, *,
+    def __init__(self, url: str | None = None, protocol: str = "http", timeout_s: float = 60.0, *,
                  api_key: str | None = None, admin_key: str | None = None, ssl: bool | None = None,
                  root_certificates: str | None = None):
         super().__init__(url, protocol, _SYNC, api_key, admin_key, ssl, root_certificates)
@@ -416,7 +417,7 @@ class PatternClient(_Base):
 class AsyncPatternClient(_Base):
     """asyncio client with the same calls as PatternClient, as coroutines."""
 
-    def __init__(self, url: str = "127.0.0.1:8000", protocol: str = "http", *, api_key: str | None = None,
+    def __init__(self, url: str | None = None, protocol: str = "http", *, api_key: str | None = None,
                  admin_key: str | None = None, ssl: bool | None = None, root_certificates: str | None = None):
         super().__init__(url, protocol, _ASYNC, api_key, admin_key, ssl, root_certificates)
         self.client = self._new_client()

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import feature_stats, paths
+from .endpoints import redis_url
 from .redis_server import REDIS_URL_ENV
 from .serving import prediction_log
 
@@ -108,7 +109,7 @@ def main(args) -> int:
 
     import redis
 
-    url = args.redis or os.environ.get(REDIS_URL_ENV) or "redis://127.0.0.1:6379/0"
+    url = redis_url(args.redis)
     client = redis.Redis.from_url(url, socket_timeout=5)
     try:
         report = check(client, args.model, args.stream, args.reference, args.count, args.min_rows, args.input,
