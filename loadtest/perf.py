@@ -1,7 +1,8 @@
 """perf_analyzer for every benchmarked pattern model: `--input-data` JSON files and `make perf`.
 
 `write_inputs(folder)` writes `<model>.json` in perf_analyzer's format (`{"data": [{INPUT: [...]}]}`,
-`{"b64": ...}` for BYTES tensors, each element with its 4-byte little-endian length prefix).
+`{"b64": ...}` for BYTES tensors) from `triton_patterns.perf`, which also runs one model by hand
+(`triton-patterns perf MODEL`, with the environment below set up).
 `python -m loadtest.perf` starts tritonserver on free ports, runs tritonclient 2.51.0's
 `bin/perf_analyzer` over gRPC at a concurrency range for each model (`--bls-composing-models` for
 BLS models) and writes one CSV per model under `reports/perf/`. perf_analyzer needs Debian's
@@ -11,76 +12,43 @@ BLS models) and writes one CSV per model under `reports/perf/`. perf_analyzer ne
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
 import json
-import os
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from triton_patterns import paths
 from triton_patterns.launcher import TritonServer
+from triton_patterns.perf import command, input_data, perf_analyzer_env
 
 from .loadgen import CORES, Point, children_cpu_s
 
 OUT_DIR = paths.REPORTS / "perf"
-BLS_COMPOSING = {"digits_bls": "digits_preprocess,digits_classifier"}
 MODELS = ("iris", "heavy_mlp", "digits", "digits_bls", "digits_preprocess", "digits_classifier")
 
 
-def _bytes_tensor(items: list[bytes]) -> dict:
-    return {"b64": base64.b64encode(b"".join(struct.pack("<I", len(i)) + i for i in items)).decode()}
-
-
-def inputs(samples: int = 8) -> dict[str, dict]:
+def inputs(samples: int = 8, models=MODELS) -> dict[str, dict]:
     """perf_analyzer input data per model (rows without the batch dimension)."""
-    from export import digits as digits_export
-    from export import iris as iris_export
-
-    iris = iris_export.load_split()[1][:samples].astype(np.float32)
-    heavy = np.random.default_rng(0).standard_normal((samples, 512)).astype(np.float32)
-    pixels = digits_export.load_test_split()[0][:samples].astype(np.float32)
-    pngs = [digits_export.encode_digit_png(x) for x in pixels]
-    images = {"data": [{"IMAGE": _bytes_tensor([png])} for png in pngs]}
-    return {
-        "iris": {"data": [{"FEATURES": row.tolist()} for row in iris]},
-        "heavy_mlp": {"data": [{"INPUT": row.tolist()} for row in heavy]},
-        "digits": images, "digits_bls": images, "digits_preprocess": images,
-        "digits_classifier": {"data": [{"PIXELS": row.tolist()} for row in pixels]},
-    }
+    return {model: input_data(model, samples) for model in models}
 
 
 def write_inputs(folder: Path, models=MODELS) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
-    for model, data in inputs().items():
-        if model in models:
-            written[model] = folder / f"{model}.json"
-            written[model].write_text(json.dumps(data))
+    for model, data in inputs(models=models).items():
+        written[model] = folder / f"{model}.json"
+        written[model].write_text(json.dumps(data))
     return written
-
-
-def perf_analyzer_env() -> dict[str, str]:
-    import nvidia.cuda_runtime
-
-    lib = Path(list(nvidia.cuda_runtime.__path__)[0]) / "lib"
-    return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")]))}
 
 
 def perf_analyzer_command(model: str, url: str, input_file: Path, csv: Path, concurrency: str,
                           interval_ms: int) -> list[str]:
-    command = [str(Path(sys.executable).parent / "perf_analyzer"), "-m", model, "-u", url, "-i", "grpc",
-               "--concurrency-range", concurrency, "--input-data", str(input_file), "-f", str(csv),
-               "--measurement-interval", str(interval_ms), "--stability-percentage", "100", "--max-trials", "6"]  # a shared machine: max/min <= 2x
-    if model in BLS_COMPOSING:
-        command += ["--bls-composing-models", BLS_COMPOSING[model]]
-    return command
+    return command(model, url, input_file, extra=[
+        "--concurrency-range", concurrency, "-f", str(csv), "--measurement-interval", str(interval_ms),
+        "--stability-percentage", "100", "--max-trials", "6"])  # a shared machine: max/min <= 2x
 
 
 def perf_analyzer_point(setup: str, model: str, url: str, input_file: Path, concurrency: int,
