@@ -24,8 +24,18 @@ serve: models
 demo: models
 	$(BIN)/triton-patterns demo
 
-test: models check
+test: models check kserve-venv
 	$(BIN)/python -m pytest -q
+
+# the KServe Python SDK in a virtualenv of its own (numpy 2, protobuf 6: the project pins numpy<2 and
+# tritonclient 2.51), for tests/e2e/test_kserve_sdk.py
+KSERVE_VENV := .venv-kserve
+.PHONY: kserve-venv
+kserve-venv: $(KSERVE_VENV)/.installed
+$(KSERVE_VENV)/.installed: requirements-kserve.txt
+	test -x $(KSERVE_VENV)/bin/python || $(PY) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/pip install -q -r requirements-kserve.txt
+	touch $@
 
 # the model repository, statically: configs parse, model files exist, ensembles and BLS
 # parameters name models, tensors and batch sizes that fit (triton-patterns check --help)
