@@ -2,8 +2,9 @@
 
 The async, cache, router-weights, shadow and data-cache patterns need Redis; the data-cache
 models read records from a seeded store. `serve_services` starts an embedded `redis-server`
-(on 127.0.0.1:6379 by default, the clients' default) unless given an external Redis URL, seeds
-the store when it has no records, and yields the environment for the server and the banner lines.
+(on 127.0.0.1:6379 by default, the clients' default; a Redis already answering there is used
+instead) unless given an external Redis URL, seeds the store when it has no records, and yields
+the environment for the server and the banner lines.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .data_store import DATA_STORE_ENV, SQLiteStore, seed_store
+from .endpoints import DEFAULT_REDIS_PORT
 from .redis_server import REDIS_URL_ENV, RedisServer
 
 DEFAULT_STORE = "/tmp/triton_patterns_data_store.sqlite"  # the data-cache configs' `store_path`
@@ -30,6 +32,16 @@ def _port_taken(host: str, port: int) -> bool:
     return False
 
 
+def _answers_ping(url: str) -> bool:
+    import redis
+
+    try:
+        with contextlib.closing(redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
 def ensure_seeded(path: str | Path) -> int:
     """Seed the data store at `path` unless it already holds records; returns the record count."""
     store = SQLiteStore(path)
@@ -44,7 +56,7 @@ def ensure_seeded(path: str | Path) -> int:
 
 
 @contextlib.contextmanager
-def serve_services(redis_url: str | None = None, redis_port: int = 6379,
+def serve_services(redis_url: str | None = None, redis_port: int = DEFAULT_REDIS_PORT,
                    data_store: str | Path = DEFAULT_STORE) -> Iterator[tuple[dict[str, str], list[str]]]:
     """Yield ({environment for tritonserver}, [banner lines]); stop the embedded Redis on exit.
 
@@ -58,12 +70,16 @@ def serve_services(redis_url: str | None = None, redis_port: int = 6379,
         yield {**env, REDIS_URL_ENV: redis_url}, [*notes, f"redis    {redis_url} (external)"]
         return
     if redis_port and _port_taken("127.0.0.1", redis_port):
-        raise SystemExit(
-            f"serve: --redis-port {redis_port} is taken on 127.0.0.1; pass --redis-url "
-            f"redis://127.0.0.1:{redis_port}/0 to use the Redis there, or --redis-port 0 for a free port")
+        url = f"redis://127.0.0.1:{redis_port}/0"
+        if not _answers_ping(url):
+            raise SystemExit(f"serve: --redis-port {redis_port} is taken on 127.0.0.1 by something that is not "
+                             f"Redis; pass --redis-port 0 for a free port, or --redis-url URL")
+        # e.g. Debian's redis-server service: the Redis the clients default to anyway
+        yield {**env, REDIS_URL_ENV: url}, [*notes, f"redis    {url} (already running there: used, not started)"]
+        return
     with RedisServer(port=redis_port or None, maxmemory=SERVE_REDIS_MAXMEMORY,
                      maxmemory_policy="allkeys-lru") as redis:
         line = f"redis    {redis.url} (embedded redis-server pid {redis.pid}, stopped with the server)"
-        if redis_port != 6379:
+        if redis_port != DEFAULT_REDIS_PORT:
             line += f"; clients: export {REDIS_URL_ENV}={redis.url}"
         yield {**env, REDIS_URL_ENV: redis.url}, [*notes, line]

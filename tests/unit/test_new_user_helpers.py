@@ -84,3 +84,24 @@ def test_doc_blocks_parser_reads_skip_reasons_and_indented_fences(tmp_path):
     blocks = shell_blocks(doc)
     assert [(b.line, b.text, b.skip) for b in blocks] == [
         (3, "docker run x", "needs Docker"), (8, "echo a \\\n  b", None)]
+
+
+def test_serve_services_use_a_redis_already_on_the_port_and_refuse_anything_else(tmp_path):
+    import socket
+
+    from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
+    from triton_patterns.services import serve_services
+
+    store = tmp_path / "store.sqlite"
+    with RedisServer() as redis:
+        with serve_services(redis_port=redis.port, data_store=store) as (env, notes):
+            assert env[REDIS_URL_ENV] == redis.url
+            assert any("already running there: used, not started" in n for n in notes), notes
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(SystemExit, match="taken on 127.0.0.1 by something that is not Redis"):
+            with serve_services(redis_port=other.getsockname()[1], data_store=store):
+                pass
+    with serve_services(redis_port=0, data_store=store) as (env, notes):
+        assert "embedded redis-server pid" in notes[-1] and env[REDIS_URL_ENV] in notes[-1]
