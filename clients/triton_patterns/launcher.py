@@ -289,6 +289,10 @@ def common_server_flags(
 
 
 _KNOWN_STARTUP_ABORT = "boost::interprocess::lock_exception"
+TRITON_EXIT_TIMEOUT_S = 30.0  # tritonserver's --exit-timeout-secs default
+STOP_GRACE_S = 15.0  # stop() waits this much beyond the server's exit timeout before a SIGKILL
+_EXIT_TIMEOUT_EXPIRED = "Exit timeout expired"
+REPOSITORY_CALL_TIMEOUT_S = 300.0  # a load answers once the model is loaded (a text encoder: seconds)
 START_ATTEMPTS = 3
 # tritonserver 2.51 exits when its HTTP or gRPC port is taken, but only logs a taken metrics port
 _PORT_IN_USE = re.compile(r"failed to start \w+ service: .*Socket '[^']*:(\d+)' already in use")
@@ -305,9 +309,15 @@ def _ports_in_use(log_text: str) -> list[int]:
 
 
 def python_stub_pids(server_pid: int) -> dict[str, list[int]]:
-    """{model name: [pid, ...]} of the Python stubs whose parent is `server_pid` (Linux /proc).
-    A stub's argv[1] is `<repository>/<model>/<version>/model.py`."""
-    stubs: dict[str, list[int]] = {}
+    """{model name: [pid, ...]} of the Python stubs whose parent is `server_pid` (Linux /proc)."""
+    return {model: list(stubs) for model, stubs in python_stubs(server_pid).items()}
+
+
+def python_stubs(server_pid: int) -> dict[str, dict[int, str]]:
+    """{model name: {pid: shared-memory region}} of the Python stubs whose parent is `server_pid`
+    (Linux /proc). A stub's argv[1] is `<repository>/<model>/<version>/model.py`, argv[2] the name
+    of the /dev/shm region its model instance owns: the server removes it with the instance."""
+    stubs: dict[str, dict[int, str]] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -317,7 +327,8 @@ def python_stub_pids(server_pid: int) -> dict[str, list[int]]:
         except (OSError, ValueError, IndexError):
             continue
         if parent == server_pid and len(argv) > 1 and argv[0].endswith(b"triton_python_backend_stub"):
-            stubs.setdefault(Path(argv[1].decode()).parent.parent.name, []).append(int(proc.name))
+            region = argv[2].decode() if len(argv) > 2 else ""
+            stubs.setdefault(Path(argv[1].decode()).parent.parent.name, {})[int(proc.name)] = region
     return stubs
 
 
@@ -366,8 +377,9 @@ class _Endpoints:
     def metrics_url(self) -> str:
         return f"http://{self._connect_host}:{self.metrics_port}/metrics"
 
-    def _status(self, path: str, method: str = "GET") -> int | None:
-        return http_status(f"http://{self.http_url}{path}", method=method, headers=self.access.headers())
+    def _status(self, path: str, method: str = "GET", timeout: float = 2.0) -> int | None:
+        return http_status(f"http://{self.http_url}{path}", method=method, headers=self.access.headers(),
+                           timeout=timeout)
 
     def is_ready(self) -> bool:
         return self._status("/v2/health/ready") == 200
@@ -396,11 +408,15 @@ class _Endpoints:
 
     def reload_model(self, name: str) -> bool:
         """Ask the server to (re)load a model (model-control mode explicit), e.g. after its stub died."""
-        return self._status(f"/v2/repository/models/{name}/load", method="POST") == 200
+        # the answer comes once the load is done: a client timeout shorter than the load made callers
+        # (the stub watchdog) load again while the first load was still under way
+        return self._status(f"/v2/repository/models/{name}/load", method="POST",
+                            timeout=REPOSITORY_CALL_TIMEOUT_S) == 200
 
     def unload_model(self, name: str) -> bool:
         """Ask the server to unload a model (model-control mode explicit)."""
-        return self._status(f"/v2/repository/models/{name}/unload", method="POST") == 200
+        return self._status(f"/v2/repository/models/{name}/unload", method="POST",
+                            timeout=REPOSITORY_CALL_TIMEOUT_S) == 200
 
 
 # --------------------------------------------------------------------------- embedded server
@@ -542,6 +558,10 @@ class TritonServer(_Endpoints):
         one per model instance (from /proc: children of tritonserver named *_backend_stub)."""
         return python_stub_pids(self.pid) if self.pid else {}
 
+    def stubs(self) -> dict[str, dict[int, str]]:
+        """{model name: {stub pid: its instance's /dev/shm region}} (`python_stubs`)."""
+        return python_stubs(self.pid) if self.pid else {}
+
     @property
     def gave_up(self) -> bool:
         """True once the server died and will not be restarted (no restart, or limit reached)."""
@@ -600,18 +620,46 @@ class TritonServer(_Endpoints):
             return _KNOWN_STARTUP_ABORT
         return None
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the server this object started, SIGKILL its process group after `timeout`; wait."""
+    @property
+    def exit_timeout_s(self) -> float:
+        """tritonserver's `--exit-timeout-secs` (from `extra_args`; Triton's default 30)."""
+        value = None
+        for flag, following in zip(self.extra_args, self.extra_args[1:] + [""]):
+            if flag.startswith("--exit-timeout-secs="):
+                value = flag.split("=", 1)[1]
+            elif flag == "--exit-timeout-secs":
+                value = following
+        return float(value) if value is not None else TRITON_EXIT_TIMEOUT_S
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM the server this object started and wait for it; SIGKILL its process group only
+        after `timeout` seconds (default: the server's own exit timeout plus STOP_GRACE_S). Returns
+        its exit code (negative: the signal that ended it; None if it was never started).
+
+        On SIGTERM tritonserver waits up to its exit timeout for in-flight requests and then for
+        every model to unload. In 2.51 some models never do: a Python-based model whose load
+        through the repository API failed (e.g. model-analyzer's KIND_GPU variant on a CPU-only
+        host, a config override the backend refuses), or one that served a request after its stub
+        died. The server then logs "Found 1 live models" until the exit timeout and exits by
+        itself (exit code 1); waiting less than that (the former fixed 30 s, equal to Triton's
+        default) meant a SIGKILL. Such a wait is logged with that reason."""
         with self._lock:
             self._stopping.set()
             proc = self._proc
+        returncode = None
         if proc is not None:
-            proc.terminate(timeout)
+            returncode = proc.terminate(self.exit_timeout_s + STOP_GRACE_S if timeout is None else timeout)
             self._clean_up_after(proc)
+            if _EXIT_TIMEOUT_EXPIRED in proc.log_tail(200):
+                LOG.warning("tritonserver pid %s waited its whole exit timeout (%.0fs) for models that never "
+                            "unloaded (a Python-based model whose load failed, or whose stub died while serving: "
+                            "Triton 2.51 does not free them); see %s", proc.pid, self.exit_timeout_s,
+                            self.log_path)
         supervisor = self._supervisor
         if supervisor is not None and supervisor is not threading.current_thread():
             supervisor.join(timeout=10)
         self._supervisor = None
+        return returncode
 
     def _clean_up_after(self, proc: ManagedProcess) -> None:
         """Once `proc` has exited: kill what is left of its process group, unlink its /dev/shm regions."""
@@ -715,6 +763,9 @@ def serve(wait_models: Iterable[str] = (), notes: Sequence[str] = (), **kwargs: 
     kwargs.setdefault("restart_on_death", True)
     kwargs.setdefault("max_restarts", 20)
     kwargs.setdefault("api_key", os.environ.get(API_KEY_ENV) or None)
+    if not kwargs.get("restrict_admin_apis", True) and not is_loopback(kwargs.get("host", "127.0.0.1")):
+        raise ValueError(f"the admin APIs can be opened on a loopback address only, not {kwargs['host']!r}: "
+                         "they load and run model code")
     server = TritonServer(**kwargs)
     watchdog = None
     stop_requested = threading.Event()
@@ -739,9 +790,23 @@ def serve(wait_models: Iterable[str] = (), notes: Sequence[str] = (), **kwargs: 
             signal.signal(sig, handler)
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _describe_access(server: TritonServer) -> str:
     """Which API groups need which header (no key printed), and where the admin key is."""
     parts = [f"{','.join(apis)}: header {header}" for apis, header, _ in server.access.groups()]
+    if server.access.admin_key is None:
+        parts.append(f"admin APIs open to local tools ({server.host} only)")
     if server.access.api_key is None:
         parts.append("inference open")
     if server.grpc_tls is not None:
