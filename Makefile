@@ -24,7 +24,7 @@ serve: models
 demo: models
 	$(BIN)/triton-patterns demo
 
-test: models check kserve-venv
+test: models check kserve-venv model-analyzer
 	$(BIN)/python -m pytest -q
 
 # the KServe Python SDK in a virtualenv of its own (numpy 2, protobuf 6: the project pins numpy<2 and
@@ -96,6 +96,19 @@ bench-quick: models
 
 perf: models    # perf_analyzer (gRPC, concurrency 1 and 8) over every pattern model: reports/perf/*.csv
 	$(BIN)/python -m loadtest.perf
+
+# Triton Model Analyzer on MODEL alone (plus the models it calls) on a server of its own: reports/tune/MODEL/
+# (results, reports, best_config/); its own virtualenv build/model-analyzer-venv (docs/tuning.md);
+# TUNE_ARGS e.g. "--concurrency 1,2,8 --measurement-ms 3000"
+MODEL ?= iris
+TUNE_ARGS ?=
+.PHONY: tune model-analyzer
+tune: models model-analyzer
+	$(BIN)/triton-patterns tune $(MODEL) $(TUNE_ARGS)
+
+# triton-model-analyzer (version pinned in triton_patterns/tune.py) in build/model-analyzer-venv, from PyPI; quick once there
+model-analyzer: venv
+	$(BIN)/python -c "from triton_patterns.tune import model_analyzer; model_analyzer()"
 
 .PHONY: profile
 profile: models # py-spy + Triton statistics on the setups that miss a target: docs/bench/profiles/

@@ -65,7 +65,7 @@ def cmd_serve(args) -> int:
                       Path(args.grpc_tls_root_cert) if args.grpc_tls_root_cert else None, args.grpc_tls_mutual)
     with serve_services(args.redis_url, args.redis_port, args.data_store) as (env, notes):
         return serve(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-                     grpc_tls=tls, env=env, notes=notes)
+                     grpc_tls=tls, env=env, notes=notes, restrict_admin_apis=not args.open_admin_apis)
 
 
 def cmd_seed_store(args) -> int:
@@ -178,6 +178,10 @@ def parser() -> argparse.ArgumentParser:
                        help="port of the embedded redis-server (default %(default)s; 0: a free port)")
     serve.add_argument("--data-store", default=DEFAULT_STORE,
                        help="the data cache's SQLite store, seeded when empty (default %(default)s)")
+    serve.add_argument("--open-admin-apis", action="store_true",
+                       help="no admin key for the model-repository, shared-memory, logging and trace APIs, for "
+                            "local tools that cannot send headers (model-analyzer); the server listens on "
+                            "127.0.0.1 only (docs/tuning.md)")
     serve.set_defaults(func=cmd_serve)
 
     predict = sub.add_parser(
@@ -248,6 +252,9 @@ def parser() -> argparse.ArgumentParser:
     metrics.add_argument("--match", default="circuit_breaker|fallbacks|cache|prediction_log|router",
                          help="regular expression on metric names (default %(default)r)")
     metrics.set_defaults(func=cmd_metrics)
+
+    _delegated(sub, "tune", "Triton Model Analyzer on one model and the models it calls, on a server of its own: "
+                            "reports/tune/<model>/ (docs/tuning.md)", "tune")
 
     _delegated(sub, "new", "inference template: a new model or pipeline (onnx, python, ensemble, pattern)", "template")
 

@@ -123,6 +123,18 @@ class Report:
     root: Path
     models: dict[str, Model] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    graph: dict[str, set[str]] = field(default_factory=dict)  # model -> the models it calls directly
+
+    def dependencies(self, name: str) -> list[str]:
+        """Every model `name` calls, directly or not (ensemble steps, BLS parameters), sorted."""
+        found: set[str] = set()
+        pending = [name]
+        while pending:
+            for callee in self.graph.get(pending.pop(), ()):
+                if callee not in found and callee != name:
+                    found.add(callee)
+                    pending.append(callee)
+        return sorted(found)
     missing_exports: list[Path] = field(default_factory=list)
 
     @property
@@ -593,7 +605,7 @@ class _Checker:
         return refs
 
     def check_references(self) -> None:
-        graph: dict[str, set[str]] = {}
+        graph = self.report.graph
         for model in self.report.models.values():
             if model.config.platform == "ensemble":
                 self.check_ensemble(model)
