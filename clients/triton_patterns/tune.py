@@ -96,7 +96,7 @@ def tune_repository(source: Path, model: str, target: Path) -> tuple[object, lis
 
 def analyzer_config(model: str, kind: str, composing: list[str], server, out: Path, input_file: Path,
                     concurrency: list[int], measurement_ms: int, search: bool = False, max_instances: int = 2,
-                    max_batch_size: int = 16) -> dict:
+                    max_batch_size: int = 16, latency_budget_ms: int | None = None) -> dict:
     """model-analyzer's profile config (YAML is a superset of JSON) for a remote-mode run.
 
     A plain model: its served config at each of `concurrency`, or with `search` model-analyzer's
@@ -139,11 +139,14 @@ def analyzer_config(model: str, kind: str, composing: list[str], server, out: Pa
                       cpu_only_composing_models=composing)
     if kind == "bls":
         config["bls_composing_models"] = composing
+    if latency_budget_ms:
+        config["latency_budget"] = latency_budget_ms  # p99, ms: configs above it do not satisfy the constraints
     return config
 
 
 def read_measurements(out: Path) -> list[dict]:
-    """model-analyzer's `results/metrics-model-inference.csv` rows, highest throughput first."""
+    """model-analyzer's `results/metrics-model-inference.csv` rows, those within the constraints
+    (`--latency-budget-ms`) first, then by throughput, highest first."""
     path = out / "results" / "metrics-model-inference.csv"
     if not path.is_file():
         return []
@@ -157,7 +160,8 @@ def read_measurements(out: Path) -> list[dict]:
         except ValueError:
             return 0.0
 
-    return sorted(rows, key=throughput, reverse=True)
+    return sorted(rows, key=lambda row: (row.get("Satisfies Constraints", "Yes") == "Yes", throughput(row)),
+                  reverse=True)
 
 
 def best_config(out: Path, measurements: list[dict]) -> Path | None:
@@ -182,7 +186,8 @@ def best_config(out: Path, measurements: list[dict]) -> Path | None:
 
 def tune(model: str, out: Path | None = None, repository: Path = paths.MODEL_REPOSITORY,
          concurrency: list[int] = (1, 4), measurement_ms: int = 1000, search: bool = False, max_instances: int = 2,
-         max_batch_size: int = 16, samples: int = 8, timeout_s: float = 3600.0) -> dict:
+         max_batch_size: int = 16, latency_budget_ms: int | None = None, samples: int = 8,
+         timeout_s: float = 3600.0) -> dict:
     """Run model-analyzer on `model` (module docstring, `analyzer_config`); returns the summary
     written to summary.json."""
     from . import perf
@@ -207,7 +212,7 @@ def tune(model: str, out: Path | None = None, repository: Path = paths.MODEL_REP
     with TritonServer(model_repository=out / "repository", load_models=[], restrict_admin_apis=False,
                       log_dir=out / "logs") as server:
         config = analyzer_config(model, kind, needed, server, out, input_file, list(concurrency), measurement_ms,
-                                 search, max_instances, max_batch_size)
+                                 search, max_instances, max_batch_size, latency_budget_ms)
         config_file = out / "model-analyzer.yaml"
         config_file.write_text(json.dumps(config, indent=2))
         print(f"model-analyzer profile against tritonserver {server.grpc_url} (progress: {log_file}) ...", flush=True)
@@ -256,6 +261,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "models are always searched)")
     p.add_argument("--max-instances", type=int, default=2, help="search bound (default %(default)s)")
     p.add_argument("--max-batch-size", type=int, default=16, help="search bound (default %(default)s)")
+    p.add_argument("--latency-budget-ms", type=int, default=None,
+                   help="p99 latency budget: the best config is the fastest within it")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -265,7 +272,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"--concurrency: expected comma-separated integers, got {args.concurrency!r}") from None
     try:
         summary = tune(args.model, args.out, args.repository, concurrency, args.measurement_ms, args.search,
-                       args.max_instances, args.max_batch_size)
+                       args.max_instances, args.max_batch_size, args.latency_budget_ms)
     except TuneError as err:
         print(f"tune: {err}", file=sys.stderr)
         return 1

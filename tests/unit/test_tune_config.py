@@ -81,16 +81,18 @@ def test_ensemble_and_bls_search_is_bounded_and_composing_models_are_cpu_only():
 def test_best_config_is_the_highest_throughput_and_its_composing_configs(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
-    rows = [("digits_config_0: p_config_0, c_config_0", "900.5"), ("digits_config_1: p_config_1, c_config_0", "1200")]
+    rows = [("digits_config_0: p_config_0, c_config_0", "900.5", "Yes"),
+            ("digits_config_1: p_config_1, c_config_0", "1200", "Yes"),
+            ("digits_config_default: p_config_default, c_config_default", "3000", "No")]  # over the budget
     with (results / "metrics-model-inference.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["Model", "Model Config Path", "Throughput (infer/sec)"])
-        writer.writerows([["digits", path, rate] for path, rate in rows])
+        writer.writerow(["Model", "Model Config Path", "Satisfies Constraints", "Throughput (infer/sec)"])
+        writer.writerows([["digits", path, ok, rate] for path, rate, ok in rows])
     for variant, name in (("digits_config_1", "digits"), ("p_config_1", "p"), ("c_config_0", "c")):
         (tmp_path / "output_model_repository" / variant).mkdir(parents=True)
         (tmp_path / "output_model_repository" / variant / "config.pbtxt").write_text(f'name: "{name}"\n# {variant}\n')
     measurements = tune.read_measurements(tmp_path)
-    assert [m["Throughput (infer/sec)"] for m in measurements] == ["1200", "900.5"]
+    assert [m["Throughput (infer/sec)"] for m in measurements] == ["1200", "900.5", "3000"]
     best = tune.best_config(tmp_path, measurements)
     assert sorted(p.name for p in best.iterdir()) == ["c", "digits", "p"]
     assert "p_config_1" in (best / "p" / "config.pbtxt").read_text()
@@ -105,3 +107,10 @@ def test_is_loopback(host, loopback):
 def test_serve_refuses_open_admin_apis_on_a_public_address():
     with pytest.raises(ValueError, match="loopback address only"):
         launcher.serve(host="0.0.0.0", restrict_admin_apis=False)
+
+
+def test_serve_has_a_flag_to_open_the_admin_apis():
+    from triton_patterns.cli import parser
+
+    assert parser().parse_args(["serve", "--open-admin-apis"]).open_admin_apis is True
+    assert parser().parse_args(["serve"]).open_admin_apis is False
