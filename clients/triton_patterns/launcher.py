@@ -303,6 +303,29 @@ def _this_run(log_path: Path) -> str:
     return tail(log_path, 5000).rsplit("\n=== ", 1)[-1]
 
 
+# What tritonserver counts down for on shutdown, once a second ("Timeout 12: Found 1 HTTP service
+# connections"), and why each may never reach 0 in 2.51.
+_SHUTDOWN_WAIT = re.compile(r"Timeout \d+: Found (\d+) (HTTP service connections|live models|"
+                            r"model versions that have in-flight inferences)")
+_SHUTDOWN_WAIT_CAUSES = {
+    "HTTP service connections": "a client kept its HTTP connection open",
+    "live models": "a Python-based model whose load failed, or whose stub died while serving, is never freed",
+    "model versions that have in-flight inferences": "requests still running",
+}
+
+
+def _shutdown_waits(log_text: str) -> str:
+    """What a shutdown that ran out its exit timeout waited for (what it counted down for over
+    more than one tick; the stages after it get no time and report once), with the likely cause."""
+    ticks: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for count, kind in _SHUTDOWN_WAIT.findall(log_text):
+        last[kind] = int(count)
+        ticks[kind] = ticks.get(kind, 0) + (int(count) > 0)
+    waited = [k for k, n in ticks.items() if n > 1] or [k for k, n in last.items() if n > 0]
+    return "; ".join(f"{last[k]} {k} ({_SHUTDOWN_WAIT_CAUSES[k]})" for k in waited) or "something the log does not name"
+
+
 def _ports_in_use(log_text: str) -> list[int]:
     """Ports that tritonserver reported as already in use."""
     return sorted({int(port) for port in _PORT_IN_USE.findall(log_text)})
@@ -650,11 +673,10 @@ class TritonServer(_Endpoints):
         if proc is not None:
             returncode = proc.terminate(self.exit_timeout_s + STOP_GRACE_S if timeout is None else timeout)
             self._clean_up_after(proc)
-            if _EXIT_TIMEOUT_EXPIRED in proc.log_tail(200):
-                LOG.warning("tritonserver pid %s waited its whole exit timeout (%.0fs) for models that never "
-                            "unloaded (a Python-based model whose load failed, or whose stub died while serving: "
-                            "Triton 2.51 does not free them); see %s", proc.pid, self.exit_timeout_s,
-                            self.log_path)
+            log = _this_run(self.log_path)
+            if _EXIT_TIMEOUT_EXPIRED in log:
+                LOG.warning("tritonserver pid %s waited its whole exit timeout (%.0fs) for %s; see %s",
+                            proc.pid, self.exit_timeout_s, _shutdown_waits(log), self.log_path)
         supervisor = self._supervisor
         if supervisor is not None and supervisor is not threading.current_thread():
             supervisor.join(timeout=10)

@@ -337,6 +337,25 @@ def test_a_port_given_and_taken_is_an_error_naming_it(tmp_path, identity_repo, s
     assert not server.is_running()
 
 
+def test_a_stop_that_waits_its_exit_timeout_says_what_for(tmp_path, identity_repo, stopper, caplog):
+    """tritonserver drains open HTTP connections on SIGTERM: a client that keeps one open makes it
+    wait its whole exit timeout (then the models get no time and stay "live"). The launcher names
+    that wait, not the stage that merely ran out of time after it."""
+    server = embedded(tmp_path, identity_repo, extra_args=["--exit-timeout-secs=2"])
+    stopper(server)
+    server.start()
+    with socket.create_connection(("127.0.0.1", server.http_port)) as kept_open:
+        kept_open.sendall(f"GET /v2/health/live HTTP/1.1\r\nHost: {server.http_url}\r\n\r\n".encode())
+        assert b"200 OK" in kept_open.recv(4096)
+        with caplog.at_level("WARNING", logger="triton_patterns.launcher"):
+            server.stop()
+    assert not server.is_running()
+    (warning,) = [r.getMessage() for r in caplog.records if "exit timeout" in r.getMessage()]
+    assert "waited its whole exit timeout (2s) for 1 HTTP service connections (a client kept its HTTP " \
+           "connection open)" in warning
+    assert "live models" not in warning
+
+
 def test_supervision_restarts_after_segv(tmp_path, identity_repo, stopper):
     reported = []
     server = embedded(tmp_path, identity_repo, restart_on_death=True, restart_backoff=0.2,
