@@ -201,7 +201,7 @@ def parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
 
     seed = sub.add_parser("seed-store", help="load the data cache's SQLite store with digits and texts")
-    seed.add_argument("path", nargs="?", default="/tmp/triton_patterns_data_store.sqlite")
+    seed.add_argument("path", nargs="?", default=DEFAULT_STORE)
     seed.add_argument("--digits", type=int, default=100)
     seed.set_defaults(func=cmd_seed_store)
 

@@ -14,6 +14,8 @@ from typing import Protocol
 
 # The environment variable through which a server's backends find the store.
 DATA_STORE_ENV = "TRITON_PATTERNS_DATA_STORE"
+# the data-cache configs' `store_path` (model_repository/digits_by_id*/config.pbtxt)
+DEFAULT_STORE = "/tmp/triton_patterns_data_store.sqlite"
 
 
 class DataStore(Protocol):

@@ -14,11 +14,10 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from .data_store import DATA_STORE_ENV, SQLiteStore, seed_store
+from .data_store import DATA_STORE_ENV, DEFAULT_STORE, SQLiteStore, seed_store
 from .endpoints import DEFAULT_REDIS_PORT
 from .redis_server import REDIS_URL_ENV, RedisServer
 
-DEFAULT_STORE = "/tmp/triton_patterns_data_store.sqlite"  # the data-cache configs' `store_path`
 SERVE_REDIS_MAXMEMORY = "256mb"
 
 

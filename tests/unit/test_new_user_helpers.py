@@ -105,3 +105,12 @@ def test_serve_services_use_a_redis_already_on_the_port_and_refuse_anything_else
                 pass
     with serve_services(redis_port=0, data_store=store) as (env, notes):
         assert "embedded redis-server pid" in notes[-1] and env[REDIS_URL_ENV] in notes[-1]
+
+
+@pytest.mark.parametrize("model", ["digits_by_id", "digits_by_id_prep"])
+def test_serve_seeds_the_store_the_data_cache_models_read(model):
+    from triton_patterns.data_store import DEFAULT_STORE
+    from triton_patterns.repo_check import parse_config_text
+
+    config = parse_config_text((paths.MODEL_REPOSITORY / model / "config.pbtxt").read_text())
+    assert config.parameters["store_path"].string_value == DEFAULT_STORE
