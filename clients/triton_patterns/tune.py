@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import re
 import shutil
@@ -40,6 +41,8 @@ from . import paths
 # the launcher, repo_check and perf are imported where used: `triton-patterns --help` stays quick
 
 MODEL_ANALYZER_VERSION = "1.58.0"
+# model-analyzer and everything it pulls, pinned (it needs tritonclient 2.73, the project pins 2.51)
+MODEL_ANALYZER_REQUIREMENTS = paths.PROJECT_ROOT / "requirements-model-analyzer.txt"
 MODEL_ANALYZER_VENV = paths.BUILD / "model-analyzer-venv"
 OUT_DIR = paths.REPORTS / "tune"
 
@@ -48,20 +51,23 @@ class TuneError(RuntimeError):
     """What is wrong, said so a user can act on it."""
 
 
-def model_analyzer(venv: Path = MODEL_ANALYZER_VENV, version: str = MODEL_ANALYZER_VERSION) -> Path:
-    """`venv/bin/model-analyzer`, installing `triton-model-analyzer==version` there first if needed."""
+def model_analyzer(venv: Path = MODEL_ANALYZER_VENV, requirements: Path = MODEL_ANALYZER_REQUIREMENTS) -> Path:
+    """`venv/bin/model-analyzer`, installing `requirements` there first if they changed since."""
     exe = venv / "bin" / "model-analyzer"
-    stamp = venv / f".installed-{version}"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    stamp = venv / f".installed-{digest}"
     if exe.is_file() and stamp.is_file():
         return exe
-    print(f"installing triton-model-analyzer=={version} into {venv} (its own virtualenv: it needs a "
-          "newer tritonclient than the project's) ...", flush=True)
+    print(f"installing triton-model-analyzer=={MODEL_ANALYZER_VERSION} ({requirements.name}) into {venv} (its own "
+          "virtualenv: it needs a newer tritonclient than the project's) ...", flush=True)
     if not (venv / "bin" / "python").is_file():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                           f"triton-model-analyzer=={version}"], text=True, capture_output=True)
+    done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(requirements)],
+                          text=True, capture_output=True)
     if done.returncode != 0 or not exe.is_file():
-        raise TuneError(f"could not install triton-model-analyzer=={version} into {venv}:\n{done.stderr[-2000:]}")
+        raise TuneError(f"could not install {requirements.name} into {venv}:\n{done.stderr[-2000:]}")
+    for old in venv.glob(".installed-*"):
+        old.unlink()
     stamp.touch()
     return exe
 
