@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .endpoints import DEFAULT_REDIS_PORT, REDIS_URL_ENV, metrics_url, server_url
 from .patterns import PATTERNS
-from .services import DEFAULT_STORE
+from .data_store import DEFAULT_STORE
 
 
 def _value(spec, raw: str):
