@@ -106,9 +106,9 @@ TUNE_ARGS ?=
 tune: models model-analyzer
 	$(BIN)/triton-patterns tune $(MODEL) $(TUNE_ARGS)
 
-# triton-model-analyzer (version pinned in triton_patterns/tune.py) in build/model-analyzer-venv, from PyPI; quick once there
+# triton-model-analyzer (version pinned in pattern_tools/tune.py) in build/model-analyzer-venv, from PyPI; quick once there
 model-analyzer: venv
-	$(BIN)/python -c "from triton_patterns.tune import model_analyzer; model_analyzer()"
+	$(BIN)/python -c "from pattern_tools.tune import model_analyzer; model_analyzer()"
 
 .PHONY: profile
 profile: models # py-spy + Triton statistics on the setups that miss a target: docs/bench/profiles/

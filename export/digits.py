@@ -6,51 +6,19 @@ the held-out split (the server decodes, grayscales, BOX-resizes to 8x8 and scale
 """
 from __future__ import annotations
 
-import io
 import sys
-from functools import lru_cache
 
 import numpy as np
 
+from pattern_runtime.datasets import digits as digits_data
+from pattern_runtime.datasets.digits import LABELS, SEED, TEST_SIZE, split
+
 from . import manifest as mf
 
-SEED = 0
-TEST_SIZE = 0.25
 HIDDEN = (64,)
 MAX_ITER = 1000
-LABELS = tuple(str(i) for i in range(10))
 LIBRARIES = ("numpy", "scikit-learn", "skl2onnx", "onnx", "onnxruntime")
 SOURCE = "scikit-learn load_digits (1797 8x8 images, values 0..16); stratified split, 25% test, random_state=0"
-
-
-@lru_cache(maxsize=None)
-def _split():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    X, y = load_digits(return_X_y=True)
-    return train_test_split(X, y, test_size=TEST_SIZE, stratify=y, random_state=SEED)
-
-
-def load_test_split() -> tuple[np.ndarray, np.ndarray]:
-    """(X_test [N,64] float64 in 0..16, y_test [N]) — the held-out part of the training split."""
-    _, X_test, _, y_test = _split()
-    return X_test.copy(), y_test.copy()
-
-
-def encode_digit_png(pixels_8x8: np.ndarray, scale: int = 4) -> bytes:
-    """Encode a 0..16 8x8 digit as a grayscale 8-bit PNG, upscaled `scale`x by nearest neighbour
-    (each value v becomes round(v*255/16))."""
-    from PIL import Image
-
-    px = np.asarray(pixels_8x8, dtype=np.float64).reshape(8, 8)
-    if px.min() < 0 or px.max() > 16:
-        raise ValueError("digit pixel values must lie in 0..16")
-    img = np.rint(px * 255.0 / 16.0).astype(np.uint8)
-    img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def build(log: mf.Log) -> mf.Result:
@@ -58,7 +26,7 @@ def build(log: mf.Log) -> mf.Result:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    X_train, X_test, y_train, y_test = _split()
+    X_train, X_test, y_train, y_test = split()
     log.step("training")
     model = Pipeline([("scaler", StandardScaler()),
                       ("mlp", MLPClassifier(hidden_layer_sizes=HIDDEN, max_iter=MAX_ITER, random_state=SEED))])
@@ -79,5 +47,5 @@ def specs(repo) -> list[mf.Spec]:
     params = {"seed": SEED, "test_size": TEST_SIZE, "estimator": "Pipeline(StandardScaler, MLPClassifier)",
               "hidden_layer_sizes": list(HIDDEN), "max_iter": MAX_ITER, "input_scale": "raw 0..16",
               "opsets": mf.MAX_OPSETS}
-    return [mf.Spec("digits_classifier", 1, "digits", build, params, (sys.modules[__name__],), LIBRARIES,
+    return [mf.Spec("digits_classifier", 1, "digits", build, params, (sys.modules[__name__], digits_data), LIBRARIES,
                     labels=LABELS)]

@@ -2,10 +2,10 @@
 
 * `digits_int8`: static INT8 (QDQ, MinMax calibration) of `digits_classifier` v1. The
   calibration set is 500 training images (never the held-out ones) encoded as PNG and decoded
-  by the server's preprocessing (`triton_patterns.serving.images.decode_image`).
+  by the server's preprocessing (`pattern_kernel.images.decode_image`).
 * `text_int8`: dynamic INT8 (weights quantised ahead, activations at run time) of
   `text_encoder` v1, bundled with the FP32 `text_classifier` head (gradient-boosted trees: no
-  matrix products to quantise) and the tokenizer; tokenised by `triton_patterns.serving.text`.
+  matrix products to quantise) and the tokenizer; tokenised by `pattern_kernel.text`.
   Evaluated one text at a time, as the edge client runs it: the run-time activation scale is
   per tensor, so in a batch a text's answer would depend on its neighbours.
 
@@ -21,15 +21,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import sys
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import digits, text, text_data
+from pattern_runtime.datasets import digits as digits_data
+from pattern_runtime.datasets import text as text_data
+
+from . import digits, text
 from . import manifest as mf
 from .report import human_size, markdown_table
 
@@ -47,10 +50,11 @@ def edge_repository(repo: Path) -> Path:
 
 
 def serving_config(repo: Path, model: str):
-    """A model's config.pbtxt as the backends see it (`triton_patterns.serving.model_config`)."""
+    """A model's config.pbtxt as the backends see it (`pattern_kernel.model_config`)."""
     from google.protobuf import json_format
-    from triton_patterns.repo_check import load_config
-    from triton_patterns.serving.model_config import parse_model_config
+
+    from pattern_kernel.model_config import parse_model_config
+    from pattern_tools.repo_check import load_config
 
     path = Path(repo) / model / "config.pbtxt"
     if not path.is_file():  # an export into another folder: the configs are the project's
@@ -140,12 +144,12 @@ def finalize(path: Path, doc: str) -> bytes:
 
 
 def digits_images(X: np.ndarray) -> list[bytes]:
-    return [digits.encode_digit_png(px) for px in X]
+    return [digits_data.encode_digit_png(px) for px in X]
 
 
 def digits_pixels(images: list[bytes], prep: dict) -> np.ndarray:
     """The server's preprocessing of PNG bytes: [n, width*height] float32."""
-    from triton_patterns.serving.images import decode_image
+    from pattern_kernel.images import decode_image
 
     return np.stack([decode_image("IMAGE", data, prep["width"], prep["height"], prep["scale_max"], prep["invert"])
                      for data in images])
@@ -167,7 +171,7 @@ def build_digits(repo: Path):
 
         prep = image_preprocess_parameters(repo)
         source = mf.artifact_path(repo, "digits_classifier", 1)
-        X_train, X_test, _, y_test = digits._split()
+        X_train, X_test, _, y_test = digits_data.split()
         log.step("calibrating")
         calibration = digits_pixels(digits_images(X_train[:CALIBRATION_IMAGES]), prep)
         with tempfile.TemporaryDirectory() as tmp, quiet_quantizer(tmp):
@@ -193,7 +197,7 @@ def build_digits(repo: Path):
             "task": "digits", "source": {"model": "digits_classifier", "version": 1},
             "quantization": "static INT8, QDQ, activations QUInt8, weights QInt8, MinMax over "
                             f"{CALIBRATION_IMAGES} training images",
-            "preprocess": {"function": "triton_patterns.serving.images.decode_image", "model": "digits_preprocess",
+            "preprocess": {"function": "pattern_kernel.images.decode_image", "model": "digits_preprocess",
                            **prep},
             "input": "PIXELS", "files": {}}}
         return mf.Result(data, digits.SOURCE, metrics, parity, extra)
@@ -219,14 +223,14 @@ class TextPipeline:
     """tokenizer (the server's code and parameters) -> encoder -> classifier head, in onnxruntime."""
 
     def __init__(self, tokenizer: Path, encoder: bytes | str, classifier: bytes | str, prep: dict, threads: int = 1):
-        from triton_patterns.serving.text import load_tokenizer
+        from pattern_kernel.text import load_tokenizer
 
         self.tokenizer = load_tokenizer(str(tokenizer), prep["max_length"], prep["pad_to_multiple_of"])
         self.encoder = mf.ort_session(encoder, threads)
         self.classifier = mf.ort_session(classifier, threads)
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        from triton_patterns.serving.text import tokenize
+        from pattern_kernel.text import tokenize
 
         (embedding,) = self.encoder.run(["EMBEDDING"], tokenize(self.tokenizer, texts))
         labels, probabilities = self.classifier.run(["LABEL", "PROBABILITIES"], {"EMBEDDING": embedding})
@@ -270,7 +274,7 @@ def build_text(repo: Path, out_repo: Path):
         extra = {"labels": list(text_data.TOPICS), "edge": {
             "task": "text", "source": {"model": "text_encoder", "version": 1},
             "quantization": "dynamic INT8: weights QInt8 (MatMul, Gather), activations quantised at run time",
-            "preprocess": {"function": "triton_patterns.serving.text.tokenize", "model": "text_tokenizer", **prep},
+            "preprocess": {"function": "pattern_kernel.text.tokenize", "model": "text_tokenizer", **prep},
             "head": {"file": "classifier.onnx", "source": {"model": "text_classifier", "version": 1},
                      "precision": "FP32"},
             "files": files}}

@@ -11,31 +11,18 @@ from functools import lru_cache
 
 import numpy as np
 
-from triton_patterns import feature_stats
+from pattern_jobs import feature_stats
+from pattern_runtime.datasets import iris as iris_data
+from pattern_runtime.datasets.iris import LABELS, SEED, TEST_SIZE, load_split
 
 from . import manifest as mf
 
-SEED = 0
-TEST_SIZE = 0.3
-LABELS = ("setosa", "versicolor", "virginica")
 LIBRARIES = ("numpy", "scikit-learn", "skl2onnx", "onnx", "onnxruntime")
 SOURCE = "scikit-learn load_iris (150 rows); stratified split, 30% test, random_state=0"
 MODELS = {
     1: {"estimator": "Pipeline(StandardScaler, LogisticRegression(max_iter=1000))"},
     2: {"estimator": "GradientBoostingClassifier(random_state=0)"},
 }
-
-
-@lru_cache(maxsize=None)
-def load_split():
-    """(X_train, X_test, y_train, y_test, feature_names), float64 as sklearn ships them."""
-    from sklearn.datasets import load_iris
-    from sklearn.model_selection import train_test_split
-
-    data = load_iris()
-    assert tuple(data.target_names) == LABELS
-    split = train_test_split(data.data, data.target, test_size=TEST_SIZE, stratify=data.target, random_state=SEED)
-    return (*split, tuple(data.feature_names))
 
 
 @lru_cache(maxsize=None)
@@ -101,7 +88,7 @@ def _build_web_single(repo):
 
 def specs(repo) -> list[mf.Spec]:
     mod = sys.modules[__name__]
-    common = dict(family="iris", modules=(mod, feature_stats), libraries=LIBRARIES, labels=LABELS)
+    common = dict(family="iris", modules=(mod, iris_data, feature_stats), libraries=LIBRARIES, labels=LABELS)
     params = {"seed": SEED, "test_size": TEST_SIZE, "opsets": mf.MAX_OPSETS}
     out = [mf.Spec("iris", v, build=_build_version(v), params={**params, **MODELS[v]}, **common) for v in MODELS]
     out.append(mf.Spec("iris_web_single", 1, build=_build_web_single(repo),

@@ -8,7 +8,6 @@ parity record; the artifact and its `manifest.json` are then written atomically.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import inspect
 import json
 import os
@@ -23,6 +22,8 @@ from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from pattern_runtime.hashing import sha256_bytes, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
@@ -105,18 +106,6 @@ class Log:
 
 
 # ---------------------------------------------------------------- hashing and provenance
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def library_versions(names: Iterable[str]) -> dict[str, str]:

@@ -125,7 +125,7 @@ def variable_bounds(repo: Path, model: str) -> tuple[int, int, int]:
     bound = SEQUENCE_BOUND.get(model)
     if bound is None:
         return DEFAULT_VARIABLE_DIM
-    from triton_patterns.repo_check import load_config
+    from pattern_tools.repo_check import load_config
 
     cfg = load_config(repo / bound[0] / "config.pbtxt")
     hi = int(cfg.parameters[bound[1]].string_value)
@@ -139,7 +139,7 @@ def calibration_available(model: str) -> bool:
 def plan(repo: Path, only: list[str] | None = None, precisions=PRECISIONS) -> list[Build]:
     """Every (ONNX model, precision) of the repository with its profile and GPU config, or the
     reason it is skipped (not exported, unsupported operators, no calibration set for INT8)."""
-    from triton_patterns.repo_check import check_repository
+    from pattern_tools.repo_check import check_repository
 
     report = check_repository(repo, backends=None, files=False)
     builds = []
@@ -179,16 +179,17 @@ def plan_rows(builds: list[Build]) -> list[list[str]]:
 
 
 def _digits_calibration(n: int) -> list[dict[str, np.ndarray]]:
-    from . import digits
+    from pattern_runtime.datasets import digits as digits_data
 
-    X_train = digits._split()[0][:n].astype(np.float32)
+    X_train = digits_data.split()[0][:n].astype(np.float32)
     return [{"PIXELS": X_train[i:i + 32]} for i in range(0, n, 32)]
 
 
 def _text_calibration(n: int) -> list[dict[str, np.ndarray]]:
-    from triton_patterns.serving.text import load_tokenizer, tokenize
+    from pattern_kernel.text import load_tokenizer, tokenize
+    from pattern_runtime.datasets import text as text_data
 
-    from . import text, text_data
+    from . import text
 
     texts = [t for t, _ in text_data.generate_text_dataset(text.SEED)][:n]
     tok = load_tokenizer(mf.artifact_path(mf.DEFAULT_REPOSITORY, "text_tokenizer", 1, "tokenizer.json"))
@@ -330,7 +331,7 @@ def parity(b: Build, plan_bytes: bytes) -> dict:
 
 
 def write_variant(b: Build, plan_bytes: bytes, parity_record: dict, output: Path) -> Path:
-    from triton_patterns.template import render_config
+    from pattern_tools.template import render_config
 
     folder = output / b.name
     mf.write_atomic(folder / "1" / "model.plan", plan_bytes)

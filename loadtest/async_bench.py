@@ -26,18 +26,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from pattern_jobs.async_worker import start_workers
+from pattern_kernel.job_queue import JobQueue
+from pattern_runtime.processes import wait_for
 from triton_patterns import paths
 from triton_patterns.client import PatternClient
-from triton_patterns.async_worker import start_workers
-from triton_patterns.processes import wait_for
-from triton_patterns.serving.job_queue import JobQueue
 
 ONNX = paths.MODEL_REPOSITORY / "iris" / "2" / "model.onnx"
 
 
 def iris_rows(count: int) -> np.ndarray:
     """The held-out iris rows, repeated up to `count`."""
-    from export import iris as iris_export
+    from pattern_runtime.datasets import iris as iris_export
 
     held_out = iris_export.load_split()[1].astype(np.float32)
     return np.resize(held_out, (count, held_out.shape[1]))
@@ -166,8 +166,9 @@ def main(argv=None) -> int:
     if args.url:
         report = measure_async(args.url, args.grpc_url, args.redis, counts, args.jobs, args.submitters)
     else:
-        from triton_patterns.launcher import TritonServer
-        from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
+        from pattern_kernel.redis_link import REDIS_URL_ENV
+        from pattern_runtime.launcher import TritonServer
+        from pattern_runtime.redis_server import RedisServer
 
         with RedisServer() as redis_server, TritonServer(env={REDIS_URL_ENV: redis_server.url}) as triton:
             report = measure_async(triton.http_url, triton.grpc_url, redis_server.url, counts, args.jobs,

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from sqlalchemy import select
-from triton_patterns import batch_store as store
-from triton_patterns.batch_job import Target, grpc_server, run, run_job
+
+from pattern_jobs import batch_store as store
+from pattern_jobs.batch_job import Target, grpc_server, run, run_job
+from pattern_runtime.datasets.iris import LABELS
 from triton_patterns.client import Prediction
 from triton_patterns.paths import MODEL_REPOSITORY
-
-from export.iris import LABELS
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,13 @@ import requests
 import tritonclient.grpc.aio as grpc_aio
 from tritonclient.grpc import InferInput
 
+from pattern_kernel.data_store import DATA_STORE_ENV
+from pattern_kernel.redis_link import REDIS_URL_ENV
+from pattern_runtime.launcher import TritonServer
+from pattern_runtime.processes import ManagedProcess, free_port, http_status, wait_for
+from pattern_runtime.redis_server import RedisServer
+from pattern_runtime.services import seed_store
 from triton_patterns import paths
-from triton_patterns.data_store import DATA_STORE_ENV, seed_store
-from triton_patterns.launcher import TritonServer
-from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
-from triton_patterns.processes import ManagedProcess, free_port, http_status, wait_for
 
 from . import async_bench, batch_bench, loadgen, perf
 from .bench_report import BENCHMARKS_MD, OUT_DIR, _fmt, write_reports
@@ -79,9 +81,9 @@ class Data:
     text_label: int = field(init=False)
 
     def __post_init__(self) -> None:
-        from export import digits as digits_export
-        from export import iris as iris_export
-        from triton_patterns.demo import TEXT_SAMPLES
+        from pattern_runtime.datasets import digits as digits_export
+        from pattern_runtime.datasets import iris as iris_export
+        from pattern_tools.demo import TEXT_SAMPLES
 
         self.text = np.array([[TEXT_SAMPLES[0][0].encode()]], dtype=object)
         self.text_label = TEXT_LABELS.index(TEXT_SAMPLES[0][1])

@@ -1,7 +1,7 @@
 """`make loadtest`: a headless locust run over chosen patterns, with CSV + HTML under reports/locust/.
 
 Starts what the demo starts (Redis and tritonserver on free ports, a seeded temporary data store;
-`triton_patterns.demo.running_stack`), or targets a running server with `--url`, runs locust on
+`pattern_runtime.stack.running_stack`), or targets a running server with `--url`, runs locust on
 `loadtest/locustfile.py` as a subprocess, stops what it started, prints one row per pattern and
 protocol, and exits 1 when a pattern got no request or had a failure.
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from pattern_runtime.processes import ManagedProcess
 from triton_patterns import paths
 from triton_patterns.patterns import PATTERNS
-from triton_patterns.processes import ManagedProcess
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 OUT_DIR = paths.REPORTS / "locust"
@@ -113,7 +113,7 @@ def problems(rows: list[Row], patterns: list[str], protocol: str) -> list[str]:
 def print_summary(rows: list[Row], out: Path) -> None:
     from rich.table import Table
 
-    from triton_patterns.demo import console
+    from pattern_tools.demo import console
 
     table = Table(title=f"locust: {out}/locust_stats.csv, {out}/locust.html")
     for column in ("pattern", "protocol", "requests", "failures", "p50 ms", "p99 ms", "req/s"):
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
         rows = run_locust(patterns, args.url, args.grpc_url or "", args.users, args.duration, args.protocol,
                           args.out)
     else:
-        from triton_patterns.demo import running_stack
+        from pattern_runtime.stack import running_stack
 
         with running_stack() as (triton, _redis):
             rows = run_locust(patterns, triton.http_url, triton.grpc_url, args.users, args.duration,

@@ -22,11 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import grpc.experimental.gevent as grpc_gevent
 import numpy as np
 from locust import User, constant, events, task  # imported first: locust monkey-patches with gevent
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
-
-import grpc.experimental.gevent as grpc_gevent
 
 grpc_gevent.init_gevent()  # gRPC's C core then yields to gevent instead of blocking every user
 

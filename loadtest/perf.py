@@ -1,7 +1,7 @@
 """perf_analyzer for every benchmarked pattern model: `--input-data` JSON files and `make perf`.
 
 `write_inputs(folder)` writes `<model>.json` in perf_analyzer's format (`{"data": [{INPUT: [...]}]}`,
-`{"b64": ...}` for BYTES tensors) from `triton_patterns.perf`, which also runs one model by hand
+`{"b64": ...}` for BYTES tensors) from `pattern_tools.perf`, which also runs one model by hand
 (`triton-patterns perf MODEL`, with the environment below set up).
 `python -m loadtest.perf` starts tritonserver on free ports, runs tritonclient 2.51.0's
 `bin/perf_analyzer` over gRPC at a concurrency range for each model (`--bls-composing-models` for
@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from pattern_runtime.launcher import TritonServer
+from pattern_tools.perf import command, input_data, perf_analyzer_env
 from triton_patterns import paths
-from triton_patterns.launcher import TritonServer
-from triton_patterns.perf import command, input_data, perf_analyzer_env
 
 from .loadgen import CORES, Point, children_cpu_s
 

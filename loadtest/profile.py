@@ -31,10 +31,11 @@ from pathlib import Path
 
 import requests
 
+from pattern_kernel.data_store import DATA_STORE_ENV
+from pattern_kernel.redis_link import REDIS_URL_ENV
+from pattern_runtime.launcher import TritonServer
+from pattern_runtime.redis_server import RedisServer
 from triton_patterns import paths
-from triton_patterns.data_store import DATA_STORE_ENV
-from triton_patterns.launcher import TritonServer
-from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
 
 from . import bench
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pattern_jobs.bluegreen import heldout_set
 from triton_patterns import paths
-from triton_patterns.bluegreen import heldout_set
 from triton_patterns.client import PatternClient
 
 # (model, request parameters); iris v1 direct is the baseline
@@ -90,8 +90,9 @@ def measure(url: str, model: str, key: str | None, rows: np.ndarray, threads: in
 @contextlib.contextmanager
 def stack():
     """Redis and a tritonserver on a repository holding only the rollout models and their targets."""
-    from triton_patterns.launcher import TritonServer
-    from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
+    from pattern_kernel.redis_link import REDIS_URL_ENV
+    from pattern_runtime.launcher import TritonServer
+    from pattern_runtime.redis_server import RedisServer
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repository"

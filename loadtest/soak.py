@@ -1,6 +1,6 @@
 """`make soak`: a bounded locust run over every pattern while the servers' resident memory is sampled.
 
-Starts the stack the locust runner starts (`triton_patterns.demo.running_stack`: Redis and
+Starts the stack the locust runner starts (`pattern_runtime.stack.running_stack`: Redis and
 tritonserver on free ports), runs `loadtest/locustfile.py` headless through
 `loadtest.locust_run.run_locust` with `--csv-full-history` (stats every second per pattern), and
 meanwhile reads every `--interval` seconds the RSS (`VmRSS` of /proc/<pid>/status) of
@@ -291,7 +291,7 @@ def _ms(value) -> str:
 def print_summary(report: dict) -> None:
     from rich.table import Table
 
-    from triton_patterns.demo import console
+    from pattern_tools.demo import console
 
     out = report["out"]
     table = Table(title=f"soak {report['duration_s']} s, {report['users_per_pattern']} user(s) per pattern: "
@@ -383,7 +383,7 @@ def main(argv=None) -> int:
     locust_run.seconds(args.duration)  # a bad run time fails here, before anything starts
     limits = Limits(args.max_error_rate, args.max_growth_pct, args.max_growth_mb)
 
-    from triton_patterns.demo import running_stack
+    from pattern_runtime.stack import running_stack
 
     with running_stack() as (triton, redis):
         report = run_soak(patterns, triton, redis, args.users, args.duration, args.protocol, args.interval,

@@ -1,14 +1,14 @@
 """The aggregating step of a parallel ensemble: every input is one model's scores [n, k];
 outputs LABEL (class id) and PROBABILITIES, combined by `parameters.aggregation`
-(majority | mean | max_confidence, see triton_patterns.serving.aggregation)."""
+(majority | mean | max_confidence, see pattern_kernel.aggregation)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from triton_patterns.serving.aggregation import POLICIES, aggregate
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.triton_glue import count_failures, execute_requests
+from pattern_kernel.aggregation import POLICIES, aggregate
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.triton_glue import count_failures, execute_requests
 
 
 class TritonPythonModel:

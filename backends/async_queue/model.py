@@ -1,5 +1,5 @@
 """Asynchronous pattern: job submission and result retrieval as Triton models over a Redis
-Stream (`triton_patterns.serving.job_queue`); workers (`triton_patterns.async_worker`) run the
+Stream (`pattern_kernel.job_queue`); workers (`pattern_jobs.async_worker`) run the
 jobs against the target models through Triton gRPC.
 
 parameters:
@@ -27,11 +27,11 @@ import numpy as np
 import redis
 import triton_python_backend_utils as pb_utils
 
-from triton_patterns.serving.errors import InputError, StepError
-from triton_patterns.serving.job_queue import check_job_inputs, queue_for
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.triton_glue import count_failures, execute_each, read_inputs, response
-from triton_patterns.serving.validation import parse_targets, utf8_values
+from pattern_kernel.errors import InputError, StepError
+from pattern_kernel.job_queue import check_job_inputs, queue_for
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.triton_glue import count_failures, execute_each, read_inputs, response
+from pattern_kernel.validation import parse_targets, utf8_values
 
 
 def pick_target(targets: list[tuple[str, int]], wanted: str | None) -> tuple[str, int]:

@@ -36,12 +36,12 @@ import numpy as np
 import redis
 import triton_python_backend_utils as pb_utils
 
-from triton_patterns.serving import breaker as cb
-from triton_patterns.serving import prediction_log as plog
-from triton_patterns.serving.errors import InputError
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.redis_link import connect
-from triton_patterns.serving.triton_glue import (
+from pattern_kernel import breaker as cb
+from pattern_kernel import prediction_log as plog
+from pattern_kernel.errors import InputError
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.redis_link import connect
+from pattern_kernel.triton_glue import (
     Metrics,
     call_model_async,
     count_failures,

@@ -4,7 +4,7 @@
 Two variants (the seeds'): cache the input data, or also cache the preprocessed tensor.
 parameters:
   store_path          SQLite store (env TRITON_PATTERNS_DATA_STORE overrides; see
-                      triton_patterns.data_store)
+                      pattern_kernel.data_store)
   redis_url           env TRITON_PATTERNS_REDIS_URL overrides; redis_timeout_ms (50)
   ttl_seconds         lifetime of cached data (default 300; 0 turns the cache off: every read
                       goes to the store, for comparison); namespace (default "data")
@@ -23,13 +23,13 @@ import os
 import numpy as np
 import redis
 
-from triton_patterns.data_store import DATA_STORE_ENV, SQLiteStore
-from triton_patterns.serving.cache_codec import decode_outputs, encode_outputs
-from triton_patterns.serving.errors import InputError
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.redis_link import connect
-from triton_patterns.serving.triton_glue import Metrics, call_model, count_failures, execute_each, read_inputs, response
-from triton_patterns.serving.validation import utf8_values
+from pattern_kernel.cache_codec import decode_outputs, encode_outputs
+from pattern_kernel.data_store import DATA_STORE_ENV, SQLiteStore
+from pattern_kernel.errors import InputError
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.redis_link import connect
+from pattern_kernel.triton_glue import Metrics, call_model, count_failures, execute_each, read_inputs, response
+from pattern_kernel.validation import utf8_values
 
 
 class TritonPythonModel:

@@ -20,9 +20,9 @@ import random
 
 import redis
 
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.redis_link import connect
-from triton_patterns.serving.triton_glue import call_model_async, count_failures, error_response, read_inputs, response
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.redis_link import connect
+from pattern_kernel.triton_glue import call_model_async, count_failures, error_response, read_inputs, response
 
 
 class InjectedFault(RuntimeError):

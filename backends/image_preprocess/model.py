@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from triton_patterns.serving.images import decode_image
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.triton_glue import count_failures, execute_requests
+from pattern_kernel.images import decode_image
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.triton_glue import count_failures, execute_requests
 
 
 class TritonPythonModel:

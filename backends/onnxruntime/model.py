@@ -11,16 +11,16 @@ What it honours from the model config, like the native backend:
 - all requests of a dynamic batch run in one `session.run`, results split back per request;
   if the merged run fails, each request is run alone so one bad request fails alone;
 - `parameters` `intra_op_thread_count`, `inter_op_thread_count`, `execution_mode`, and
-  `optimization { graph { level } }` (see `triton_patterns.serving.onnx_session`).
+  `optimization { graph { level } }` (see `pattern_kernel.onnx_session`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.onnx_session import load_session
-from triton_patterns.serving.triton_glue import count_failures, execute_requests
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.onnx_session import load_session
+from pattern_kernel.triton_glue import count_failures, execute_requests
 
 
 class TritonPythonModel:

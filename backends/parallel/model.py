@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 
-from triton_patterns.serving.aggregation import POLICIES, aggregate
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.triton_glue import (
+from pattern_kernel.aggregation import POLICIES, aggregate
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.triton_glue import (
     StepTimeout,
     call_model_async,
     count_failures,
@@ -33,7 +33,7 @@ from triton_patterns.serving.triton_glue import (
     read_inputs,
     response,
 )
-from triton_patterns.serving.validation import parse_list, parse_targets
+from pattern_kernel.validation import parse_list, parse_targets
 
 
 class TritonPythonModel:

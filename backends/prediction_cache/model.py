@@ -22,10 +22,10 @@ import numpy as np
 import redis
 import triton_python_backend_utils as pb_utils
 
-from triton_patterns.serving.cache_codec import cache_key, decode_outputs, encode_outputs
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.redis_link import connect
-from triton_patterns.serving.triton_glue import call_model, count_failures, execute_each, read_inputs, response
+from pattern_kernel.cache_codec import cache_key, decode_outputs, encode_outputs
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.redis_link import connect
+from pattern_kernel.triton_glue import call_model, count_failures, execute_each, read_inputs, response
 
 
 class TritonPythonModel:

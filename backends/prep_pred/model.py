@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.triton_glue import call_model, count_failures, execute_requests
-from triton_patterns.serving.validation import parse_list
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.triton_glue import call_model, count_failures, execute_requests
+from pattern_kernel.validation import parse_list
 
 
 class TritonPythonModel:

@@ -49,9 +49,9 @@ import numpy as np
 import redis
 import triton_python_backend_utils as pb_utils
 
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.redis_link import connect
-from triton_patterns.serving.routing import (
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.redis_link import connect
+from pattern_kernel.routing import (
     Conditions,
     Split,
     agree,
@@ -61,7 +61,7 @@ from triton_patterns.serving.routing import (
     summarize,
     weights_from_json,
 )
-from triton_patterns.serving.triton_glue import (
+from pattern_kernel.triton_glue import (
     call_model,
     call_model_async,
     count_failures,

@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.pipeline import parse_steps, should_run
-from triton_patterns.serving.triton_glue import (
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.pipeline import parse_steps, should_run
+from pattern_kernel.triton_glue import (
     call_model,
     call_model_async,
     count_failures,

@@ -15,9 +15,9 @@ import os
 
 import numpy as np
 
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.text import decode_texts, load_tokenizer, tokenize
-from triton_patterns.serving.triton_glue import count_failures, execute_requests
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.text import decode_texts, load_tokenizer, tokenize
+from pattern_kernel.triton_glue import count_failures, execute_requests
 
 
 class TritonPythonModel:

@@ -5,7 +5,7 @@ parameters:
   slow_model, slow_version   the slow answer
   Two forms, chosen by the config's transaction policy:
   - not decoupled (`iris_time_difference`): the slow model runs as a job of the asynchronous
-    pattern (`triton_patterns.serving.job_queue`: namespace, ttl_seconds, redis_url,
+    pattern (`pattern_kernel.job_queue`: namespace, ttl_seconds, redis_url,
     redis_timeout_ms, max_rows as for async_queue); outputs the fast model's outputs plus
     JOB_ID (one per row, the same), whose result the workers store and `async_result` / the SDK's `wait` return. If
     Redis is down the fast answer still comes back, with an empty JOB_ID (metric error).
@@ -24,9 +24,9 @@ import numpy as np
 import redis
 import triton_python_backend_utils as pb_utils
 
-from triton_patterns.serving.job_queue import check_job_inputs, queue_for
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.triton_glue import call_model_async, count_failures, error_response, read_inputs, response
+from pattern_kernel.job_queue import check_job_inputs, queue_for
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.triton_glue import call_model_async, count_failures, error_response, read_inputs, response
 
 EXTRA = ("JOB_ID", "STAGE")
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.onnx_session import load_session
-from triton_patterns.serving.triton_glue import count_failures, execute_requests
-from triton_patterns.serving.validation import check_finite, check_ranges, parse_list
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.onnx_session import load_session
+from pattern_kernel.triton_glue import count_failures, execute_requests
+from pattern_kernel.validation import check_finite, check_ranges, parse_list
 
 
 class TritonPythonModel:

@@ -1,3 +1,4 @@
-"""ML serving patterns on NVIDIA Triton: launcher, client SDK, CLI and helpers shared by backends."""
+"""The thin client SDK of the serving patterns: `PatternClient` and `AsyncPatternClient`, the
+catalogue of patterns (`patterns`), job results, credentials and endpoints, and the edge client."""
 
 __version__ = "0.1.0"

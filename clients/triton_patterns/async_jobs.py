@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .redis_server import REDIS_URL_ENV
-from .serving.job_queue import ENDED, JobState, state_from_json
+from pattern_kernel.job_queue import ENDED, JobState, state_from_json
+from pattern_kernel.redis_link import REDIS_URL_ENV
 
 RESULT_MODEL = "async_result"
 

@@ -32,10 +32,10 @@ import tritonclient.http as http_sync
 import tritonclient.http.aio as http_aio
 from tritonclient.utils import InferenceServerException
 
-from .async_jobs import RESULT_MODEL, JobResult, job_result, label_models, wait_for_end
-from .endpoints import server_url
-from .patterns import PatternSpec, pattern
-from .security import authorize, client_headers, grpc_client_options
+from triton_patterns.async_jobs import RESULT_MODEL, JobResult, job_result, label_models, wait_for_end
+from triton_patterns.credentials import authorize, client_headers, grpc_client_options
+from triton_patterns.endpoints import server_url
+from triton_patterns.patterns import PatternSpec, pattern
 
 _SYNC = {"http": http_sync, "grpc": grpc_sync}
 _ASYNC = {"http": http_aio, "grpc": grpc_aio}

@@ -8,8 +8,8 @@
 A bundle (`build/edge/<name>/1/`, written by `python -m export`, see export/edge.py) holds the
 INT8 ONNX model, its manifest (labels, preprocessing parameters read from the server's model
 config at export time) and, for text, the FP32 classifier head and the tokenizer. The
-preprocessing is the server's own code, imported, not copied: `serving.images.decode_image`
-(what `backends/image_preprocess` runs) and `serving.text.tokenize` (what
+preprocessing is the server's own code, imported, not copied: `pattern_kernel.images.decode_image`
+(what `backends/image_preprocess` runs) and `pattern_kernel.text.tokenize` (what
 `backends/text_tokenizer` runs). The server is asked when the bundle is missing or unreadable,
 or when the local top score is below `min_confidence`; if that call fails, the local answer is
 returned with the error in `outputs["FALLBACK_ERROR"]`.
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from . import paths
-from .client import PatternError, Prediction
-from .serving.images import decode_image
-from .serving.text import decode_texts, load_tokenizer, tokenize
+from pattern_kernel.images import decode_image
+from pattern_kernel.text import decode_texts, load_tokenizer, tokenize
+from triton_patterns import paths
+from triton_patterns.client import PatternError, Prediction
 
 LOG = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class EdgeClient:
     @property
     def server(self):
         if self._server is None and self._url:
-            from .client import PatternClient
+            from triton_patterns.client import PatternClient
 
             self._server, self._own_server = PatternClient(self._url, protocol=self._protocol), True
         return self._server

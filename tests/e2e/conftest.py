@@ -13,12 +13,14 @@ import re
 import pytest
 import tritonclient.http as httpclient
 
+from pattern_kernel.data_store import DATA_STORE_ENV
+from pattern_kernel.redis_link import REDIS_URL_ENV
+from pattern_runtime.launcher import TritonServer
+from pattern_runtime.processes import wait_for
+from pattern_runtime.redis_server import RedisServer
+from pattern_runtime.services import seed_store
 from triton_patterns import paths
 from triton_patterns.client import AsyncPatternClient, PatternClient
-from triton_patterns.data_store import DATA_STORE_ENV, seed_store
-from triton_patterns.launcher import TritonServer
-from triton_patterns.processes import wait_for
-from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
 
 EXPORTED = [
     "iris/1/model.onnx", "iris/2/model.onnx", "iris_web_single/1/model.onnx",

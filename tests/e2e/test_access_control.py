@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import requests
 
-from triton_patterns import paths, probe
+from pattern_kernel import probe
+from pattern_kernel.access import ADMIN_HEADER, API_HEADER, API_KEY_ENV, GrpcTls
+from pattern_runtime.launcher import TritonServer
+from triton_patterns import paths
 from triton_patterns.client import AsyncPatternClient, PatternClient, PatternError
-from triton_patterns.launcher import TritonServer
-from triton_patterns.security import ADMIN_HEADER, API_HEADER, API_KEY_ENV, GrpcTls
 
 pytestmark = pytest.mark.e2e
 

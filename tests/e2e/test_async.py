@@ -13,10 +13,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from triton_patterns.async_worker import worker_command
+from pattern_jobs.async_worker import worker_command
+from pattern_kernel.job_queue import GROUP, JobQueue
+from pattern_runtime.processes import ManagedProcess, wait_for
 from triton_patterns.client import PatternError
-from triton_patterns.processes import ManagedProcess, wait_for
-from triton_patterns.serving.job_queue import GROUP, JobQueue
 
 pytestmark = pytest.mark.e2e
 

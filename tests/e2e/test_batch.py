@@ -15,11 +15,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from sqlalchemy import func, select
-from triton_patterns import batch_store as store
-from triton_patterns.batch_job import run
-from triton_patterns.paths import MODEL_REPOSITORY
 
-from export.iris import LABELS
+from pattern_jobs import batch_store as store
+from pattern_jobs.batch_job import run
+from pattern_runtime.datasets.iris import LABELS
+from triton_patterns.paths import MODEL_REPOSITORY
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +103,7 @@ def test_text_records_through_the_text_pipeline(triton, tmp_path):
 
 def cli(url: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "triton_patterns.cli", "batch", "run", "--db", url, *args, "--no-progress", "--json"],
+        [sys.executable, "-m", "pattern_tools.cli", "batch", "run", "--db", url, *args, "--no-progress", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 

@@ -12,12 +12,13 @@ import time
 import numpy as np
 import pytest
 import tritonclient.http.aio as http_aio
-from triton_patterns.client import AsyncPatternClient, PatternClient, PatternError
-from triton_patterns.launcher import TritonServer
-from triton_patterns.monitoring import scrape, value
-from triton_patterns.redis_server import REDIS_URL_ENV
-from triton_patterns.serving.breaker import FORCE_DEFAULT_ENV
 from tritonclient.utils import InferenceServerException
+
+from pattern_kernel.breaker import FORCE_DEFAULT_ENV
+from pattern_kernel.redis_link import REDIS_URL_ENV
+from pattern_runtime.launcher import TritonServer
+from pattern_tools.monitoring import scrape, value
+from triton_patterns.client import AsyncPatternClient, PatternClient, PatternError
 
 pytestmark = pytest.mark.e2e
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from export import digits as digits_export
+from pattern_runtime.datasets import digits as digits_export
 from triton_patterns.client import PatternError
 
 pytestmark = pytest.mark.e2e

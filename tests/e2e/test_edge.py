@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from export.digits import encode_digit_png, load_test_split
 from export.edge import MAX_ACCURACY_DROP, text_heldout
+from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
 from triton_patterns.edge import BUNDLES, EDGE_DIR, EdgeClient
 
 pytestmark = pytest.mark.e2e

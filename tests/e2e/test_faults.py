@@ -17,13 +17,14 @@ import redis as redis_py
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from export import iris as iris_export
+from pattern_kernel.job_queue import JobQueue
+from pattern_kernel.redis_link import REDIS_URL_ENV
+from pattern_runtime.datasets import iris as iris_export
+from pattern_runtime.launcher import TritonServer
+from pattern_runtime.processes import wait_for
+from pattern_runtime.redis_server import RedisServer
+from pattern_tools.demo import async_workers
 from triton_patterns.client import PatternClient, PatternError
-from triton_patterns.demo import async_workers
-from triton_patterns.launcher import TritonServer
-from triton_patterns.processes import wait_for
-from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
-from triton_patterns.serving.job_queue import JobQueue
 
 pytestmark = pytest.mark.e2e
 

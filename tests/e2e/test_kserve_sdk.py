@@ -3,7 +3,7 @@ the project's SDK (`PatternClient` and its tritonclient) and the KServe Python S
 (`InferenceRESTClient`, `InferenceGRPCClient`), the latter in its own virtualenv (`make
 kserve-venv`: it needs numpy 2 and protobuf 6, the project pins numpy<2 and tritonclient 2.51),
 driven by `kserve_calls.py` as a subprocess. Each reads every model's metadata and sends it a
-valid request (`triton_patterns.perf.sample_requests`, the data `triton-patterns perf` uses).
+valid request (`pattern_tools.perf.sample_requests`, the data `triton-patterns perf` uses).
 
 Models without a valid request that succeeds, by design: `iris_failing` and `iris_cascade_strict`
 (always fail: they show what each client makes of a Triton error) and `iris_time_difference_stream`
@@ -19,9 +19,9 @@ import subprocess
 import numpy as np
 import pytest
 
+from pattern_tools.perf import datatype, sample_requests
 from triton_patterns import paths
 from triton_patterns.client import PatternClient
-from triton_patterns.perf import datatype, sample_requests
 
 pytestmark = pytest.mark.e2e
 

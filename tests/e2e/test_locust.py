@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from loadtest import locust_run
-from triton_patterns.processes import free_port
+from pattern_runtime.processes import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -17,17 +17,19 @@ import pytest
 import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException
-from triton_patterns import cli, drift, monitoring, paths
-from triton_patterns.data_store import DATA_STORE_ENV
-from triton_patterns.launcher import TritonServer
-from triton_patterns.processes import wait_for
-from triton_patterns.prometheus_server import PrometheusServer
-from triton_patterns.redis_server import REDIS_URL_ENV
-from triton_patterns.repo_check import load_config
-from triton_patterns.serving import errors, prediction_log
 
 from export import iris
-from export.digits import encode_digit_png, load_test_split
+from pattern_jobs import drift
+from pattern_kernel import errors, prediction_log
+from pattern_kernel.data_store import DATA_STORE_ENV
+from pattern_kernel.redis_link import REDIS_URL_ENV
+from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
+from pattern_runtime.launcher import TritonServer
+from pattern_runtime.processes import wait_for
+from pattern_runtime.prometheus_server import PrometheusServer
+from pattern_tools import cli, monitoring
+from pattern_tools.repo_check import load_config
+from triton_patterns import paths
 
 pytestmark = pytest.mark.e2e
 

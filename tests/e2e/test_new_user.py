@@ -30,9 +30,9 @@ from pathlib import Path
 
 import pytest
 
+from pattern_runtime.processes import free_ports
 from triton_patterns import paths
 from triton_patterns.client import PatternClient
-from triton_patterns.processes import free_ports
 
 pytestmark = pytest.mark.e2e
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pattern_tools.demo import TEXT_SAMPLES
 from triton_patterns.client import PatternError
-from triton_patterns.demo import TEXT_SAMPLES
 
 pytestmark = pytest.mark.e2e
 

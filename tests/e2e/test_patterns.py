@@ -7,10 +7,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from export import digits as digits_export
-from export import iris as iris_export
-from triton_patterns.demo import TEXT_SAMPLES
-from triton_patterns.processes import wait_for
+from pattern_runtime.datasets import digits as digits_export
+from pattern_runtime.datasets import iris as iris_export
+from pattern_runtime.processes import wait_for
+from pattern_tools.demo import TEXT_SAMPLES
 
 pytestmark = pytest.mark.e2e
 

@@ -79,7 +79,7 @@ def _nv_cache_hits(triton, model: str) -> float:
 
 
 def test_triton_response_cache_on_a_top_level_ensemble(triton, client):
-    from export import digits as digits_export
+    from pattern_runtime.datasets import digits as digits_export
 
     x_test, y_test = digits_export.load_test_split()
     png = digits_export.encode_digit_png(x_test[5])

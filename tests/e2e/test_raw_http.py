@@ -8,7 +8,7 @@ import struct
 import pytest
 import requests
 
-from export import digits as digits_export
+from pattern_runtime.datasets import digits as digits_export
 
 pytestmark = pytest.mark.e2e
 

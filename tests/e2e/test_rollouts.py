@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import redis
 
+from pattern_jobs.bluegreen import BlueGreen, Traffic, heldout_set
+from pattern_jobs.rollouts import shadow_entries
+from pattern_runtime.launcher import TritonServer
+from pattern_runtime.processes import wait_for
+from pattern_tools.cli import main as cli_main
 from triton_patterns import paths
-from triton_patterns.bluegreen import BlueGreen, Traffic, heldout_set
-from triton_patterns.cli import main as cli_main
 from triton_patterns.client import PatternClient, PatternError
-from triton_patterns.launcher import TritonServer
-from triton_patterns.processes import wait_for
-from triton_patterns.rollouts import shadow_entries
 
 pytestmark = pytest.mark.e2e
 
@@ -153,8 +153,8 @@ def _bad_model(root):
     """An iris 'version 3' trained on shuffled labels, with a manifest recording its accuracy."""
     from sklearn.linear_model import LogisticRegression
 
-    from export.iris import load_split
     from export.manifest import ort_session, sklearn_to_onnx
+    from pattern_runtime.datasets.iris import load_split
 
     x_train, x_test, y_train, y_test, _ = load_split()
     model = LogisticRegression(max_iter=1000).fit(x_train, np.random.default_rng(0).permutation(y_train))

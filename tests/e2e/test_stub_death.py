@@ -13,11 +13,11 @@ import signal
 import pytest
 import requests
 
+from pattern_runtime.launcher import TritonServer
+from pattern_runtime.processes import wait_for
+from pattern_runtime.stub_watchdog import StubWatchdog
 from triton_patterns import paths
 from triton_patterns.client import PatternClient, PatternError
-from triton_patterns.launcher import TritonServer
-from triton_patterns.processes import wait_for
-from triton_patterns.stub_watchdog import StubWatchdog
 
 pytestmark = pytest.mark.e2e
 

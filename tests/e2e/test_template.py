@@ -13,11 +13,11 @@ import sys
 import numpy as np
 import pytest
 
-from export.digits import encode_digit_png, load_test_split
+from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
+from pattern_runtime.launcher import TritonServer
+from pattern_tools.cli import main as cli_main
 from triton_patterns import paths
-from triton_patterns.cli import main as cli_main
 from triton_patterns.client import PatternClient
-from triton_patterns.launcher import TritonServer
 
 pytestmark = pytest.mark.e2e
 COPIED = ("iris", "digits_preprocess", "digits_classifier")

@@ -9,9 +9,10 @@ import json
 
 import pytest
 
-from triton_patterns import paths, tune
-from triton_patterns.cli import main as cli_main
-from triton_patterns.repo_check import load_config
+from pattern_tools import tune
+from pattern_tools.cli import main as cli_main
+from pattern_tools.repo_check import load_config
+from triton_patterns import paths
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from triton_patterns import batch_store as store
-from triton_patterns import cli
-from triton_patterns.batch_job import (
+
+from pattern_jobs import batch_store as store
+from pattern_jobs.batch_job import (
     BatchError,
     Target,
     latest_ready,
@@ -20,7 +20,8 @@ from triton_patterns.batch_job import (
     run_job,
     spec_for,
 )
-from triton_patterns.batch_store import Outcome
+from pattern_jobs.batch_store import Outcome
+from pattern_tools import cli
 from triton_patterns.client import ModelInfo, Prediction
 from triton_patterns.paths import PROJECT_ROOT
 

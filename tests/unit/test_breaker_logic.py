@@ -7,10 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from triton_patterns.serving import breaker as cb
-from triton_patterns.serving import prediction_log as plog
-from triton_patterns.serving.errors import StepError, StepTimeout
-from triton_patterns.serving.model_config import TensorSpec
+
+from pattern_kernel import breaker as cb
+from pattern_kernel import prediction_log as plog
+from pattern_kernel.errors import StepError, StepTimeout
+from pattern_kernel.model_config import TensorSpec
 
 INVALID_ARG, INTERNAL = 3, 13
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from triton_patterns.serving.cache_codec import cache_key, decode_outputs, encode_outputs
+from pattern_kernel.cache_codec import cache_key, decode_outputs, encode_outputs
 
 X = np.arange(8, dtype=np.float32).reshape(2, 4)
 

@@ -13,7 +13,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from triton_patterns import cli, launcher, probe, security
+from pattern_kernel import access, probe, server_command
+from pattern_runtime import launcher
+from pattern_tools import cli
 from triton_patterns.paths import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
@@ -154,11 +156,11 @@ def test_triton_deployment_probes_a_real_inference_and_has_shared_memory():
     [container] = pod["spec"]["containers"]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == TRITON_PORTS
     command = container["readinessProbe"]["exec"]["command"]
-    assert command[:3] == ["python3", "-m", "triton_patterns.probe"]
+    assert command[:3] == ["python3", "-m", "pattern_kernel.probe"]
     args = probe.parser().parse_args(command[3:])
     assert args.url == f"127.0.0.1:{TRITON_PORTS['http']}" and args.model == ["iris"]
-    assert "command" not in container and "args" not in container  # the image's entry point: triton_patterns.container
-    assert {e["name"] for e in container["env"]} >= {security.ADMIN_KEY_ENV, security.API_KEY_ENV}
+    assert "command" not in container and "args" not in container  # the image's entry point: pattern_kernel.container
+    assert {e["name"] for e in container["env"]} >= {access.ADMIN_KEY_ENV, access.API_KEY_ENV}
     shm = next(m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm")
     assert next(v for v in pod["spec"]["volumes"] if v["name"] == shm["name"])["emptyDir"]["medium"] == "Memory"
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(TRITON_PORTS["metrics"])
@@ -220,7 +222,7 @@ def test_compose_commands_and_healthchecks_parse_and_point_at_services():
         assert port in exposed[host], (host, port)
     for name in ("triton", "triton-baked"):
         test = services[name]["healthcheck"]["test"]
-        assert test[:4] == ["CMD", "python3", "-m", "triton_patterns.probe"]
+        assert test[:4] == ["CMD", "python3", "-m", "pattern_kernel.probe"]
         probe.parser().parse_args(test[4:])
         assert exposed[name] == set(TRITON_PORTS.values())
     prometheus = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())
@@ -322,16 +324,16 @@ def test_server_image_is_the_ngc_image_with_the_launchers_layout():
     assert steps[[w for w, _ in steps].index("FROM")][1].startswith("${TRITON_IMAGE} ")
     assert stages(DOCKER / "Dockerfile") == ["runtime", "model-load", "model-in-image"]
     copies = {shlex.split(a)[0].rstrip("/"): shlex.split(a)[-1].rstrip("/") for w, a in steps if w == "COPY"}
-    assert copies["backends"] == launcher.CONTAINER_BACKENDS
-    assert copies["clients/triton_patterns"] == launcher.CONTAINER_PACKAGE
-    assert copies["model_repository"] == launcher.CONTAINER_MODELS
+    assert copies["backends"] == server_command.CONTAINER_BACKENDS
+    assert copies["kernel/pattern_kernel"] == launcher.CONTAINER_PACKAGE
+    assert copies["model_repository"] == server_command.CONTAINER_MODELS
     for backend in launcher.project_backend_folders():
         assert dockerignored(f"backends/{backend}/model.py") == (backend in launcher.NATIVE_IN_NGC_IMAGE), backend
     entrypoint = next(a for w, a in steps if w == "ENTRYPOINT")
-    assert entrypoint == '["python3", "-m", "triton_patterns.container"]'
+    assert entrypoint == '["python3", "-m", "pattern_kernel.container"]'
     healthcheck = next(a for w, a in steps if w == "HEALTHCHECK")
     command = healthcheck.split(" CMD ", 1)[1]
-    assert command.startswith('["python3", "-m", "triton_patterns.probe"')
+    assert command.startswith('["python3", "-m", "pattern_kernel.probe"')
     exposed = {int(p) for w, a in steps if w == "EXPOSE" for p in a.split()}
     assert exposed == set(TRITON_PORTS.values())
 

@@ -7,13 +7,13 @@ import json
 
 import numpy as np
 import pytest
-
-from export.digits import encode_digit_png
 from test_repo_check import classifier_onnx
+
+from pattern_kernel import images, text
+from pattern_runtime.datasets.digits import encode_digit_png
 from triton_patterns import edge as edge_mod
 from triton_patterns.client import PatternError, Prediction
 from triton_patterns.edge import EdgeClient, EdgeModel, EdgeUnavailable
-from triton_patterns.serving import images, text
 
 PREP = {"width": 8, "height": 8, "scale_max": 16.0, "invert": False}
 

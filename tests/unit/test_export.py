@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export import digits, iris
+from export import iris
 from export import manifest as mf
 from export.__main__ import main, run
-from export.text_data import TOPICS, generate_text_dataset
+from pattern_runtime.datasets import digits as digits_data
+from pattern_runtime.datasets.text import TOPICS, generate_text_dataset
 
 IRIS_LABELS = ["iris v1", "iris v2", "iris_web_single v1"]
 
@@ -100,10 +101,10 @@ def test_parity_failure_exits_nonzero_naming_model(tmp_path, monkeypatch, capsys
 
 @pytest.mark.parametrize("scale", [1, 4, 7])
 def test_encode_digit_png_round_trips_through_box_downsampling(scale):
-    X_test, y_test = digits.load_test_split()
+    X_test, y_test = digits_data.load_test_split()
     assert X_test.shape == (450, 64) and len(y_test) == 450
     for row in X_test[:25]:
-        png = digits.encode_digit_png(row.reshape(8, 8), scale=scale)
+        png = digits_data.encode_digit_png(row.reshape(8, 8), scale=scale)
         img = Image.open(io.BytesIO(png))
         assert (img.format, img.mode, img.size) == ("PNG", "L", (8 * scale, 8 * scale))
         small = img.convert("L").resize((8, 8), Image.BOX)
@@ -113,7 +114,7 @@ def test_encode_digit_png_round_trips_through_box_downsampling(scale):
 
 def test_encode_digit_png_rejects_out_of_range():
     with pytest.raises(ValueError):
-        digits.encode_digit_png(np.full((8, 8), 17.0))
+        digits_data.encode_digit_png(np.full((8, 8), 17.0))
 
 
 def test_generate_text_dataset_deterministic_and_balanced():

@@ -12,12 +12,19 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from triton_patterns.async_worker import Worker, WorkerSettings
-from triton_patterns.redis_server import RedisServer
-from triton_patterns.serving.errors import InputError
-from triton_patterns.serving.job_queue import (
-    DONE, FAILED, QUEUED, RUNNING, JobQueue, check_job_inputs, decide, state_from_json,
+from pattern_jobs.async_worker import Worker, WorkerSettings
+from pattern_kernel.errors import InputError
+from pattern_kernel.job_queue import (
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    JobQueue,
+    check_job_inputs,
+    decide,
+    state_from_json,
 )
+from pattern_runtime.redis_server import RedisServer
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server missing: apt-get install redis-server"

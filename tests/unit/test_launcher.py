@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from triton_patterns import launcher
-from triton_patterns.launcher import (
+from pattern_runtime import launcher
+from pattern_runtime.launcher import (
     DEFAULT_NGC_IMAGE,
     DockerTritonServer,
     TritonServer,
@@ -25,7 +25,7 @@ from triton_patterns.launcher import (
     server_env,
     wheel_dir,
 )
-from triton_patterns.processes import group_members, http_status, wait_for
+from pattern_runtime.processes import group_members, http_status, wait_for
 
 PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -233,7 +233,7 @@ def test_docker_spec(tmp_path, project_backends):
     assert binds["/models"] == (str(tmp_path.resolve()), "ro")
     assert binds["/opt/tritonserver/backends/router"] == (str((project_backends / "router").resolve()), "ro")
     assert "/opt/tritonserver/backends/onnxruntime" not in binds  # the image has the native one
-    assert binds[launcher.CONTAINER_PACKAGE][0] == str(Path(launcher.__file__).resolve().parent)
+    assert binds[launcher.CONTAINER_PACKAGE][0] == str(launcher.KERNEL_DIR)
     assert spec["ports"] == {"8000/tcp": ("127.0.0.1", 9000), "8001/tcp": ("127.0.0.1", 9001),
                              "8002/tcp": ("127.0.0.1", 9002)}
     assert spec["shm_size"] == "1g"
@@ -347,7 +347,7 @@ def test_a_stop_that_waits_its_exit_timeout_says_what_for(tmp_path, identity_rep
     with socket.create_connection(("127.0.0.1", server.http_port)) as kept_open:
         kept_open.sendall(f"GET /v2/health/live HTTP/1.1\r\nHost: {server.http_url}\r\n\r\n".encode())
         assert b"200 OK" in kept_open.recv(4096)
-        with caplog.at_level("WARNING", logger="triton_patterns.launcher"):
+        with caplog.at_level("WARNING", logger="pattern_runtime.launcher"):
             server.stop()
     assert not server.is_running()
     (warning,) = [r.getMessage() for r in caplog.records if "exit timeout" in r.getMessage()]

@@ -9,10 +9,10 @@ import struct
 
 import pytest
 
-from export.digits import encode_digit_png, load_test_split
+from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
+from pattern_tools.cli import parser
+from pattern_tools.perf import input_data, model_config, sample_requests
 from triton_patterns import endpoints, paths
-from triton_patterns.cli import parser
-from triton_patterns.perf import input_data, model_config, sample_requests
 
 
 def test_sample_digit_is_the_first_held_out_digit_as_the_exporter_encodes_it():
@@ -89,8 +89,9 @@ def test_doc_blocks_parser_reads_skip_reasons_and_indented_fences(tmp_path):
 def test_serve_services_use_a_redis_already_on_the_port_and_refuse_anything_else(tmp_path):
     import socket
 
-    from triton_patterns.redis_server import REDIS_URL_ENV, RedisServer
-    from triton_patterns.services import serve_services
+    from pattern_kernel.redis_link import REDIS_URL_ENV
+    from pattern_runtime.redis_server import RedisServer
+    from pattern_runtime.services import serve_services
 
     store = tmp_path / "store.sqlite"
     with RedisServer() as redis:
@@ -109,8 +110,8 @@ def test_serve_services_use_a_redis_already_on_the_port_and_refuse_anything_else
 
 @pytest.mark.parametrize("model", ["digits_by_id", "digits_by_id_prep"])
 def test_serve_seeds_the_store_the_data_cache_models_read(model):
-    from triton_patterns.data_store import DEFAULT_STORE
-    from triton_patterns.repo_check import parse_config_text
+    from pattern_runtime.services import DEFAULT_STORE
+    from pattern_tools.repo_check import parse_config_text
 
     config = parse_config_text((paths.MODEL_REPOSITORY / model / "config.pbtxt").read_text())
     assert config.parameters["store_path"].string_value == DEFAULT_STORE

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from triton_patterns.serving.aggregation import aggregate
-from triton_patterns.serving.pipeline import Step, parse_steps, should_run
+from pattern_kernel.aggregation import aggregate
+from pattern_kernel.pipeline import Step, parse_steps, should_run
 
 A = np.array([[0.6, 0.3, 0.1]], dtype=np.float32)
 B = np.array([[0.2, 0.7, 0.1]], dtype=np.float32)

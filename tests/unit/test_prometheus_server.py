@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from triton_patterns.prometheus_server import PrometheusQueryError, PrometheusServer, PrometheusStartError
+from pattern_runtime.prometheus_server import PrometheusQueryError, PrometheusServer, PrometheusStartError
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None, reason="prometheus missing: apt-get install prometheus"

@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from triton_patterns.processes import group_members
-from triton_patterns.redis_server import RedisServer, RedisStartError
+from pattern_runtime.processes import group_members
+from pattern_runtime.redis_server import RedisServer, RedisStartError
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server missing: apt-get install redis-server"

@@ -1,4 +1,4 @@
-"""Unit tests of the router's decisions (serving/routing.py) and the blue-green accuracy gate."""
+"""Unit tests of the router's decisions (pattern_kernel/routing.py) and the blue-green accuracy gate."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from triton_patterns.bluegreen import accuracy_gate
-from triton_patterns.serving.routing import (
+from pattern_jobs.bluegreen import accuracy_gate
+from pattern_kernel.routing import (
     Arm,
     Conditions,
     Split,

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from triton_patterns import container, probe, security
-from triton_patterns.client import PatternClient
-from triton_patterns.launcher import TritonServer, common_server_flags, docker_container_spec
-from triton_patterns.security import (
+from pattern_kernel import container, probe
+from pattern_kernel.access import (
     ADMIN_HEADER,
     ADMIN_KEY_ENV,
     ADMIN_KEY_FILE_ENV,
@@ -24,8 +22,13 @@ from triton_patterns.security import (
     GRPC_ROOT_CERT_ENV,
     Access,
     GrpcTls,
-    KeyHeaders,
+    tls_from_env,
 )
+from pattern_kernel.server_command import common_server_flags
+from pattern_runtime.launcher import TritonServer, docker_container_spec
+from triton_patterns import credentials
+from triton_patterns.client import PatternClient
+from triton_patterns.credentials import KeyHeaders
 
 ADMIN = "admin-key-0123456789"
 API = "api-key-0123456789"
@@ -64,25 +67,25 @@ def test_access_refuses_what_tritonserver_would(kwargs, match):
 
 
 def test_admin_key_file_created_once_0600_and_shared(key_env):
-    assert security.configured_admin_key() is None  # a client never creates it
+    assert credentials.configured_admin_key() is None  # a client never creates it
     with ThreadPoolExecutor(8) as pool:
-        keys = set(pool.map(lambda _: security.configured_admin_key(create=True), range(16)))
+        keys = set(pool.map(lambda _: credentials.configured_admin_key(create=True), range(16)))
     assert len(keys) == 1 and key_env.read_text().strip() in keys
     assert key_env.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in key_env.parent.iterdir()] == ["admin.key"]  # no temporary files left
-    assert security.client_headers() == {ADMIN_HEADER: keys.pop()}
+    assert credentials.client_headers() == {ADMIN_HEADER: keys.pop()}
 
 
 def test_environment_wins_over_the_key_file(monkeypatch, key_env):
-    security.configured_admin_key(create=True)
+    credentials.configured_admin_key(create=True)
     monkeypatch.setenv(ADMIN_KEY_ENV, ADMIN)
     monkeypatch.setenv(API_KEY_ENV, API)
-    assert security.client_headers() == {ADMIN_HEADER: ADMIN, API_HEADER: API}
-    assert security.client_headers(api_key="other-key-123", admin_key="another-key-456") == {
+    assert credentials.client_headers() == {ADMIN_HEADER: ADMIN, API_HEADER: API}
+    assert credentials.client_headers(api_key="other-key-123", admin_key="another-key-456") == {
         ADMIN_HEADER: "another-key-456", API_HEADER: "other-key-123"}
     monkeypatch.setenv(ADMIN_KEY_ENV, "bad key")
     with pytest.raises(ValueError, match=ADMIN_KEY_ENV):
-        security.configured_admin_key()
+        credentials.configured_admin_key()
 
 
 def test_plugin_adds_headers_without_overriding_explicit_ones():
@@ -104,11 +107,11 @@ def test_sdk_clients_carry_the_keys_and_tls_options(monkeypatch, tmp_path):
     grpc.close()
     cert = tmp_path / "ca.pem"
     cert.write_text("not checked before a call")
-    assert security.grpc_client_options() == {}
-    assert security.grpc_client_options(root_certificates=cert) == {"ssl": True, "root_certificates": str(cert)}
+    assert credentials.grpc_client_options() == {}
+    assert credentials.grpc_client_options(root_certificates=cert) == {"ssl": True, "root_certificates": str(cert)}
     monkeypatch.setenv(GRPC_ROOT_CERT_ENV, str(cert))
-    assert security.grpc_client_options() == {"ssl": True, "root_certificates": str(cert)}
-    assert security.grpc_client_options(ssl=False) == {}
+    assert credentials.grpc_client_options() == {"ssl": True, "root_certificates": str(cert)}
+    assert credentials.grpc_client_options(ssl=False) == {}
     with pytest.raises(ValueError, match="HTTP without TLS"):
         PatternClient("127.0.0.1:1", ssl=True)
 
@@ -121,10 +124,10 @@ def test_tls_flags_and_from_env(tmp_path):
     with pytest.raises(ValueError, match="mutual"):
         GrpcTls(Path("c"), Path("k"), mutual=True)
     prefix = "TRITON_PATTERNS_GRPC_TLS_"
-    assert security.tls_from_env({}) is None
-    assert security.tls_from_env({prefix + "CERT": "/c", prefix + "KEY": "/k"}) == GrpcTls(Path("/c"), Path("/k"))
+    assert tls_from_env({}) is None
+    assert tls_from_env({prefix + "CERT": "/c", prefix + "KEY": "/k"}) == GrpcTls(Path("/c"), Path("/k"))
     with pytest.raises(ValueError, match="KEY"):
-        security.tls_from_env({prefix + "CERT": "/c"})
+        tls_from_env({prefix + "CERT": "/c"})
 
 
 def test_launcher_restricts_admin_apis_by_default(tmp_path, key_env):
@@ -240,19 +243,19 @@ def test_probe_infers_and_checks_the_answer(fake_triton, monkeypatch, capsys):
     assert probe.main(["--url", f"127.0.0.1:{port}", "--timeout", "1"]) == 1  # nothing listening
 
 
-def test_probe_and_container_modules_need_only_the_stdlib():
-    """They run in the NGC server image, which has no tritonclient, numpy aside."""
+def test_the_server_image_modules_need_only_the_stdlib():
+    """The image's entry point, probe and command line run in the NGC server image, which has no
+    tritonclient and no numpy of ours: they import the standard library and the kernel only."""
     import ast
 
     package = Path(container.__file__).parent
-    allowed_local = {"", "launcher", "security", "paths", "processes", "stub_watchdog"}  # "": from . import paths
-    for module in ("container", "probe", "security", "launcher", "paths", "processes", "stub_watchdog"):
+    for module in ("container", "probe", "access", "server_command"):
         tree = ast.parse((package / f"{module}.py").read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                assert (node.module or "") in allowed_local, (module, node.module)
-            elif isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                assert not getattr(node, "level", 0), (module, "relative import")
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
                 for name in names:
                     top = name.split(".")[0]
-                    assert top in sys.stdlib_module_names or top in ("docker",), (module, name)
+                    assert top in sys.stdlib_module_names or top == "pattern_kernel", (module, name)
+

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from triton_patterns.serving.batching import concat_requests, run_requests, split_rows
-from triton_patterns.serving import errors
-from triton_patterns.serving.errors import InputError, StepError, StepTimeout
-from triton_patterns.serving.images import decode_image
-from triton_patterns.serving.model_config import parse_model_config
-from triton_patterns.serving.validation import check_finite, check_ranges, parse_list
+from pattern_kernel import errors
+from pattern_kernel.batching import concat_requests, run_requests, split_rows
+from pattern_kernel.errors import InputError, StepError, StepTimeout
+from pattern_kernel.images import decode_image
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.validation import check_finite, check_ranges, parse_list
 
 CONFIG = {
     "name": "iris",
@@ -139,7 +139,7 @@ def test_step_error_names_step_model_and_version():
 
 def test_tokenize_pads_to_a_multiple_and_rejects_empty_text():
     from export.text import model_dir
-    from triton_patterns.serving.text import decode_texts, load_tokenizer, tokenize
+    from pattern_kernel.text import decode_texts, load_tokenizer, tokenize
 
     tokenizer = load_tokenizer(model_dir() / "tokenizer.json", max_length=256, pad_to_multiple_of=16)
     texts = decode_texts("TEXT", np.array([b"short", "a much longer sentence about rain".encode()], dtype=object))

@@ -8,11 +8,10 @@ import shutil
 from argparse import Namespace
 
 import pytest
-
 from test_repo_check import classifier_onnx
-from triton_patterns import paths
-from triton_patterns.repo_check import check_repository, parse_config_text
-from triton_patterns.template import (
+
+from pattern_tools.repo_check import check_repository, parse_config_text
+from pattern_tools.template import (
     TemplateError,
     chain,
     create,
@@ -23,6 +22,7 @@ from triton_patterns.template import (
     resolve_models,
     sample_inputs,
 )
+from triton_patterns import paths
 
 MODELS = ("iris", "text_tokenizer", "text_encoder", "text_classifier", "digits_preprocess", "digits_classifier",
           "iris_failing")

@@ -9,8 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from triton_patterns import launcher, paths, tune
-from triton_patterns.repo_check import check_repository
+from pattern_runtime import launcher
+from pattern_tools import tune
+from pattern_tools.repo_check import check_repository
+from triton_patterns import paths
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +112,7 @@ def test_serve_refuses_open_admin_apis_on_a_public_address():
 
 
 def test_serve_has_a_flag_to_open_the_admin_apis():
-    from triton_patterns.cli import parser
+    from pattern_tools.cli import parser
 
     assert parser().parse_args(["serve", "--open-admin-apis"]).open_admin_apis is True
     assert parser().parse_args(["serve"]).open_admin_apis is False

@@ -1,0 +1,112 @@
+"""The client side of access keys and gRPC TLS: the headers a client sends, the admin key file.
+
+The names and the server's flags are `pattern_kernel.access`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+from pattern_kernel.access import (
+    ADMIN_HEADER,
+    ADMIN_KEY_ENV,
+    ADMIN_KEY_FILE_ENV,
+    API_HEADER,
+    API_KEY_ENV,
+    GRPC_HEADER_PREFIX,
+    GRPC_ROOT_CERT_ENV,
+    check_key,
+    new_key,
+)
+from triton_patterns import paths
+
+
+def admin_key_file() -> Path:
+    return Path(os.environ.get(ADMIN_KEY_FILE_ENV) or paths.BUILD / "admin.key")
+
+
+def configured_admin_key(create: bool = False) -> str | None:
+    """The admin key: `$TRITON_PATTERNS_ADMIN_KEY`, else the key file's; with `create`, a new
+    random key is written to the key file (0600, atomically: concurrent creators agree)."""
+    key = os.environ.get(ADMIN_KEY_ENV)
+    if key:
+        return check_key(key.strip(), ADMIN_KEY_ENV)
+    path = admin_key_file()
+    with contextlib.suppress(FileNotFoundError):
+        return check_key(path.read_text().strip(), str(path))
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(new_key() + "\n")
+    try:
+        os.link(tmp, path)  # fails if another process created it first: then use theirs
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return check_key(path.read_text().strip(), str(path))
+
+
+def client_headers(api_key: str | None = None, admin_key: str | None = None) -> dict[str, str]:
+    """Headers a client sends: the given keys, else `$TRITON_PATTERNS_API_KEY` and the admin key
+    (variable or key file; never created here). Empty when none is known."""
+    api = api_key or os.environ.get(API_KEY_ENV) or None
+    admin = admin_key or configured_admin_key(create=False)
+    headers = {}
+    if admin:
+        headers[ADMIN_HEADER] = admin
+    if api:
+        headers[API_HEADER] = api
+    return headers
+
+
+class KeyHeaders:
+    """A tritonclient plugin (`client.register_plugin(KeyHeaders(headers))`) adding the key
+    headers to every HTTP request or gRPC call (streams included); explicit headers win. For
+    gRPC, the names must carry GRPC_HEADER_PREFIX: use `authorize`."""
+
+    def __init__(self, headers: Mapping[str, str]):
+        self.headers = dict(headers)
+
+    def __call__(self, request) -> None:
+        for name, value in self.headers.items():
+            request.headers.setdefault(name, value)
+
+
+def grpc_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The same keys as gRPC metadata names (`triton-grpc-protocol-<header>`)."""
+    return {k if k.startswith(GRPC_HEADER_PREFIX) else GRPC_HEADER_PREFIX + k: v for k, v in headers.items()}
+
+
+def authorize(client, headers: Mapping[str, str] | None = None):
+    """Register `KeyHeaders` (default: `client_headers()`) on a tritonclient HTTP or gRPC client
+    (sync or asyncio), named for its protocol; returns the client."""
+    headers = client_headers() if headers is None else dict(headers)
+    if type(client).__module__.startswith("tritonclient.grpc"):
+        headers = grpc_headers(headers)
+    if headers:
+        client.register_plugin(KeyHeaders(headers))
+    return client
+
+
+def grpc_client_options(ssl: bool | None = None, root_certificates: str | os.PathLike | None = None,
+                        private_key: str | os.PathLike | None = None,
+                        certificate_chain: str | os.PathLike | None = None) -> dict:
+    """kwargs of `tritonclient.grpc(.aio).InferenceServerClient` for TLS: the given files, else a
+    root certificate from `$TRITON_PATTERNS_GRPC_ROOT_CERT`; {} for a plain channel."""
+    root = root_certificates or os.environ.get(GRPC_ROOT_CERT_ENV) or None
+    if ssl is False or not (ssl or root or private_key):
+        return {}
+    options: dict = {"ssl": True}
+    for name, value in (("root_certificates", root), ("private_key", private_key),
+                        ("certificate_chain", certificate_chain)):
+        if value:
+            options[name] = str(value)
+    return options

@@ -1,0 +1,315 @@
+"""Workers of the asynchronous pattern: read jobs from the Redis Stream (consumer group), run
+each on its target model through Triton gRPC, store the result, notify, acknowledge.
+
+    triton-patterns worker --processes 2 --url 127.0.0.1:8001 --redis redis://127.0.0.1:6379/0
+    make worker WORKERS=2
+
+One process handles one job at a time (`--prefetch` jobs are read at once and held). Jobs
+pending longer than `--idle-timeout-ms` (their worker died, or a retry is due) are taken over
+with XAUTOCLAIM; a worker keeps the jobs in its hands fresh (XCLAIM JUSTID) so that a slow job
+is not taken from a live worker. A failed attempt is retried up to `--max-attempts` deliveries,
+then the job goes to the dead-letter stream as `failed` with its last error (at once for bad
+input: INVALID_ARGUMENT). While Triton is unreachable the job in hand waits, no attempt spent.
+SIGTERM or SIGINT: finish the jobs in hand, then exit. With `--processes N` a supervisor runs
+N workers (restarting any that dies) and forwards the signal to each by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import redis
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from pattern_kernel.job_queue import Job, JobQueue, decide
+from pattern_kernel.redis_link import REDIS_URL_ENV
+from triton_patterns.credentials import authorize, grpc_client_options
+from triton_patterns.endpoints import DEFAULT_REDIS, server_url
+
+LOG = logging.getLogger("pattern_jobs.async_worker")
+NOT_RETRYABLE = ("StatusCode.INVALID_ARGUMENT",)
+
+
+@dataclass
+class WorkerSettings:
+    triton_url: str = field(default_factory=lambda: server_url("grpc"))
+    redis_url: str = DEFAULT_REDIS
+    namespace: str = "async"
+    ttl_seconds: int = 3600
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    idle_timeout_ms: int = 30000
+    max_attempts: int = 3
+    prefetch: int = 1
+    block_ms: int = 1000
+    job_timeout_s: float = 60.0
+
+
+class Worker:
+    """One consumer of the group. `run(stop)` until `stop` is set; then the jobs in hand finish."""
+
+    def __init__(self, settings: WorkerSettings):
+        self.s = settings
+        self.queue = JobQueue(redis.Redis.from_url(settings.redis_url, socket_timeout=10), settings.namespace,
+                              settings.ttl_seconds)
+        # keys ($TRITON_PATTERNS_API_KEY) and TLS ($TRITON_PATTERNS_GRPC_ROOT_CERT) as the SDK's
+        self.triton = authorize(grpcclient.InferenceServerClient(settings.triton_url, **grpc_client_options()))
+        self.outputs: dict[tuple[str, int], list[str]] = {}
+        self.in_hand: dict[str, Job] = {}
+        self.lock = threading.Lock()
+        self.counts = {"done": 0, "failed": 0, "retried": 0, "duplicate": 0}
+
+    # -- the loop
+
+    def run(self, stop: threading.Event) -> dict[str, int]:
+        self.queue.register(self.s.name)
+        heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
+        heartbeat.start()
+        reclaim_every = max(self.s.idle_timeout_ms / 2000, 0.05)
+        next_reclaim = 0.0
+        LOG.info("worker %s: stream %s, triton %s", self.s.name, self.queue.stream, self.s.triton_url)
+        while not stop.is_set():
+            try:
+                jobs = []
+                if time.monotonic() >= next_reclaim:
+                    jobs = self.queue.reclaim(self.s.name, self.s.idle_timeout_ms, self.s.prefetch)
+                    next_reclaim = 0.0 if len(jobs) == self.s.prefetch else time.monotonic() + reclaim_every
+                if not jobs:
+                    jobs = self.queue.read(self.s.name, self.s.prefetch, self.s.block_ms)
+                self._hold(jobs)
+                for job in jobs:  # in hand: finished even when stop is set meanwhile
+                    self.handle(job, stop)
+            except redis.ConnectionError as exc:
+                LOG.warning("worker %s: Redis unreachable (%s); retrying in 1 s", self.s.name, exc)
+                stop.wait(1.0)
+        LOG.info("worker %s: stopped; %s", self.s.name, self.counts)
+        return self.counts
+
+    def _hold(self, jobs: list[Job]) -> None:
+        with self.lock:
+            self.in_hand.update((j.entry_id, j) for j in jobs)
+
+    def _release(self, job: Job) -> None:
+        with self.lock:
+            self.in_hand.pop(job.entry_id, None)
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        interval = max(self.s.idle_timeout_ms / 3000, 0.05)
+        while True:
+            time.sleep(interval)
+            with self.lock:
+                ids = list(self.in_hand)
+            try:
+                self.queue.touch(self.s.name, ids)
+            except redis.RedisError:
+                pass
+            if stop.is_set() and not ids:
+                return
+
+    # -- one job
+
+    def handle(self, job: Job, stop: threading.Event) -> str:
+        try:
+            if job.deliveries > self.s.max_attempts:  # e.g. its workers kept dying
+                last = self.queue.state(job.job_id)
+                attempts = job.deliveries - 1
+                error = f"{last.error if last and last.error else 'its worker died'} (after {attempts} attempts)"
+                return self._count("failed" if self.queue.fail(job, error, attempts=attempts) else "duplicate")
+            if not self.queue.start(job, self.s.name):
+                self.queue.acknowledge(job)
+                return self._count("duplicate")
+            started = time.time()
+            try:
+                outputs, version, infer_ms = self.call(job, stop)
+            except _Outage:
+                return "left"  # stopping during an outage: another worker takes it over later
+            except InferenceServerException as exc:
+                message = f"{exc.message()} ({exc.status()})"
+                error = message if job.model in message else f"model '{job.model}': {message}"
+                timings = _timings(job.created, started)
+                if decide(job.deliveries, self.s.max_attempts, exc.status() not in NOT_RETRYABLE) == "retry":
+                    self.queue.retry_later(job, error)
+                    return self._count("retried")
+                return self._count("failed" if self.queue.fail(job, error, timings) else "duplicate")
+            timings = {**_timings(job.created, started), "infer_ms": infer_ms}
+            written = self.queue.complete(job, outputs, version, timings)
+            return self._count("done" if written else "duplicate")
+        finally:
+            self._release(job)
+
+    def _count(self, what: str) -> str:
+        self.counts[what] += 1
+        return what
+
+    def _output_names(self, model: str, version: int) -> list[str]:
+        key = (model, version)
+        if key not in self.outputs:
+            meta = self.triton.get_model_metadata(model, _version(version), as_json=True)
+            self.outputs[key] = [o["name"] for o in meta["outputs"]]
+        return self.outputs[key]
+
+    def call(self, job: Job, stop: threading.Event) -> tuple[dict[str, np.ndarray], str, float]:
+        """The target model's outputs for the job's inputs; while Triton is unreachable, wait
+        (the job stays in hand, no attempt is spent) until it is back or `stop` is set."""
+        wait = 0.2
+        while True:
+            try:
+                names = self._output_names(job.model, job.version)
+                inputs = []
+                for name, array in job.inputs.items():
+                    tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+                    tensor.set_data_from_numpy(array)
+                    inputs.append(tensor)
+                requested = [grpcclient.InferRequestedOutput(n) for n in names]
+                start = time.perf_counter()
+                result = self.triton.infer(job.model, inputs, model_version=_version(job.version), outputs=requested,
+                                           client_timeout=self.s.job_timeout_s)
+                infer_ms = (time.perf_counter() - start) * 1000
+                version = result.get_response().model_version
+                return {n: result.as_numpy(n) for n in names}, version, infer_ms
+            except InferenceServerException:
+                if self._triton_up():
+                    raise
+                if stop.is_set():
+                    raise _Outage() from None
+                LOG.warning("worker %s: Triton unreachable; job %s waits %.1f s", self.s.name, job.job_id, wait)
+                stop.wait(wait)
+                wait = min(wait * 2, 5.0)
+
+    def _triton_up(self) -> bool:
+        try:
+            return bool(self.triton.is_server_live(client_timeout=2))
+        except InferenceServerException:
+            return False
+
+
+class _Outage(Exception):
+    """Triton was unreachable when the worker was asked to stop."""
+
+
+def _version(version: int) -> str:
+    return "" if version is None or int(version) < 0 else str(version)
+
+
+def _timings(created: float, started: float) -> dict[str, float]:
+    now = time.time()
+    return {"queue_ms": (started - created) * 1000, "total_ms": (now - created) * 1000}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def run_one(settings: WorkerSettings) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Worker(settings).run(stop)
+    return 0
+
+
+def worker_command(name: str, grpc_url: str, redis_url: str, *options: str) -> list[str]:
+    """argv of one worker process (`--processes 1`) named `name`; `options`: more flags."""
+    return [sys.executable, "-m", "pattern_jobs.async_worker", "--processes", "1", "--name", name,
+            "--url", grpc_url, "--redis", redis_url, *options]
+
+
+def start_workers(names: list[str], grpc_url: str, redis_url: str, log_dir, *options: str,
+                  timeout: float = 60.0) -> list:
+    """Worker processes (logs `<log_dir>/<name>.log`), returned once each is a consumer of the
+    queue; if they do not all join within `timeout`, they are stopped (by pid) and RuntimeError."""
+    from pathlib import Path
+
+    from pattern_runtime.processes import ManagedProcess, wait_for
+
+    workers = [ManagedProcess(worker_command(n, grpc_url, redis_url, *options), Path(log_dir) / f"{n}.log")
+               for n in names]
+    with redis.Redis.from_url(redis_url) as client:
+        joined = wait_for(lambda: set(names) <= JobQueue(client).consumers(), timeout=timeout, interval=0.1)
+    if not joined:
+        for worker in workers:
+            worker.terminate(timeout=5)
+        raise RuntimeError(f"workers {names} did not join the queue within {timeout:.0f} s; logs in {log_dir}")
+    return workers
+
+
+def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
+    return worker_command(
+        f"{args.name}-{index}", args.url, args.redis,
+        "--namespace", args.namespace, "--ttl-seconds", str(args.ttl_seconds),
+        "--idle-timeout-ms", str(args.idle_timeout_ms), "--max-attempts", str(args.max_attempts),
+        "--prefetch", str(args.prefetch), "--block-ms", str(args.block_ms),
+        "--job-timeout", str(args.job_timeout),
+    )
+
+
+def supervise(args: argparse.Namespace) -> int:
+    """N worker processes; a SIGTERM/SIGINT is forwarded to each by pid and waited for; a worker
+    that dies otherwise is restarted after a second."""
+    from pattern_runtime.processes import _die_with_parent
+
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+
+    def spawn(index: int) -> subprocess.Popen:
+        return subprocess.Popen(_child_argv(args, index), preexec_fn=_die_with_parent)
+
+    children = {i: spawn(i) for i in range(args.processes)}
+    print(f"workers started: {' '.join(str(p.pid) for p in children.values())}", flush=True)
+    while not stopping.wait(0.5):
+        for i, child in list(children.items()):
+            if child.poll() is not None:
+                LOG.warning("worker %s-%d (pid %d) exited with %s; restarting", args.name, i, child.pid, child.returncode)
+                time.sleep(1.0)
+                children[i] = spawn(i)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    codes = [child.wait() for child in children.values()]
+    return max((abs(c) for c in codes), default=0)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    defaults = WorkerSettings()
+    p.add_argument("--processes", type=int, default=2, help="worker processes (default %(default)s)")
+    p.add_argument("--url", default=defaults.triton_url, help="Triton gRPC address (default %(default)s)")
+    p.add_argument("--redis", default=os.environ.get(REDIS_URL_ENV) or defaults.redis_url,
+                   help=f"Redis URL (default ${REDIS_URL_ENV} or {defaults.redis_url})")
+    p.add_argument("--namespace", default=defaults.namespace)
+    p.add_argument("--ttl-seconds", type=int, default=defaults.ttl_seconds, help="results' lifetime")
+    p.add_argument("--name", default=f"{socket.gethostname()}-{os.getpid()}", help="consumer name (prefix)")
+    p.add_argument("--idle-timeout-ms", type=int, default=defaults.idle_timeout_ms,
+                   help="take over a job pending this long (default %(default)s)")
+    p.add_argument("--max-attempts", type=int, default=defaults.max_attempts,
+                   help="deliveries before a job goes to the dead-letter stream (default %(default)s)")
+    p.add_argument("--prefetch", type=int, default=defaults.prefetch, help="jobs read at once per process")
+    p.add_argument("--block-ms", type=int, default=defaults.block_ms, help="XREADGROUP block time")
+    p.add_argument("--job-timeout", type=float, default=defaults.job_timeout_s, help="seconds per Triton call")
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.processes > 1:
+        return supervise(args)
+    return run_one(WorkerSettings(
+        triton_url=args.url, redis_url=args.redis, namespace=args.namespace, ttl_seconds=args.ttl_seconds,
+        name=args.name, idle_timeout_ms=args.idle_timeout_ms, max_attempts=args.max_attempts,
+        prefetch=args.prefetch, block_ms=args.block_ms, job_timeout_s=args.job_timeout,
+    ))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m pattern_jobs.async_worker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

@@ -1,0 +1,74 @@
+"""Entry point of the server images (deploy/docker/Dockerfile): run tritonserver with the
+launcher's flags, configured by environment variables.
+
+    python3 -m pattern_kernel.container [EXTRA TRITONSERVER FLAGS...]
+    python3 -m pattern_kernel.container --print     # the command line as JSON, keys masked
+
+| variable | meaning | default |
+|---|---|---|
+| MODEL_REPOSITORY | a folder (baked in, or a volume) or `s3://`, `gs://`, `as://` URL: Triton reads those natively (credentials: AWS_* / GOOGLE_APPLICATION_CREDENTIALS / AZURE_STORAGE_*) | /models |
+| TRITON_PATTERNS_ADMIN_KEY | the admin APIs' key (model repository, shared memory, logging, trace) | a random key nobody knows: admin APIs locked |
+| TRITON_PATTERNS_API_KEY | restricts inference, metadata, model config, statistics to this key | unset: open |
+| TRITON_PATTERNS_GRPC_TLS_CERT, _KEY, _ROOT_CERT, _MUTUAL | gRPC over TLS (PEM files, e.g. a mounted Secret) | plain gRPC |
+| MODEL_CONTROL_MODE, LOAD_MODELS | none / explicit / poll; with explicit, a comma list of models to load ("*" all) | none |
+| CACHE_SIZE_BYTES | Triton's local response cache (0: none) | 67108864 |
+| TRITON_ARGS | more tritonserver flags (shell words), before those on the command line | |
+
+Stdlib only: the NGC image has no tritonclient.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Mapping
+
+from pattern_kernel.access import ADMIN_KEY_ENV, API_KEY_ENV, Access, new_key, tls_from_env
+from pattern_kernel.server_command import CONTAINER_MODELS, DEFAULT_CACHE_SIZE_BYTES, container_command
+
+
+def command_from_env(environ: Mapping[str, str], argv: list[str]) -> list[str]:
+    admin_key = environ.get(ADMIN_KEY_ENV) or new_key()
+    mode = environ.get("MODEL_CONTROL_MODE", "none")
+    load = [m.strip() for m in environ.get("LOAD_MODELS", "").split(",") if m.strip()]
+    return container_command(
+        environ.get("MODEL_REPOSITORY") or CONTAINER_MODELS,
+        model_control_mode=mode,
+        load_models=load or None,
+        cache_size_bytes=int(environ.get("CACHE_SIZE_BYTES", DEFAULT_CACHE_SIZE_BYTES)),
+        access=Access(admin_key=admin_key, api_key=environ.get(API_KEY_ENV) or None),
+        grpc_tls=tls_from_env(environ),
+        extra_args=[*shlex.split(environ.get("TRITON_ARGS", "")), *argv],
+    )
+
+
+def masked(command: list[str]) -> list[str]:
+    """The command with the key values replaced by `***` (for logs)."""
+    out = []
+    for arg in command:
+        if arg.startswith(("--http-restricted-api=", "--grpc-restricted-protocol=")):
+            arg = arg[: arg.rindex("=") + 1] + "***"
+        out.append(arg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    dry_run = "--print" in argv
+    argv = [a for a in argv if a != "--print"]
+    command = command_from_env(os.environ, argv)
+    if not os.environ.get(ADMIN_KEY_ENV):
+        print(f"triton-patterns: no {ADMIN_KEY_ENV}: the model-repository and shared-memory APIs are locked",
+              file=sys.stderr)
+    if dry_run:
+        print(json.dumps(masked(command)))
+        return 0
+    print("triton-patterns: " + " ".join(masked(command)), file=sys.stderr, flush=True)
+    os.execvp(command[0], command)  # tritonserver becomes PID 1's process: signals reach it
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

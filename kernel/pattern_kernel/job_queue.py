@@ -1,0 +1,387 @@
+"""The asynchronous pattern's job queue over Redis, shared by the submit/result backends (inside
+Triton), the workers and the SDK.
+
+Keys, under a namespace (default "async"):
+  <ns>:jobs        a Stream with the consumer group "workers": one entry per job (job id,
+                   target model and version, input tensors, creation time)
+  <ns>:job:<id>    a hash per job (state, result, timings, error), expiring `ttl` seconds after
+                   its last change; the same name is the pub/sub channel on which the job's end
+                   (done or failed) is announced
+  <ns>:dead        the dead-letter stream: jobs that failed for good, with their last error and
+                   inputs (enough to inspect or replay them)
+States: queued -> running -> done | failed. A retryable failure puts a job back to queued with
+its error; it stays in the stream's pending list and is reclaimed (XAUTOCLAIM) after the idle
+timeout, like the job of a worker that died. The end of a job (result, dead letter, XACK, XDEL
+and notification) is one Lua script that does nothing but acknowledge once the job has ended,
+so a job completes exactly once in the result store however often it was delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import redis
+
+from pattern_kernel.cache_codec import decode_outputs, encode_outputs
+from pattern_kernel.errors import InputError
+from pattern_kernel.validation import check_finite
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+ENDED = (DONE, FAILED)
+GROUP = "workers"
+TIMING_FIELDS = ("queue_ms", "infer_ms", "total_ms")
+
+# KEYS[1] job hash. ARGV: ttl, then field/value pairs. Returns 0 when the job already ended.
+_START = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if s == 'done' or s == 'failed' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS: job hash, jobs stream, dead-letter stream. ARGV: group, entry id, ttl, message, n (the
+# number of hash field/value arguments), the n hash arguments, then the dead-letter entry's
+# field/value pairs (none: no dead letter). Writes the end once; always acknowledges the entry.
+_FINISH = """
+local s = redis.call('HGET', KEYS[1], 'status')
+local wrote = 0
+if s ~= 'done' and s ~= 'failed' then
+  local n = tonumber(ARGV[5])
+  redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + n))
+  redis.call('HINCRBY', KEYS[1], 'completions', 1)
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  if #ARGV > 5 + n then redis.call('XADD', KEYS[3], '*', unpack(ARGV, 6 + n)) end
+  redis.call('PUBLISH', KEYS[1], ARGV[4])
+  wrote = 1
+end
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[2], ARGV[2])
+return wrote
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One stream entry as a worker sees it; `deliveries` counts attempts (XREADGROUP/XAUTOCLAIM)."""
+
+    entry_id: str
+    job_id: str
+    model: str
+    version: int
+    inputs: dict[str, np.ndarray]
+    created: float
+    deliveries: int = 1
+
+
+@dataclass
+class JobState:
+    """A job's hash, decoded: what `async_result` and the SDK return."""
+
+    job_id: str
+    status: str
+    model: str = ""
+    submitted_by: str = ""
+    requested_version: int = -1
+    model_version: str = ""
+    attempts: int = 0
+    completions: int = 0
+    error: str = ""
+    worker: str = ""
+    created: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "model": self.model,
+            "submitted_by": self.submitted_by,
+            "requested_version": self.requested_version,
+            "model_version": self.model_version,
+            "attempts": self.attempts,
+            "completions": self.completions,
+            "error": self.error,
+            "worker": self.worker,
+            "created": self.created,
+            "timings": self.timings,
+            "outputs": {name: tensor_json(a) for name, a in self.outputs.items()},
+        }
+
+
+def tensor_json(array: np.ndarray) -> dict:
+    array = np.asarray(array)
+    if array.dtype == np.object_:
+        data = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
+        return {"dtype": "bytes", "shape": list(array.shape), "data": data}
+    return {"dtype": array.dtype.str, "shape": list(array.shape), "data": array.reshape(-1).tolist()}
+
+
+def tensor_from_json(entry: Mapping) -> np.ndarray:
+    if entry["dtype"] == "bytes":
+        return np.array([s.encode() for s in entry["data"]], dtype=np.object_).reshape(entry["shape"])
+    return np.array(entry["data"], dtype=entry["dtype"]).reshape(entry["shape"])
+
+
+def state_from_json(raw: Mapping) -> JobState:
+    """The inverse of `JobState.as_json` (the SDK reads the result model's RESULT with it)."""
+    values = dict(raw)
+    values["outputs"] = {n: tensor_from_json(t) for n, t in values.get("outputs", {}).items()}
+    return JobState(**values)
+
+
+def check_job_inputs(inputs: Mapping[str, np.ndarray], max_rows: int) -> int:
+    """A job's inputs before they are queued (a bad job should fail now, not in a worker):
+    1..max_rows rows, the same in every input, finite numbers, non-empty strings. Returns rows."""
+    rows = None
+    for name, array in inputs.items():
+        if array.ndim == 0 or not 1 <= len(array) <= max_rows:
+            raise InputError(name, f"expected 1 to {max_rows} rows per job, got shape {list(array.shape)}")
+        if rows is not None and len(array) != rows:
+            raise InputError(name, f"has {len(array)} rows, the other inputs {rows}")
+        rows = len(array)
+        if array.dtype == np.object_:
+            empty = [i for i, v in enumerate(array.reshape(-1)) if len(v) == 0]
+            if empty:
+                raise InputError(name, f"element {empty[0]} is empty")
+        elif array.dtype.kind == "f":
+            check_finite(name, array)
+    return rows or 0
+
+
+def decide(deliveries: int, max_attempts: int, retryable: bool) -> str:
+    """After a failed attempt: "retry" (left pending, reclaimed after the idle timeout) or
+    "dead" (failed for good: the dead-letter stream)."""
+    return "retry" if retryable and deliveries < max_attempts else "dead"
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class JobQueue:
+    """The job store and queue under one namespace, over one `redis.Redis`."""
+
+    def __init__(self, client: redis.Redis, namespace: str = "async", ttl_seconds: int = 3600):
+        self.redis = client
+        self.namespace = namespace
+        self.ttl = int(ttl_seconds)
+        self.stream = f"{namespace}:jobs"
+        self.dead = f"{namespace}:dead"
+        self._start = client.register_script(_START)
+        self._finish = client.register_script(_FINISH)
+
+    def key(self, job_id: str) -> str:
+        """The job's hash, and the pub/sub channel that announces its end."""
+        return f"{self.namespace}:job:{job_id}"
+
+    channel = key
+
+    # -- producer side (the submit backend)
+
+    def ensure_group(self) -> None:
+        """The consumer group, from the stream's start (so jobs added before it are not missed)."""
+        try:
+            self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def submit(self, model: str, version: int, inputs: Mapping[str, np.ndarray], submitted_by: str = "") -> str:
+        """State `queued` and the stream entry in one transaction; returns the job id.
+        `submitted_by`: the model that queued it (the SDK takes class names from its config)."""
+        job_id = uuid.uuid4().hex
+        now = time.time()
+        rows = len(next(iter(inputs.values()))) if inputs else 0
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.key(job_id), mapping={
+            "status": QUEUED, "model": model, "submitted_by": submitted_by, "requested_version": version, "rows": rows,
+            "created": repr(now), "attempts": 0,
+        })
+        pipe.expire(self.key(job_id), self.ttl)
+        pipe.xadd(self.stream, {
+            "job_id": job_id, "model": model, "version": version, "created": repr(now),
+            "inputs": encode_outputs(inputs),
+        })
+        pipe.execute()
+        return job_id
+
+    # -- reading states (the result backend, the SDK, tests)
+
+    def state(self, job_id: str) -> JobState | None:
+        return self._decode(job_id, self.redis.hgetall(self.key(job_id)))
+
+    def states(self, job_ids: list[str]) -> list[JobState | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.key(job_id))
+        return [self._decode(j, raw) for j, raw in zip(job_ids, pipe.execute())]
+
+    @staticmethod
+    def _decode(job_id: str, raw: Mapping) -> JobState | None:
+        if not raw:
+            return None
+        h = {_text(k): v for k, v in raw.items()}
+        get = lambda name, default="": _text(h[name]) if name in h else default  # noqa: E731
+        return JobState(
+            job_id=job_id,
+            status=get("status"),
+            model=get("model"),
+            submitted_by=get("submitted_by"),
+            requested_version=int(get("requested_version", "-1")),
+            model_version=get("model_version"),
+            attempts=int(get("attempts", "0")),
+            completions=int(get("completions", "0")),
+            error=get("error"),
+            worker=get("worker"),
+            created=float(get("created", "0")),
+            timings={name: float(get(name)) for name in TIMING_FIELDS if name in h},
+            outputs=decode_outputs(h["outputs"]) if "outputs" in h else {},
+        )
+
+    # -- consumer side (the workers)
+
+    def _job(self, entry_id, fields, deliveries: int = 1) -> Job:
+        f = {_text(k): v for k, v in fields.items()}
+        return Job(
+            entry_id=_text(entry_id),
+            job_id=_text(f["job_id"]),
+            model=_text(f["model"]),
+            version=int(_text(f["version"])),
+            inputs=decode_outputs(f["inputs"]),
+            created=float(_text(f["created"])),
+            deliveries=deliveries,
+        )
+
+    def register(self, consumer: str) -> None:
+        """Make the consumer visible in XINFO CONSUMERS before it has read anything."""
+        self.ensure_group()
+        self.redis.xgroup_createconsumer(self.stream, GROUP, consumer)
+
+    def consumers(self) -> set[str]:
+        """The group's consumers (workers register at start), empty before the group exists."""
+        try:
+            return {_text(c["name"]) for c in self.redis.xinfo_consumers(self.stream, GROUP)}
+        except redis.ResponseError:
+            return set()
+
+    def read(self, consumer: str, count: int = 1, block_ms: int = 1000) -> list[Job]:
+        """New jobs for this consumer (XREADGROUP >); they stay pending until `finish`."""
+        try:
+            reply = self.redis.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self.ensure_group()  # the stream was deleted (e.g. FLUSHDB): start again
+            return []
+        return [self._job(eid, fields) for _, entries in (reply or []) for eid, fields in entries if fields]
+
+    def reclaim(self, consumer: str, idle_ms: int, count: int = 1) -> list[Job]:
+        """Jobs pending longer than `idle_ms` (their worker died, or a retry is due), taken over
+        by `consumer` with XAUTOCLAIM; each with its delivery count."""
+        try:
+            reply = self.redis.xautoclaim(self.stream, GROUP, consumer, idle_ms, "0-0", count=count)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self.ensure_group()
+            return []
+        entries = [(eid, fields) for eid, fields in reply[1] if fields]
+        return [self._job(eid, fields, self.deliveries(eid)) for eid, fields in entries]
+
+    def deliveries(self, entry_id) -> int:
+        pending = self.redis.xpending_range(self.stream, GROUP, entry_id, entry_id, 1)
+        return int(pending[0]["times_delivered"]) if pending else 1
+
+    def touch(self, consumer: str, entry_ids: list[str]) -> None:
+        """Reset the idle time of jobs in hand (XCLAIM JUSTID: no delivery counted), so a job
+        that takes longer than the idle timeout is not taken over while its worker is alive."""
+        if entry_ids:
+            self.redis.xclaim(self.stream, GROUP, consumer, 0, entry_ids, justid=True)
+
+    def start(self, job: Job, worker: str) -> bool:
+        """State `running`; False when the job already ended (a duplicate delivery)."""
+        return bool(self._start(keys=[self.key(job.job_id)], args=[
+            self.ttl, "status", RUNNING, "worker", worker, "attempts", job.deliveries,
+            "started", repr(time.time()), "error", "",
+        ]))
+
+    def retry_later(self, job: Job, error: str) -> bool:
+        """Back to `queued` with the attempt's error; the entry stays pending for a reclaim."""
+        return bool(self._start(keys=[self.key(job.job_id)], args=[self.ttl, "status", QUEUED, "error", error]))
+
+    def finish(self, job: Job, fields: Mapping[str, object], dead_letter: Mapping[str, object] | None = None) -> bool:
+        """End the job once (state, optional dead letter, notification) and acknowledge it.
+        Returns False when it had already ended (nothing written, still acknowledged)."""
+        flat = [x for kv in fields.items() for x in kv]
+        dead = [x for kv in (dead_letter or {}).items() for x in kv]
+        message = json.dumps({"job_id": job.job_id, "status": fields.get("status")})
+        return bool(self._finish(
+            keys=[self.key(job.job_id), self.stream, self.dead],
+            args=[GROUP, job.entry_id, self.ttl, message, len(flat), *flat, *dead],
+        ))
+
+    def complete(self, job: Job, outputs: Mapping[str, np.ndarray], model_version: str, timings: Mapping[str, float]) -> bool:
+        return self.finish(job, {
+            "status": DONE, "outputs": encode_outputs(outputs), "model_version": model_version,
+            "error": "", "finished": repr(time.time()), **{k: round(v, 3) for k, v in timings.items()},
+        })
+
+    def fail(self, job: Job, error: str, timings: Mapping[str, float] | None = None, attempts: int | None = None) -> bool:
+        """State `failed` and a dead letter with the error, attempts (default: deliveries) and inputs."""
+        now = time.time()
+        attempts = job.deliveries if attempts is None else attempts
+        return self.finish(
+            job,
+            {"status": FAILED, "error": error, "attempts": attempts, "finished": repr(now),
+             **{k: round(v, 3) for k, v in (timings or {}).items()}},
+            dead_letter={"job_id": job.job_id, "model": job.model, "version": job.version, "error": error,
+                         "attempts": attempts, "failed_at": repr(now), "inputs": encode_outputs(job.inputs)},
+        )
+
+    def acknowledge(self, job: Job) -> None:
+        """Drop an entry whose job already ended (a duplicate delivery)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(self.stream, GROUP, job.entry_id)
+        pipe.xdel(self.stream, job.entry_id)
+        pipe.execute()
+
+    def dead_letters(self, count: int = 100) -> list[dict]:
+        """The dead-letter stream's entries (newest last), inputs decoded."""
+        letters = []
+        for entry_id, fields in self.redis.xrange(self.dead, count=count):
+            f = {_text(k): v for k, v in fields.items()}
+            letter = {k: _text(v) for k, v in f.items() if k != "inputs"}
+            letter["entry_id"] = _text(entry_id)
+            letter["inputs"] = decode_outputs(f["inputs"]) if "inputs" in f else {}
+            letters.append(letter)
+        return letters
+
+    def depth(self) -> dict[str, int]:
+        """Queue depth: entries in the stream (waiting or pending) and pending (in some worker's
+        hands or waiting for a retry), for monitoring."""
+        length = self.redis.xlen(self.stream)
+        try:
+            pending = self.redis.xpending(self.stream, GROUP)["pending"]
+        except redis.ResponseError:
+            pending = 0
+        return {"stream": int(length), "pending": int(pending), "dead": int(self.redis.xlen(self.dead))}
+
+
+def queue_for(config) -> JobQueue:
+    """The queue a backend's config names (`namespace`, `ttl_seconds`, `redis_url`,
+    `redis_timeout_ms`), its consumer group created when Redis is up."""
+    from pattern_kernel.redis_link import connect
+
+    queue = JobQueue(connect(config), config.parameter("namespace", "async"), config.int_parameter("ttl_seconds", 3600))
+    try:
+        queue.ensure_group()
+    except redis.RedisError:
+        pass  # Redis not up yet: the workers create the group, and submit works without it
+    return queue

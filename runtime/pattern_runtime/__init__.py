@@ -1,0 +1,4 @@
+"""Running the stack outside the server: the launcher (embedded tritonserver, or the NGC image with
+Docker), Redis, Prometheus, process supervision, the stub watchdog, the services `serve` starts,
+the data sets the store is seeded from, and `stack`, the local stack the demo, jobs and load
+tests start."""

@@ -1,0 +1,135 @@
+"""Python stub health for a server the launcher started, and recovery when a stub dies.
+
+When a Python model's stub process dies (killed, out of memory, a crash in native code),
+tritonserver 2.51 keeps the model READY: /v2/health/ready and /v2/models/<m>/ready stay 200
+while every request fails with "Stub process '<m>_0_0' is not healthy", and loading the model
+again is a no-op while its config is unchanged. `StubWatchdog` sees the death and recovers the
+model by unloading and loading it through the repository API (explicit model-control mode, the
+launcher's default), which starts a new stub. `serve` runs it; tests and users can call
+`dead_models()` / `check_once()` directly.
+
+A stub also goes away when an operator or a tool (model-analyzer, a blue-green release) unloads or
+reloads the model through the same repository API; the watchdog must leave those alone, and it
+asks the server which case it is. Each stub serves one model instance, which owns a shared-memory
+region (`/dev/shm/<region>`, the stub's argv[2]): the server removes the region with the instance.
+So a followed stub that is gone is dead only while its instance's region is still there and the
+server still calls the model ready (stock 2.51 keeps a model with a dead stub READY); a stub whose
+region went with it ended with its instance (unload, reload with a new config) and is no longer
+followed. Stubs that appear (a load through the API) are followed from the next check on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pattern_runtime.processes import wait_for
+
+LOG = logging.getLogger("pattern_runtime.stub_watchdog")
+
+
+@dataclass(frozen=True)
+class Recovery:
+    model: str
+    dead_pids: tuple[int, ...]
+    recovered: bool
+    seconds: float
+
+
+class StubWatchdog:
+    """Watches the stubs of `server` (a launcher TritonServer); `interval` seconds between checks."""
+
+    def __init__(self, server, interval: float = 2.0, shm_dir: Path | str = "/dev/shm", confirm_s: float = 0.5):
+        self.server = server
+        self.interval = interval
+        self.shm_dir = Path(shm_dir)
+        self.confirm_s = confirm_s
+        self.expected: dict[str, dict[int, str]] = server.stubs()  # {model: {stub pid: shm region}}
+        self.server_pid = server.pid
+        self.recoveries: list[Recovery] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def dead_models(self) -> dict[str, list[int]]:
+        """{model: its followed stub pids that died}: the models that fail every request.
+
+        Also follows what the repository API did since the last call (module docstring)."""
+        candidates = self._gone_with_instance_alive()
+        if candidates and self.confirm_s:  # a stub replaced right now: its region goes a moment later
+            time.sleep(self.confirm_s)
+            again = self._gone_with_instance_alive()
+            candidates = {m: [p for p in pids if p in again.get(m, [])] for m, pids in candidates.items()}
+        dead = {m: pids for m, pids in candidates.items() if pids and self.server.model_ready(m)}
+        for model, pids in candidates.items():  # the others ended with their instance: not ours
+            for pid in pids if model not in dead else ():
+                self.expected.get(model, {}).pop(pid, None)
+        return dead
+
+    def _gone_with_instance_alive(self) -> dict[str, list[int]]:
+        """Followed stubs that are gone while their instance's region is still there; forgets
+        those gone with their region, starts following new ones."""
+        current = self.server.stubs()
+        gone: dict[str, list[int]] = {}
+        for model, stubs in list(self.expected.items()):
+            now = current.get(model, {})
+            for pid, region in list(stubs.items()):
+                if pid in now:
+                    continue
+                if region and (self.shm_dir / region).exists():
+                    gone.setdefault(model, []).append(pid)
+                else:
+                    del stubs[pid]  # unloaded or replaced through the repository API
+            if not stubs:
+                del self.expected[model]
+        for model, stubs in current.items():
+            self.expected.setdefault(model, {}).update(stubs)
+        return gone
+
+    def recover(self, model: str, timeout: float = 60.0) -> bool:
+        """Unload then load `model` (a plain load keeps the dead stub); True once it is ready."""
+        unloaded = self.server.unload_model(model)
+        if unloaded:
+            wait_for(lambda: not self.server.model_ready(model), timeout, interval=0.2)
+        # a load while the old instance is still being torn down can fail ("no available
+        # versions"): try again until the deadline
+        ok = unloaded and wait_for(lambda: self.server.reload_model(model) and self.server.model_ready(model),
+                                   timeout, interval=0.5)
+        self.expected[model] = self.server.stubs().get(model, {})
+        return ok
+
+    def check_once(self) -> list[Recovery]:
+        if self.server.pid != self.server_pid:  # the supervisor restarted the server: new stubs
+            self.expected, self.server_pid = self.server.stubs(), self.server.pid
+            return []
+        found = []
+        for model, pids in self.dead_models().items():
+            started = time.monotonic()
+            LOG.warning("stub of model %s died (pids %s): unloading and loading it", model, pids)
+            ok = self.recover(model)
+            found.append(Recovery(model, tuple(pids), ok, time.monotonic() - started))
+            (LOG.warning if ok else LOG.error)("model %s %s", model, "recovered" if ok else "NOT recovered")
+        self.recoveries += found
+        return found
+
+    def start(self) -> StubWatchdog:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="stub-watchdog", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval + 70)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if not self.server.is_running():
+                continue  # a whole-server death is the supervisor's business
+            try:
+                self.check_once()
+            except Exception:  # noqa: BLE001 - the watchdog must outlive one failed check
+                LOG.exception("stub watchdog check failed")

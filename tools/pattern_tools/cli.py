@@ -1,0 +1,311 @@
+"""`triton-patterns`: serve the repository, call a pattern, list models, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from pattern_runtime.services import DEFAULT_STORE
+from triton_patterns.endpoints import DEFAULT_REDIS_PORT, REDIS_URL_ENV, metrics_url, server_url
+from triton_patterns.patterns import PATTERNS
+
+
+def _value(spec, raw: str):
+    """A CLI argument as the pattern's input: comma-separated numbers, a file path, or text."""
+    if spec.argument == "text":
+        return raw
+    if spec.argument == "file":
+        path = Path(raw)
+        if not path.is_file():
+            raise SystemExit(f"{spec.name}: expected a path to a file for input {spec.input}, got {raw!r}")
+        return path.read_bytes()
+    try:
+        return [float(x) for x in raw.split(",")]
+    except ValueError:
+        raise SystemExit(f"{spec.name}: expected comma-separated numbers for input {spec.input}, got {raw!r}") from None
+
+
+def cmd_predict(args) -> int:
+    from triton_patterns.client import PatternClient, PatternError
+
+    spec = PATTERNS[args.pattern]
+    parameters = dict(p.split("=", 1) for p in args.param)
+    with PatternClient(args.url, protocol=args.protocol) as client:
+        try:
+            predictions = client.predict(args.pattern, _value(spec, args.value), args.model_version, args.model,
+                                         parameters)
+        except PatternError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    for p in predictions:
+        print(json.dumps(p.as_dict()))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from pattern_tools.demo import show_models
+
+    show_models(args.url)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from pattern_kernel.access import GrpcTls
+    from pattern_runtime.launcher import serve
+    from pattern_runtime.services import serve_services
+
+    tls = None
+    if args.grpc_tls_cert or args.grpc_tls_key:
+        if not (args.grpc_tls_cert and args.grpc_tls_key):
+            raise SystemExit("serve: --grpc-tls-cert and --grpc-tls-key go together")
+        tls = GrpcTls(Path(args.grpc_tls_cert), Path(args.grpc_tls_key),
+                      Path(args.grpc_tls_root_cert) if args.grpc_tls_root_cert else None, args.grpc_tls_mutual)
+    with serve_services(args.redis_url, args.redis_port, args.data_store) as (env, notes):
+        return serve(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+                     grpc_tls=tls, env=env, notes=notes, restrict_admin_apis=not args.open_admin_apis)
+
+
+def cmd_seed_store(args) -> int:
+    from pattern_runtime.services import seed_store
+
+    counts = seed_store(args.path, digits=args.digits)
+    print(f"seeded {args.path}: {counts['image']} images (digit-<i>), {counts['text']} texts (text-<i>)")
+    return 0
+
+
+def cmd_batch(args) -> int:
+    from pattern_jobs.batch_job import main as batch_main
+
+    return batch_main(args)
+
+
+def cmd_submit(args) -> int:
+    from triton_patterns.client import PatternClient, PatternError
+
+    with PatternClient(args.url, protocol=args.protocol) as client:
+        try:
+            text = client._input_spec(args.model).datatype == "BYTES"
+            value = args.value if text else [float(x) for x in args.value.split(",")]
+            print(client.submit(value, model=args.model, target=args.target))
+        except ValueError:
+            raise SystemExit(f"{args.model}: expected comma-separated numbers, got {args.value!r}") from None
+        except PatternError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def cmd_result(args) -> int:
+    """result: the state now; wait: until the job ends or --timeout (exit 0 done, 1 failed, 3 not ended)."""
+    from triton_patterns.client import PatternClient, PatternError
+
+    with PatternClient(args.url, protocol=args.protocol) as client:
+        try:
+            if args.command == "wait":
+                result = client.wait(args.job_id, timeout_s=args.timeout, redis_url=args.redis)
+            else:
+                result = client.result(args.job_id)
+        except PatternError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps(result.as_dict()))
+    return {"done": 0, "failed": 1}.get(result.status, 3) if args.command == "wait" else 0
+
+
+def cmd_metrics(args) -> int:
+    """Print the metrics endpoint's samples whose name matches --match (a regular expression)."""
+    import re
+
+    from pattern_tools.monitoring import scrape
+
+    pattern = re.compile(args.match)
+    for sample in scrape(args.url):
+        if pattern.search(sample.name):
+            labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+            print(f"{sample.name}{{{labels}}} {sample.value:g}")
+    return 0
+
+
+def cmd_edge(args) -> int:
+    from triton_patterns.edge import EdgeClient, EdgeUnavailable
+
+    value = Path(args.value).read_bytes() if args.task == "digits" else args.value
+    with EdgeClient(args.task, url=args.url, protocol=args.protocol, min_confidence=args.min_confidence) as client:
+        try:
+            prediction = client.predict(value)
+        except EdgeUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps(prediction.as_dict()))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from pattern_tools.demo import main as demo_main
+
+    return demo_main(args.url)
+
+
+def _delegated(sub, name: str, help: str, module: str):
+    """A subcommand whose arguments and body live in `module` (dotted; its `add_arguments` and `main`)."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    command = sub.add_parser(name, help=help)
+    mod.add_arguments(command)
+    command.set_defaults(func=mod.main)
+    return command
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="triton-patterns", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run tritonserver on the repository (restarts it if it dies)")
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--grpc-tls-cert", help="PEM certificate: serve gRPC over TLS (with --grpc-tls-key)")
+    serve.add_argument("--grpc-tls-key", help="PEM private key of --grpc-tls-cert")
+    serve.add_argument("--grpc-tls-root-cert", help="PEM CA of the clients' certificates (mutual TLS)")
+    serve.add_argument("--grpc-tls-mutual", action="store_true", help="require client certificates")
+    serve.add_argument("--redis-url", default=os.environ.get(REDIS_URL_ENV) or None,
+                       help=f"use this Redis (default ${REDIS_URL_ENV}; unset: start redis-server on --redis-port)")
+    serve.add_argument("--redis-port", type=int, default=DEFAULT_REDIS_PORT,
+                       help="port of the embedded redis-server (default %(default)s; 0: a free port)")
+    serve.add_argument("--data-store", default=DEFAULT_STORE,
+                       help="the data cache's SQLite store, seeded when empty (default %(default)s)")
+    serve.add_argument("--open-admin-apis", action="store_true",
+                       help="no admin key for the model-repository, shared-memory, logging and trace APIs, for "
+                            "local tools that cannot send headers (model-analyzer); the server listens on "
+                            "127.0.0.1 only (docs/tuning.md)")
+    serve.set_defaults(func=cmd_serve)
+
+    predict = sub.add_parser(
+        "predict",
+        help="call one pattern",
+        epilog="patterns: " + "; ".join(f"{s.name} ({s.summary}), e.g. {s.example}" for s in PATTERNS.values()),
+    )
+    predict.add_argument("pattern", choices=sorted(PATTERNS))
+    predict.add_argument("value", help="comma-separated features, an image file path, or text (see patterns below)")
+    predict.add_argument("--model-version", default=None, help="model version (default: latest)")
+    predict.add_argument("--model", default=None, help="another model of the same pattern (e.g. iris_cascade_degraded)")
+    predict.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="request parameter, e.g. user_id=u1 for canary/ab_test, target=v1 for route (repeatable)")
+    predict.set_defaults(func=cmd_predict)
+
+    models = sub.add_parser("models", help="repository index: models, versions, readiness")
+    models.set_defaults(func=cmd_models)
+
+    seed = sub.add_parser("seed-store", help="load the data cache's SQLite store with digits and texts")
+    seed.add_argument("path", nargs="?", default=DEFAULT_STORE)
+    seed.add_argument("--digits", type=int, default=100)
+    seed.set_defaults(func=cmd_seed_store)
+
+    batch = sub.add_parser("batch", help="batch pattern: predict over stored records (seed, run)")
+    actions = batch.add_subparsers(dest="action", required=True)
+    batch_seed = actions.add_parser("seed", help="load the held-out iris rows and/or the text set as records")
+    batch_seed.add_argument("--kind", choices=("iris", "text", "all"), default="iris")
+    batch_seed.add_argument("--repeat", type=int, default=1, help="copies of each row, under distinct keys")
+    batch_run = actions.add_parser("run", help="predict the records without a prediction from the current version")
+    batch_run.add_argument("--url", default=None, help="gRPC address; default: start tritonserver and Redis")
+    batch_run.add_argument("--model", default="iris")
+    batch_run.add_argument("--model-version", default=None, help="default: the latest READY version")
+    batch_run.add_argument("--retry", choices=("all", "failed", "none"), default="failed", help="retry policy")
+    batch_run.add_argument("--max-attempts", type=int, default=3)
+    batch_run.add_argument("--chunk-size", type=int, default=64, help="rows per request")
+    batch_run.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    batch_run.add_argument("--shard", default="0/1", help="i/n: this job's records (id %% n == i)")
+    batch_run.add_argument("--limit", type=int, default=None, help="at most this many records per run")
+    batch_run.add_argument("--retry-delay", type=float, default=0.5, help="seconds between passes")
+    batch_run.add_argument("--no-progress", action="store_true")
+    batch_run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    for action in (batch_seed, batch_run):
+        action.add_argument("--db", default=None,
+                            help="SQLAlchemy URL (default: $TRITON_PATTERNS_BATCH_DB or sqlite:///build/batch.sqlite)")
+    batch.set_defaults(func=cmd_batch)
+
+    submit = sub.add_parser("submit", help="asynchronous pattern: queue a job, print its id")
+    submit.add_argument("value", help="comma-separated features, or text for a text model")
+    submit.add_argument("--model", default="iris_async_submit", help="submit model (e.g. text_async_submit)")
+    submit.add_argument("--target", default=None, help="one of the model's targets, e.g. iris_slow or iris:1")
+    submit.set_defaults(func=cmd_submit)
+    result = sub.add_parser("result", help="asynchronous pattern: a job's state and result now")
+    wait = sub.add_parser("wait", help="asynchronous pattern: a job's result once it ends (Redis notification)")
+    for command in (result, wait):
+        command.add_argument("job_id")
+        command.set_defaults(func=cmd_result)
+    wait.add_argument("--timeout", type=float, default=30.0, help="seconds (default %(default)s)")
+    wait.add_argument("--redis", default=None, help="Redis URL for the notification (default $TRITON_PATTERNS_REDIS_URL)")
+
+    _delegated(sub, "worker", "asynchronous pattern: run job workers until SIGTERM", "pattern_jobs.async_worker")
+    _delegated(sub, "check", "check the model repository statically (configs, files, references)", "pattern_tools.repo_check")
+    _delegated(sub, "perf", "perf_analyzer on one model: input data, libraries and URL set up "
+                            "(further arguments go to perf_analyzer)", "pattern_tools.perf")
+    _delegated(sub, "drift", "monitor job: recent logged inputs vs the training statistics (exit 1: drift)", "pattern_jobs.drift")
+
+    metrics = sub.add_parser("metrics", help="print Triton's and the patterns' Prometheus metrics")
+    metrics.add_argument("--url", default=None, help="metrics address (default $TRITON_PATTERNS_METRICS_URL or 127.0.0.1:8002)")
+    metrics.add_argument("--match", default="circuit_breaker|fallbacks|cache|prediction_log|router",
+                         help="regular expression on metric names (default %(default)r)")
+    metrics.set_defaults(func=cmd_metrics)
+
+    _delegated(sub, "tune", "Triton Model Analyzer on one model and the models it calls, on a server of its own: "
+                            "reports/tune/<model>/ (docs/tuning.md)", "pattern_tools.tune")
+
+    _delegated(sub, "new", "inference template: a new model or pipeline (onnx, python, ensemble, pattern)", "pattern_tools.template")
+
+    edge = sub.add_parser("edge", help="edge AI: predict with the local INT8 model, the server when unsure")
+    edge.add_argument("task", choices=("digits", "text"))
+    edge.add_argument("value", help="an image file (digits) or text")
+    edge.add_argument("--url", default=None, help="server to ask when unsure or without a local model")
+    edge.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    edge.add_argument("--min-confidence", type=float, default=0.9, help="below this top score, ask the server")
+    edge.set_defaults(func=cmd_edge)
+
+    _delegated(sub, "bluegreen", "blue-green release: load, warm up, check (accuracy gate), switch the router, "
+                                 "unload the old version (explicit mode)", "pattern_jobs.bluegreen")
+
+    from pattern_jobs.rollouts import add_weights_arguments, cmd_shadow_log, cmd_weights
+
+    weights = sub.add_parser("weights", help="a router's split weights in force; set them in Redis (no restart)")
+    add_weights_arguments(weights)
+    weights.set_defaults(func=cmd_weights)
+    shadow_log = sub.add_parser("shadow-log", help="a shadow router's newest comparisons (primary vs candidate)")
+    shadow_log.add_argument("model", help="a router model in shadow mode, e.g. iris_shadow")
+    shadow_log.add_argument("--count", type=int, default=10)
+    shadow_log.set_defaults(func=cmd_shadow_log)
+    for command in (weights, shadow_log):
+        command.add_argument("--url", default=None, help="server HTTP address, for the model's config "
+                                                          "(default $TRITON_PATTERNS_URL or 127.0.0.1:8000)")
+        command.add_argument("--redis", default=None, help="Redis URL (default $TRITON_PATTERNS_REDIS_URL or local 6379)")
+
+    demo = sub.add_parser("demo", help="start everything, call every pattern, print, stop")
+    demo.set_defaults(func=cmd_demo)
+
+    for command in (predict, models, submit, result, wait):
+        command.add_argument("--url", default=None, help="server address (default $TRITON_PATTERNS_URL or "
+                                                          "127.0.0.1:8000; gRPC: $TRITON_PATTERNS_GRPC_URL or 127.0.0.1:8001)")
+        command.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    demo.add_argument("--url", default=None, help="use a running server instead of starting one")
+    return p
+
+
+# commands whose --url defaults to the server (or metrics) address from the environment
+_SERVER_URL_COMMANDS = ("predict", "models", "submit", "result", "wait", "weights", "shadow-log")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command in _SERVER_URL_COMMANDS and args.url is None:
+        args.url = server_url(getattr(args, "protocol", "http"))
+    elif args.command == "metrics" and args.url is None:
+        args.url = metrics_url()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
