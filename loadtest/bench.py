@@ -309,6 +309,29 @@ def triton_json(model: str, data: Data) -> bytes:
                                    "data": rows.reshape(-1).tolist()}]}).encode()
 
 
+GATEWAYS = {"gateway_iris_http": "iris through the nginx gateway, HTTP JSON (wrk)",
+            "gateway_tls_iris_http": "iris through the nginx gateway over TLS, HTTPS JSON (wrk)"}
+
+
+@contextlib.contextmanager
+def bench_gateways(server, tmp: Path):
+    """The nginx gateway in front of the bench's tritonserver, plain and with TLS (a self-signed
+    certificate), the rate limit out of the way: what it costs over direct HTTP JSON. Yields
+    {setup name: the gateway's base URL}."""
+    from pattern_runtime.gateway import Gateway, self_signed_certificate
+
+    limits = {"rate": "1000000r/s", "burst": 1000000}
+    tls = self_signed_certificate(tmp)
+    with Gateway(server.http_url, server.grpc_url, **limits) as plain, \
+            Gateway(server.http_url, server.grpc_url, tls=tls, **limits) as secure:
+        yield {"gateway_iris_http": plain.http_url, "gateway_tls_iris_http": secure.http_url}
+
+
+def gateway_setups(urls: dict[str, str], data: Data) -> list[Setup]:
+    return [http_setup(name, GATEWAYS[name], "triton", "iris", data, f"{url}/v2/models/iris/infer",
+                       triton_json("iris", data), verify=False) for name, url in urls.items()]
+
+
 def peer_json(model: str, data: Data) -> bytes:
     return json.dumps({"inputs": data.rows(model).tolist()}).encode()
 
@@ -320,11 +343,13 @@ def _http_answer(kind: str, model: str, answer: dict):
     return answer["outputs"] if model == "heavy_mlp" else answer["label"]
 
 
-def http_setup(name: str, what: str, kind: str, model: str, data: Data, url: str, body: bytes) -> Setup:
-    """An HTTP JSON setup driven by wrk (POST `body` to `url`)."""
+def http_setup(name: str, what: str, kind: str, model: str, data: Data, url: str, body: bytes,
+               verify: bool = True) -> Setup:
+    """An HTTP JSON setup driven by wrk (POST `body` to `url`; https: wrk does not verify the certificate,
+    nor does the check with `verify=False`)."""
 
     def check() -> bool:
-        reply = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+        reply = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30, verify=verify)
         reply.raise_for_status()
         return same(model, np.asarray(_http_answer(kind, model, reply.json()), dtype=np.float32),
                     data.expected(model))
@@ -523,7 +548,7 @@ def run(args) -> list[Outcome]:
     phases = [("limit", None), ("triton", None), ("fastapi", 1), ("fastapi", 2)]
     limit = select(inprocess_setups(data, args), args.setups)
     perf_models = {m: PERF_MIRRORS[m] for m in (["iris"] if args.quick else PERF_MIRRORS)}
-    probe = triton_setups("", "", data) + [batch_job_setup(""), async_setup("", "", "")] + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
+    probe = triton_setups("", "", data) + gateway_setups(dict.fromkeys(GATEWAYS, ""), data) + [batch_job_setup(""), async_setup("", "", "")] + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
     n_triton = len(select(probe, args.setups))
     n_peer = len(select(peer_setups(1, 0, data) + peer_setups(2, 0, data), args.setups))
     total = sum(len(s.concurrencies or []) for s in limit) + (n_triton + n_peer) * len(args.concurrency)
@@ -537,14 +562,16 @@ def run(args) -> list[Outcome]:
                 if not n_triton:
                     continue
                 progress.update(task, description="starting tritonserver")
-                with tempfile.TemporaryDirectory(prefix="bench-repo-") as tmp:
+                with tempfile.TemporaryDirectory(prefix="bench-repo-") as tmp, contextlib.ExitStack() as stack:
                     repo = bench_repository(Path(tmp))
                     with RedisServer(maxmemory="64mb", maxmemory_policy="allkeys-lru") as redis, TritonServer(
                         model_repository=repo, log_dir=log_dir,
                         env={REDIS_URL_ENV: redis.url, DATA_STORE_ENV: str(repo / "data_store.sqlite")},
                     ) as server:
                         inputs = perf.write_inputs(args.out / "perf-inputs", tuple(perf_models))
-                        chosen = triton_setups(server.grpc_url, f"http://{server.http_url}", data) + [
+                        gateways = stack.enter_context(bench_gateways(server, Path(tmp)))
+                        chosen = triton_setups(server.grpc_url, f"http://{server.http_url}", data) + gateway_setups(
+                            gateways, data) + [
                             batch_job_setup(server.grpc_url),
                             async_setup(server.http_url, server.grpc_url, redis.url)] + [s for s in perf_setups(server.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
                         outcomes += run_setups(select(chosen, args.setups), args.concurrency, progress, task)
