@@ -29,6 +29,7 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,12 +40,8 @@ import requests
 import tritonclient.grpc.aio as grpc_aio
 from tritonclient.grpc import InferInput
 
-from pattern_kernel.data_store import DATA_STORE_ENV
-from pattern_kernel.redis_link import REDIS_URL_ENV
-from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import ManagedProcess, free_port, http_status, wait_for
-from pattern_runtime.redis_server import RedisServer
-from pattern_runtime.services import seed_store
+from pattern_runtime.stack import Stack
 from triton_patterns import paths
 
 from . import async_bench, batch_bench, loadgen, perf
@@ -314,7 +311,7 @@ GATEWAYS = {"gateway_iris_http": "iris through the nginx gateway, HTTP JSON (wrk
 
 
 @contextlib.contextmanager
-def bench_gateways(server, tmp: Path):
+def bench_gateways(stack, tmp: Path):
     """The nginx gateway in front of the bench's tritonserver, plain and with TLS (a self-signed
     certificate), the rate limit out of the way: what it costs over direct HTTP JSON. Yields
     {setup name: the gateway's base URL}."""
@@ -322,8 +319,8 @@ def bench_gateways(server, tmp: Path):
 
     limits = {"rate": "1000000r/s", "burst": 1000000}
     tls = self_signed_certificate(tmp)
-    with Gateway(server.http_url, server.grpc_url, **limits) as plain, \
-            Gateway(server.http_url, server.grpc_url, tls=tls, **limits) as secure:
+    with Gateway(stack.http_url, stack.grpc_url, **limits) as plain, \
+            Gateway(stack.http_url, stack.grpc_url, tls=tls, **limits) as secure:
         yield {"gateway_iris_http": plain.http_url, "gateway_tls_iris_http": secure.http_url}
 
 
@@ -412,8 +409,16 @@ def bench_repository(tmp: Path) -> Path:
     # the data cache with its cache off (ttl 0): every read goes to the store
     _variant(tmp, "digits_by_id", "digits_by_id_store", lambda t: t.replace(
         'key: "ttl_seconds", value: { string_value: "300" }', 'key: "ttl_seconds", value: { string_value: "0" }'))
-    seed_store(tmp / "data_store.sqlite", digits=1)
     return tmp
+
+
+@contextlib.contextmanager
+def bench_stack(log_dir: Path) -> Iterator[Stack]:
+    """The stack on the bench repository (store seeded with one digit), logs under `log_dir`."""
+    with tempfile.TemporaryDirectory(prefix="bench-repo-") as tmp:
+        repo = bench_repository(Path(tmp))
+        with Stack(model_repository=repo, store=repo / "data_store.sqlite", seed_digits=1, log_dir=log_dir) as stack:
+            yield stack
 
 
 def batch_job_setup(url: str) -> Setup:
@@ -562,19 +567,14 @@ def run(args) -> list[Outcome]:
                 if not n_triton:
                     continue
                 progress.update(task, description="starting tritonserver")
-                with tempfile.TemporaryDirectory(prefix="bench-repo-") as tmp, contextlib.ExitStack() as stack:
-                    repo = bench_repository(Path(tmp))
-                    with RedisServer(maxmemory="64mb", maxmemory_policy="allkeys-lru") as redis, TritonServer(
-                        model_repository=repo, log_dir=log_dir,
-                        env={REDIS_URL_ENV: redis.url, DATA_STORE_ENV: str(repo / "data_store.sqlite")},
-                    ) as server:
-                        inputs = perf.write_inputs(args.out / "perf-inputs", tuple(perf_models))
-                        gateways = stack.enter_context(bench_gateways(server, Path(tmp)))
-                        chosen = triton_setups(server.grpc_url, f"http://{server.http_url}", data) + gateway_setups(
-                            gateways, data) + [
-                            batch_job_setup(server.grpc_url),
-                            async_setup(server.http_url, server.grpc_url, redis.url)] + [s for s in perf_setups(server.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
-                        outcomes += run_setups(select(chosen, args.setups), args.concurrency, progress, task)
+                with bench_stack(log_dir) as stack, tempfile.TemporaryDirectory(prefix="bench-tls-") as tls_dir, \
+                        bench_gateways(stack, Path(tls_dir)) as gateways:
+                    inputs = perf.write_inputs(args.out / "perf-inputs", tuple(perf_models))
+                    chosen = triton_setups(stack.grpc_url, f"http://{stack.http_url}", data) + gateway_setups(
+                        gateways, data) + [
+                        batch_job_setup(stack.grpc_url),
+                        async_setup(stack.http_url, stack.grpc_url, stack.redis_url)] + [s for s in perf_setups(stack.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
+                    outcomes += run_setups(select(chosen, args.setups), args.concurrency, progress, task)
             else:
                 chosen = select(peer_setups(workers, 0, data), args.setups)
                 if not chosen:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import requests
@@ -145,3 +146,42 @@ def test_the_sdk_over_http_through_the_gateway(gateway):
         assert client.serial("The goalkeeper saved a penalty in the last minute.").label == "sports"
         for i in range(3):
             assert client.prep_pred(encode_digit_png(images[i])).label == str(labels[i])
+
+
+def test_serve_with_the_gateway_over_tls_and_its_stop(tmp_path, tls):
+    """`triton-patterns serve --tls-cert --tls-key`: the gateway on the serve ports, tritonserver
+    on loopback behind it; SIGTERM stops nginx, tritonserver and Redis."""
+    from test_new_user import Served  # the `serve` subprocess of the new-user test
+
+    served = Served(tmp_path, "--tls-cert", str(tls.cert), "--tls-key", str(tls.key))
+    try:
+        served.wait_ready()
+        banner = served.banner()
+        assert f"gateway (nginx): https://127.0.0.1:{served.http}" in banner, banner
+        status, _, body = curl("--cacert", str(tls.cert), "-d", _body(), f"https://127.0.0.1:{served.http}/v2/models/iris/infer")
+        assert status == 200 and json.loads(body)["outputs"][0]["data"] == [0], body
+        with PatternClient(f"127.0.0.1:{served.grpc}", protocol="grpc", root_certificates=str(tls.cert)) as client:
+            assert client.synchronous(SETOSA).label == "setosa"
+        nginx = [p for p in served_children(served.proc.pid) if p[1] == "nginx"]
+        assert nginx, "no nginx under serve"
+    finally:
+        served.stop()
+    assert served.proc.returncode == 0
+    assert not [p for p in nginx if Path(f"/proc/{p[0]}").exists()], "nginx left running"
+
+
+def served_children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command name) of the processes whose parent is `pid` or one of its children."""
+    found, parents = [], {pid}
+    for _ in range(3):
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+                if int(rest[1]) in parents and int(entry.name) not in {p for p, _ in found}:
+                    found.append((int(entry.name), name))
+        parents |= {p for p, _ in found}
+    return found
