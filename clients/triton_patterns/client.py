@@ -7,8 +7,10 @@
 
 Values go in as plain Python/NumPy (feature lists, image bytes); results come back as
 `Prediction`s that carry the label, class id, scores, the model and version that answered, and
-the round-trip latency. `AsyncPatternClient` has the same methods as coroutines. Server errors
-surface as `PatternError` with the server's message (which names the bad input).
+the round-trip latency, plus what the pattern's extra outputs say (`.arm`, `.cache_hit`, ...).
+`AsyncPatternClient` has the same methods as coroutines. The per-pattern methods of both are built
+from the pattern table (patterns.py, methods.py): `help(PatternClient.canary)` shows one. Server
+errors surface as `PatternError` with the server's message (which names the bad input).
 
 Keys and TLS (security.py): every call carries the API key (`api_key`, else
 $TRITON_PATTERNS_API_KEY) and the admin key (`admin_key`, else $TRITON_PATTERNS_ADMIN_KEY or the

@@ -60,9 +60,9 @@ class PatternMethod:
         parameters = [inspect.Parameter(value, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation)]
         if len(specs) > 1:
             parameters.append(_parameter("form", "str", first.form))
-        for option in first.options:
-            spec = OPTIONS[option]
-            parameters.append(_parameter(option, spec.annotation, first.model if option == "model" else spec.default))
+        for name in first.options:
+            option = OPTIONS[name]
+            parameters.append(_parameter(name, option.annotation, first.model if name == "model" else option.default))
         returns = "list[Prediction]" if self.stream else "Prediction"
         self.signature = inspect.Signature(parameters, return_annotation=returns)
         self.doc = _docstring(first, specs)
@@ -70,12 +70,15 @@ class PatternMethod:
     def request(self, *args: Any, **kwargs: Any) -> tuple[PatternSpec, dict[str, Any]]:
         """The entry a call picks and the keyword arguments of the client call it becomes."""
         bound = self.signature.bind(*args, **kwargs)
+        given = set(bound.arguments)
         bound.apply_defaults()
         values = dict(bound.arguments)
         form = values.pop("form", self.first.form)
         if form not in self.specs:
             raise ValueError(f"{self.name}: form must be one of {', '.join(map(repr, self.specs))}, got {form!r}")
         spec = self.specs[form]
+        if "model" in values and "model" not in given:
+            values["model"] = spec.model  # the form's own model
         call: dict[str, Any] = {"value": values.pop(VALUES[spec.input][0])}
         parameters = {}
         for option, value in values.items():

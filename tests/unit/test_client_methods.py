@@ -12,7 +12,7 @@ import pytest
 
 from triton_patterns.client import AsyncPatternClient, PatternClient, Prediction
 from triton_patterns.methods import pattern_methods
-from triton_patterns.patterns import PATTERNS, RESULT_FIELDS, STREAMS
+from triton_patterns.patterns import PATTERNS, RESULT_FIELDS, STREAMS, PatternSpec
 
 # the hand-written methods' signatures before the table (self omitted): callers rely on them
 SIGNATURES = {
@@ -148,3 +148,15 @@ def test_streams_need_grpc():
     client = PatternClient("127.0.0.1:1")
     with pytest.raises(ValueError, match="time_difference_stream needs a gRPC client"):
         client.time_difference_stream(ROW)
+
+
+def test_a_new_entry_is_a_new_method_and_each_form_calls_its_own_model():
+    specs = [PatternSpec("echo", "echo_ensemble", "TEXT", "BYTES", ("LABEL", "PROBABILITIES", "SOURCE"), "text",
+                         "an echo", "hi", form="ensemble"),
+             PatternSpec("echo_bls", "echo_bls", "TEXT", "BYTES", ("LABEL", "PROBABILITIES", "SOURCE"), "text",
+                         "an echo in BLS", "hi", method="echo", form="bls")]
+    [(name, method)] = pattern_methods(specs).items()
+    assert str(method.signature) == "(text: 'str', form: 'str' = 'ensemble', model: 'str' = 'echo_ensemble') -> 'Prediction'"
+    assert "`.source`" in method.doc and "`echo_bls` (form \"bls\")" in method.doc
+    assert method.request("hi", form="bls") == (specs[1], {"value": "hi", "model": "echo_bls", "parameters": None})
+    assert method.request("hi", "bls", "mine")[1]["model"] == "mine"
