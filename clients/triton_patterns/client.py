@@ -90,6 +90,14 @@ class Prediction:
     latency_ms: float
     outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
+    def _flag(self, name: str) -> bool | None:
+        """A one-boolean output as bool, or None when the model has no such output."""
+        return read_field(ResultField(name, (name,), "flag", ""), self.outputs)
+
+    def _text(self, name: str) -> str | None:
+        """A one-string output as str, or None when the model has no such output."""
+        return read_field(ResultField(name, (name,), "text", ""), self.outputs)
+
     def as_dict(self) -> dict[str, Any]:
         extras = {f.name: read_field(f, self.outputs) for f in RESULT_FIELDS}
         return {
