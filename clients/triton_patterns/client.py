@@ -7,8 +7,10 @@
 
 Values go in as plain Python/NumPy (feature lists, image bytes); results come back as
 `Prediction`s that carry the label, class id, scores, the model and version that answered, and
-the round-trip latency. `AsyncPatternClient` has the same methods as coroutines. Server errors
-surface as `PatternError` with the server's message (which names the bad input).
+the round-trip latency, plus what the pattern's extra outputs say (`.arm`, `.cache_hit`, ...).
+`AsyncPatternClient` has the same methods as coroutines. The per-pattern methods of both are built
+from the pattern table (patterns.py, methods.py): `help(PatternClient.canary)` shows one. Server
+errors surface as `PatternError` with the server's message (which names the bad input).
 
 Keys and TLS (security.py): every call carries the API key (`api_key`, else
 $TRITON_PATTERNS_API_KEY) and the admin key (`admin_key`, else $TRITON_PATTERNS_ADMIN_KEY or the
@@ -19,7 +21,9 @@ gRPC goes over TLS with `ssl=True` and/or `root_certificates` (else $TRITON_PATT
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import queue
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +39,8 @@ from tritonclient.utils import InferenceServerException
 from triton_patterns.async_jobs import RESULT_MODEL, JobResult, job_result, label_models, wait_for_end
 from triton_patterns.credentials import authorize, client_headers, grpc_client_options
 from triton_patterns.endpoints import server_url
-from triton_patterns.patterns import PatternSpec, pattern
+from triton_patterns.methods import add_pattern_methods
+from triton_patterns.patterns import RESULT_FIELDS, PatternSpec, ResultField, pattern
 
 _SYNC = {"http": http_sync, "grpc": grpc_sync}
 _ASYNC = {"http": http_aio, "grpc": grpc_aio}
@@ -49,8 +54,34 @@ class PatternError(RuntimeError):
         super().__init__(f"{model}: {message}")
 
 
+def read_field(result_field: ResultField, outputs: dict[str, np.ndarray]) -> Any:
+    """A result field's value from one row's outputs, or None when the model has no such output."""
+    name = next((n for n in result_field.outputs if n in outputs), None)
+    if name is None:
+        return None
+    value = np.asarray(outputs[name]).reshape(-1)[0]
+    if result_field.kind == "flag":
+        return bool(value)
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return json.loads(text) if result_field.kind == "json" else text
+
+
+class _ResultAttribute:
+    """A read-only `Prediction` attribute for one field of RESULT_FIELDS (patterns.py)."""
+
+    def __init__(self, result_field: ResultField):
+        self.field, self.__doc__ = result_field, result_field.doc
+
+    def __get__(self, prediction: Prediction | None, owner: type | None = None) -> Any:
+        return self if prediction is None else read_field(self.field, prediction.outputs)
+
+
 @dataclass
 class Prediction:
+    """One row's answer. Beyond the fields below, one attribute per extra output the pattern
+    table knows (RESULT_FIELDS: `report`, `cache_hit`, `source`, `job_id`, `arm`, `target`,
+    `fallback`, `fallback_reason`, `stage`), None when the model has no such output."""
+
     model: str
     version: str
     label: str
@@ -59,62 +90,16 @@ class Prediction:
     latency_ms: float
     outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
-    @property
-    def cache_hit(self) -> bool | None:
-        """For cached patterns: whether the answer came from the cache."""
-        return self._flag("CACHE_HIT")
-
     def _flag(self, name: str) -> bool | None:
         """A one-boolean output as bool, or None when the model has no such output."""
-        return bool(np.asarray(self.outputs[name]).reshape(-1)[0]) if name in self.outputs else None
+        return read_field(ResultField(name, (name,), "flag", ""), self.outputs)
 
     def _text(self, name: str) -> str | None:
         """A one-string output as str, or None when the model has no such output."""
-        if name not in self.outputs:
-            return None
-        value = np.asarray(self.outputs[name]).reshape(-1)[0]
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    @property
-    def source(self) -> str | None:
-        """For the data cache: where the record's data came from ("redis" or "store")."""
-        return self._text("SOURCE")
-
-    @property
-    def job_id(self) -> str | None:
-        """For the time-difference pattern: the job that will carry the slow model's answer."""
-        return self._text("JOB_ID")
-
-    @property
-    def fallback(self) -> bool | None:
-        """For the circuit breaker: whether this is the configured default answer, not the model's."""
-        return self._flag("FALLBACK")
-
-    @property
-    def fallback_reason(self) -> str | None:
-        """Why the default answered: forced, open, deadline, overloaded, target_error ("" if not)."""
-        return self._text("FALLBACK_REASON")
-
-    @property
-    def arm(self) -> str | None:
-        """For router models (canary, A/B, shadow, condition): the arm that answered."""
-        return self._text("ARM")
-
-    @property
-    def target(self) -> str | None:
-        """For router models: the model:version that answered."""
-        return self._text("TARGET")
-
-    @property
-    def report(self) -> Any:
-        """What an orchestrating model reported (STEPS of serial, REPORT of parallel), or None."""
-        for name in ("STEPS", "REPORT"):
-            if name in self.outputs:
-                value = np.asarray(self.outputs[name]).reshape(-1)[0]
-                return json.loads(value.decode() if isinstance(value, bytes) else value)
-        return None
+        return read_field(ResultField(name, (name,), "text", ""), self.outputs)
 
     def as_dict(self) -> dict[str, Any]:
+        extras = {f.name: read_field(f, self.outputs) for f in RESULT_FIELDS}
         return {
             "model": self.model,
             "version": self.version,
@@ -122,14 +107,12 @@ class Prediction:
             "class_id": self.class_id,
             "scores": [round(float(s), 4) for s in self.scores],
             "latency_ms": round(self.latency_ms, 2),
-            **({"report": self.report} if self.report is not None else {}),
-            **({"cache_hit": self.cache_hit} if self.cache_hit is not None else {}),
-            **({"source": self.source} if self.source is not None else {}),
-            **({"job_id": self.job_id} if self.job_id is not None else {}),
-            **({"arm": self.arm, "target": self.target} if self.arm is not None else {}),
-            **({"fallback": self.fallback, "fallback_reason": self.fallback_reason} if self.fallback is not None else {}),
+            **{name: value for name, value in extras.items() if value is not None},
         }
 
+
+for _field in RESULT_FIELDS:
+    setattr(Prediction, _field.name, _ResultAttribute(_field))
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -191,10 +174,6 @@ def to_predictions(
     return predictions
 
 
-def _user(user_id: str | None) -> dict[str, str] | None:
-    return {"user_id": str(user_id)} if user_id is not None else None
-
-
 def _model_infos(index: Any) -> list[ModelInfo]:
     entries = index.get("models", []) if isinstance(index, dict) else index
     return [
@@ -204,6 +183,14 @@ def _model_infos(index: Any) -> list[ModelInfo]:
 
 
 class _Base:
+    """What both clients share; a subclass names whether it is `asynchronous` and gets every
+    pattern method of the table (methods.py) as a method or coroutine."""
+
+    def __init_subclass__(cls, asynchronous: bool | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if asynchronous is not None:
+            add_pattern_methods(cls, asynchronous)
+
     def __init__(self, url: str | None, protocol: str, modules: dict, api_key: str | None = None,
                  admin_key: str | None = None, ssl: bool | None = None, root_certificates: str | None = None):
         if protocol not in modules:
@@ -228,6 +215,13 @@ class _Base:
         tensor.set_data_from_numpy(data)
         return [tensor], [self._mod.InferRequestedOutput(n) for n in spec.outputs]
 
+    def _stream_request(self, spec: PatternSpec, value: Any, model: str):
+        """A streamed pattern's spec on `model`, its inputs and requested outputs (gRPC only)."""
+        if self.protocol != "grpc":
+            raise ValueError(f"{spec.name} needs a gRPC client: {type(self).__name__}(url, protocol='grpc')")
+        spec = dataclasses.replace(spec, model=model)
+        return (spec, *self._request(spec, value))
+
     @staticmethod
     def _error(spec: PatternSpec, exc: InferenceServerException) -> PatternError:
         return PatternError(spec.model, exc.message(), exc.status())
@@ -251,7 +245,7 @@ class _Base:
         return [tensor]
 
 
-class PatternClient(_Base):
+class PatternClient(_Base, asynchronous=False):
     """Blocking client. `protocol` is "http" (port 8000 by default) or "grpc" (8001)."""
 
     def __init__(self, url: str | None = None, protocol: str = "http", timeout_s: float = 60.0, *,
@@ -295,59 +289,6 @@ class PatternClient(_Base):
         latency = (time.perf_counter() - start) * 1000
         return to_predictions(spec, result, self.labels(spec.model), latency)
 
-    def web_single(self, features: Sequence[float]) -> Prediction:
-        return self.predict("web_single", features)[0]
-
-    def synchronous(self, features: Sequence[float], version: int | None = None) -> Prediction:
-        return self.predict("synchronous", features, version)[0]
-
-    def prep_pred(self, image: bytes, form: str = "ensemble") -> Prediction:
-        """`form` "ensemble" (model `digits`) or "bls" (model `digits_bls`)."""
-        return self.predict("prep_pred" if form == "ensemble" else "prep_pred_bls", image)[0]
-
-    def serial(self, text: str) -> Prediction:
-        """Topic of a text through tokenizer -> encoder -> classifier (ensemble `text_classify`)."""
-        return self.predict("serial", text)[0]
-
-    def prediction_cache(self, text: str, model: str = "text_classify_cached") -> Prediction:
-        """The text pipeline behind the Redis prediction cache; `.cache_hit` says which answered."""
-        return self.predict("prediction_cache", text, model=model)[0]
-
-    def data_cache(self, record_id: str, model: str = "digits_by_id") -> Prediction:
-        """Classify a stored record by id; `.source` says whether Redis or the store served it."""
-        return self.predict("data_cache", record_id, model=model)[0]
-
-    def serial_bls(self, features: Sequence[float], model: str = "iris_cascade") -> Prediction:
-        """A BLS serial pipeline (routing, timeouts, skips); `.report` lists the steps."""
-        return self.predict("serial_bls", features, model=model)[0]
-
-    def parallel(self, features: Sequence[float], model: str = "iris_parallel") -> Prediction:
-        """A parallel fan-out; `.report` says which targets answered, timed out or failed."""
-        return self.predict("parallel", features, model=model)[0]
-
-    # -- rollouts (backends/router): `.arm` and `.target` say which arm and model:version answered
-
-    def canary(self, features: Sequence[float], user_id: str | None = None, model: str = "iris_canary") -> Prediction:
-        """Weighted split between versions; sticky per `user_id`, random without one."""
-        return self.predict("canary", features, model=model, parameters=_user(user_id))[0]
-
-    def ab_test(self, features: Sequence[float], user_id: str | None = None, model: str = "iris_ab") -> Prediction:
-        """A/B arms assigned per `user_id` by a stable hash; `.arm` is "A" or "B"."""
-        return self.predict("ab_test", features, model=model, parameters=_user(user_id))[0]
-
-    def shadow(self, features: Sequence[float], model: str = "iris_shadow") -> Prediction:
-        """The primary's answer; the candidate's is compared and logged (triton-patterns shadow-log)."""
-        return self.predict("shadow", features, model=model)[0]
-
-    def route(self, features: Sequence[float], target: str | None = None, model: str = "iris_route") -> Prediction:
-        """Condition-based: `target` names the arm ("v1", "v2"), else the config's rules decide."""
-        return self.predict("route", features, model=model, parameters={"target": target} if target else None)[0]
-
-    def circuit_breaker(self, features: Sequence[float], model: str = "iris_breaker") -> Prediction:
-        """The target's answer, or the default at once when it fails, is late, is overloaded or the
-        circuit is open: check `.fallback` and `.fallback_reason`."""
-        return self.predict("circuit_breaker", features, model=model)[0]
-
     # -- asynchronous and time-difference patterns (async_jobs.py, backends/async_queue)
 
     def _input_spec(self, model: str) -> PatternSpec:
@@ -381,40 +322,29 @@ class PatternClient(_Base):
         result is polled). Check `.finished`: after the deadline the job may still run."""
         return wait_for_end(job_id, lambda: self.result(job_id), timeout_s, redis_url)
 
-    def time_difference(self, features: Sequence[float], model: str = "iris_time_difference") -> Prediction:
-        """The fast model's answer now; `.job_id` is the job carrying the slow model's (`wait` for it)."""
-        return self.predict("time_difference", features, model=model)[0]
-
-    def time_difference_stream(
-        self, features: Sequence[float], model: str = "iris_time_difference_stream", timeout_s: float = 30.0
-    ) -> list[Prediction]:
-        """Triton's native form: one gRPC stream, two answers (fast, then slow; `.outputs["STAGE"]`);
-        each Prediction's latency is the time since the request was sent. Needs protocol "grpc"."""
-        if self.protocol != "grpc":
-            raise ValueError("time_difference_stream needs a gRPC client: PatternClient(url, protocol='grpc')")
-        import queue as queue_module
-
-        spec = PatternSpec(model, model, "FEATURES", "FP32", ("LABEL", "PROBABILITIES", "STAGE"), "", "", "")
-        inputs, outputs = self._request(spec, features)
-        answers: queue_module.Queue = queue_module.Queue()
+    def _stream(self, spec: PatternSpec, value: Any, model: str, timeout_s: float) -> list[Prediction]:
+        """A streamed pattern's answers, one request on one gRPC stream: each Prediction's latency
+        is the time since the request was sent."""
+        spec, inputs, outputs = self._stream_request(spec, value, model)
+        answers: queue.Queue = queue.Queue()
         stream = self._new_client()
         start = time.perf_counter()
         stream.start_stream(callback=lambda result, error: answers.put((result, error, time.perf_counter())))
         predictions = []
         try:
-            stream.async_stream_infer(model, inputs, outputs=outputs)
-            for _ in range(2):
+            stream.async_stream_infer(spec.model, inputs, outputs=outputs)
+            for _ in range(spec.answers):
                 result, error, at = answers.get(timeout=timeout_s)
                 if error is not None:
                     raise self._error(spec, error)
-                predictions += to_predictions(spec, result, self.labels(model), (at - start) * 1000)
+                predictions += to_predictions(spec, result, self.labels(spec.model), (at - start) * 1000)
         finally:
             stream.stop_stream()
             stream.close()
         return predictions
 
 
-class AsyncPatternClient(_Base):
+class AsyncPatternClient(_Base, asynchronous=True):
     """asyncio client with the same calls as PatternClient, as coroutines."""
 
     def __init__(self, url: str | None = None, protocol: str = "http", *, api_key: str | None = None,
@@ -455,9 +385,6 @@ class AsyncPatternClient(_Base):
         latency = (time.perf_counter() - start) * 1000
         return to_predictions(spec, result, await self.labels(spec.model), latency)
 
-    async def web_single(self, features: Sequence[float]) -> Prediction:
-        return (await self.predict("web_single", features))[0]
-
     async def submit(self, value: Any, model: str = "iris_async_submit", target: str | None = None) -> str:
         """`PatternClient.submit` as a coroutine: the job's id, at once."""
         if model not in self._input_specs:
@@ -492,38 +419,26 @@ class AsyncPatternClient(_Base):
 
         return await asyncio.to_thread(wait_for_end, job_id, read, timeout_s, redis_url)
 
-    async def synchronous(self, features: Sequence[float], version: int | None = None) -> Prediction:
-        return (await self.predict("synchronous", features, version))[0]
+    async def _stream(self, spec: PatternSpec, value: Any, model: str, timeout_s: float) -> list[Prediction]:
+        """`PatternClient._stream` on this client's gRPC connection."""
+        spec, inputs, outputs = self._stream_request(spec, value, model)
+        sent = asyncio.Event()
 
-    async def prep_pred(self, image: bytes, form: str = "ensemble") -> Prediction:
-        return (await self.predict("prep_pred" if form == "ensemble" else "prep_pred_bls", image))[0]
+        async def request():  # one request; the stream stays open until the answers are in
+            yield {"model_name": spec.model, "inputs": inputs, "outputs": outputs}
+            await sent.wait()
 
-    async def serial(self, text: str) -> Prediction:
-        return (await self.predict("serial", text))[0]
-
-    async def prediction_cache(self, text: str, model: str = "text_classify_cached") -> Prediction:
-        return (await self.predict("prediction_cache", text, model=model))[0]
-
-    async def data_cache(self, record_id: str, model: str = "digits_by_id") -> Prediction:
-        return (await self.predict("data_cache", record_id, model=model))[0]
-
-    async def serial_bls(self, features: Sequence[float], model: str = "iris_cascade") -> Prediction:
-        return (await self.predict("serial_bls", features, model=model))[0]
-
-    async def parallel(self, features: Sequence[float], model: str = "iris_parallel") -> Prediction:
-        return (await self.predict("parallel", features, model=model))[0]
-
-    async def canary(self, features: Sequence[float], user_id: str | None = None, model: str = "iris_canary") -> Prediction:
-        return (await self.predict("canary", features, model=model, parameters=_user(user_id)))[0]
-
-    async def ab_test(self, features: Sequence[float], user_id: str | None = None, model: str = "iris_ab") -> Prediction:
-        return (await self.predict("ab_test", features, model=model, parameters=_user(user_id)))[0]
-
-    async def shadow(self, features: Sequence[float], model: str = "iris_shadow") -> Prediction:
-        return (await self.predict("shadow", features, model=model))[0]
-
-    async def route(self, features: Sequence[float], target: str | None = None, model: str = "iris_route") -> Prediction:
-        return (await self.predict("route", features, model=model, parameters={"target": target} if target else None))[0]
-
-    async def circuit_breaker(self, features: Sequence[float], model: str = "iris_breaker") -> Prediction:
-        return (await self.predict("circuit_breaker", features, model=model))[0]
+        start = time.perf_counter()
+        answers = self.client.stream_infer(request())
+        predictions = []
+        try:
+            for _ in range(spec.answers):
+                result, error = await asyncio.wait_for(anext(answers), timeout_s)
+                if error is not None:
+                    raise self._error(spec, error)
+                latency = (time.perf_counter() - start) * 1000
+                predictions += to_predictions(spec, result, await self.labels(spec.model), latency)
+        finally:
+            sent.set()
+            answers.cancel()
+        return predictions
