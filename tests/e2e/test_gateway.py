@@ -5,6 +5,7 @@ The declared-shape battery is in test_fuzz.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ import requests
 
 from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
 from pattern_runtime.gateway import Gateway, self_signed_certificate
-from triton_patterns.client import PatternClient, PatternError
+from triton_patterns.client import AsyncPatternClient, PatternClient, PatternError
 
 pytestmark = pytest.mark.e2e
 
@@ -74,6 +75,18 @@ def test_admin_apis_need_the_admin_key(triton, locked_gateway, certs):
     assert status == 200 and any(m["name"] == "iris" for m in json.loads(body)), body
     status, _, _ = curl("--cacert", str(certs[0]), f"{locked_gateway.http_url}/v2/health/ready")
     assert status == 200  # health stays open for load balancers
+
+
+def test_https_through_the_gateway_with_the_sdk_sync_and_asyncio(locked_gateway, certs):
+    with PatternClient(locked_gateway.http_address, root_certificates=str(certs[0]), api_key=API_KEY) as client:
+        assert client.synchronous(SETOSA).label == "setosa"
+
+    async def call():
+        async with AsyncPatternClient(locked_gateway.http_address, root_certificates=str(certs[0]),
+                                      api_key=API_KEY) as client:
+            return (await client.synchronous(SETOSA)).label
+
+    assert asyncio.run(call()) == "setosa"
 
 
 def test_grpc_over_tls_through_the_gateway_with_the_sdk(locked_gateway, certs):
