@@ -401,8 +401,7 @@ def smoke_check(url: str, model: str, protocol: str = "http",
     import tritonclient.http as httpclient
 
     from pattern_kernel.model_config import numpy_dtype
-    from pattern_kernel.specs import SPECS
-from pattern_tools.repo_check import dims_match, full_dims
+    from pattern_tools.repo_check import dims_match, full_dims
 
     mod = grpcclient if protocol == "grpc" else httpclient
     with _client(url, protocol) as pc:
