@@ -21,6 +21,7 @@ import json
 import numpy as np
 import redis
 
+from pattern_kernel.batching import request_batch_size
 from pattern_kernel.cache_codec import cache_key, decode_outputs, encode_outputs
 from pattern_kernel.pattern_model import PatternModel
 from pattern_kernel.redis_link import connect
@@ -68,5 +69,4 @@ class TritonPythonModel(PatternModel):
             cached = call_model("target", self.target, inputs, self.outputs, self.version)
             if redis_up:
                 self._store(key, cached)
-        rows = next(iter(cached.values())).shape[0]
-        return {**cached, "CACHE_HIT": np.full((rows, 1), hit, dtype=bool)}
+        return {**cached, "CACHE_HIT": np.full((request_batch_size(inputs), 1), hit, dtype=bool)}

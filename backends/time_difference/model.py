@@ -24,7 +24,7 @@ import numpy as np
 import redis
 import triton_python_backend_utils as pb_utils
 
-from pattern_kernel.batching import to_config_rank
+from pattern_kernel.batching import request_batch_size, to_config_rank
 from pattern_kernel.job_queue import check_job_inputs, queue_for
 from pattern_kernel.pattern_model import PatternModel
 from pattern_kernel.triton_glue import call_model_async, error_response, read_inputs, response
@@ -61,8 +61,7 @@ class TritonPythonModel(PatternModel):
             job_id = ""
             self.jobs.increment(result="error")
         fast = await self._call("fast", self.fast, inputs)
-        rows = len(next(iter(fast.values())))
-        return {**fast, "JOB_ID": np.array([[job_id.encode()]] * rows, dtype=object)}
+        return {**fast, "JOB_ID": np.array([[job_id.encode()]] * request_batch_size(inputs), dtype=object)}
 
     async def _stream(self, request) -> None:
         """Decoupled: send the fast answer, then the slow one, then close the stream."""
