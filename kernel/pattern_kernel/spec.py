@@ -163,6 +163,14 @@ ONNX_OPTIONS = (
 )
 
 
+def model_parameters(prefix: str, doc: str, required: bool = True, version_doc: str = "its version",
+                     **version_bounds) -> tuple[Parameter, Parameter]:
+    """`<prefix>_model` (a model this backend calls) and `<prefix>_version` (-1: the latest);
+    the spec's references name them: Reference(f"{prefix}_model", version=f"{prefix}_version")."""
+    return (Parameter(f"{prefix}_model", required=required, doc=doc),
+            Parameter(f"{prefix}_version", "int", -1, version_doc, **version_bounds))
+
+
 def job_queue_parameters(namespace: str = "async") -> tuple[Parameter, ...]:
     """What `job_queue.queue_for` reads."""
     return (

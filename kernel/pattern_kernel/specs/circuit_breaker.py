@@ -1,15 +1,14 @@
 """The circuit_breaker backend: a target model behind a breaker, with a default answer."""
 
-from pattern_kernel.spec import REDIS, BackendSpec, Output, Parameter, Reference
+from pattern_kernel.spec import REDIS, BackendSpec, Output, Parameter, Reference, model_parameters
 
 SPEC = BackendSpec(
     "circuit_breaker",
     "Wraps one target model: when it fails, misses the deadline or is overloaded, or while the "
     "circuit is open, the configured default answer is returned at once, flagged.",
     parameters=(
-        Parameter("target_model", required=True, doc="the wrapped model (its inputs/outputs: this model's, "
-                                                      "less the flags)"),
-        Parameter("target_version", "int", -1, "its version (-1: latest)"),
+        *model_parameters("target", "the wrapped model (its inputs/outputs: this model's, less the flags)",
+                          version_doc="its version (-1: latest)"),
         Parameter("deadline_ms", "float", 1000, "the target's answer is awaited at most this long", min=0,
                   template=True),
         Parameter("target_queue_timeout_ms", "float", 0, "sent as the BLS request timeout: the call may wait this "

@@ -1,6 +1,6 @@
 """The data_cache backend: a record id in, its data read through Redis in front of a store."""
 
-from pattern_kernel.spec import REDIS, BackendSpec, Output, Parameter, Reference
+from pattern_kernel.spec import REDIS, BackendSpec, Output, Parameter, Reference, model_parameters
 
 SPEC = BackendSpec(
     "data_cache",
@@ -11,14 +11,12 @@ SPEC = BackendSpec(
         Parameter("ttl_seconds", "int", 300, "lifetime of cached data (0: no cache, every read from the store)",
                   min=0),
         Parameter("namespace", default="data", doc="key prefix"),
-        Parameter("target_model", doc="the model fed the raw data (input-data cache)"),
-        Parameter("target_version", "int", -1, "its version"),
+        *model_parameters("target", "the model fed the raw data (input-data cache)", required=False),
         Parameter("target_input", required=True, doc="the input the raw data is fed to"),
-        Parameter("preprocess_model", doc="if set: preprocessed-data cache (the preprocess output is cached)"),
-        Parameter("preprocess_version", "int", -1, "its version"),
+        *model_parameters("preprocess", "if set: preprocessed-data cache (the preprocess output is cached)",
+                          required=False),
         Parameter("preprocess_output", doc="the preprocess output fed to predict_model"),
-        Parameter("predict_model", doc="preprocessed-data cache: the model fed the cached tensor"),
-        Parameter("predict_version", "int", -1, "its version"),
+        *model_parameters("predict", "preprocessed-data cache: the model fed the cached tensor", required=False),
         *REDIS,
     ),
     extra_outputs=(Output("SOURCE", "TYPE_STRING", (1,), '"redis" or "store": where the data came from'),),

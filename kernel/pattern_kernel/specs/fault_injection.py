@@ -1,13 +1,12 @@
 """The fault_injection backend: forwards to a target, adding latency, failures or a hang."""
 
-from pattern_kernel.spec import REDIS, BackendSpec, Parameter, Reference
+from pattern_kernel.spec import REDIS, BackendSpec, Parameter, Reference, model_parameters
 
 SPEC = BackendSpec(
     "fault_injection",
     "Forwards each request to a target model, adding latency, failures or a hang (tests and demos).",
     parameters=(
-        Parameter("target_model", required=True, doc="the model that answers (its inputs/outputs: this model's)"),
-        Parameter("target_version", "int", -1, "its version"),
+        *model_parameters("target", "the model that answers (its inputs/outputs: this model's)"),
         Parameter("latency_ms", "float", 0.0, "added before forwarding", min=0),
         Parameter("failure_rate", "float", 0.0, "fraction of requests answered with an error", min=0, max=1),
         Parameter("hang", "bool", False, "never answer within any sane deadline (sleeps hang_seconds)"),

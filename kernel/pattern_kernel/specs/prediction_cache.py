@@ -1,14 +1,14 @@
 """The prediction_cache backend: answers to repeated inputs from Redis."""
 
-from pattern_kernel.spec import LABELS, REDIS, BackendSpec, Output, Parameter, Reference
+from pattern_kernel.spec import LABELS, REDIS, BackendSpec, Output, Parameter, Reference, model_parameters
 
 SPEC = BackendSpec(
     "prediction_cache",
     "Answers to repeated inputs come from Redis, others from the target model; Redis down: the "
     "model still answers.",
     parameters=(
-        Parameter("target_model", required=True, doc="the model behind the cache"),
-        Parameter("target_version", "int", -1, "its version: explicit, so a new version never gets the old "
+        *model_parameters("target", "the model behind the cache",
+                          version_doc="its version: explicit, so a new version never gets the old "
                                                "one's answers"),
         Parameter("ttl_seconds", "int", 300, "lifetime of a cached answer", min=1, template=True),
         Parameter("namespace", default="prediction", doc="key prefix", template=True),

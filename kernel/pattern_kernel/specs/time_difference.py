@@ -1,16 +1,22 @@
 """The time_difference backend: the fast model answers at once, the slow model's answer follows."""
 
-from pattern_kernel.spec import LABELS, BackendSpec, Output, Parameter, Reference, job_queue_parameters
+from pattern_kernel.spec import (
+    LABELS,
+    BackendSpec,
+    Output,
+    Parameter,
+    Reference,
+    job_queue_parameters,
+    model_parameters,
+)
 
 SPEC = BackendSpec(
     "time_difference",
     "The fast model answers within the request; the slow model's answer follows, as a job of the "
     "asynchronous pattern (JOB_ID) or, decoupled, as a second response on the stream (STAGE).",
     parameters=(
-        Parameter("fast_model", required=True, doc="answers within the request"),
-        Parameter("fast_version", "int", -1, "its version"),
-        Parameter("slow_model", required=True, doc="the slow answer"),
-        Parameter("slow_version", "int", -1, "its version"),
+        *model_parameters("fast", "answers within the request"),
+        *model_parameters("slow", "the slow answer"),
         Parameter("slow_timeout_ms", "float", 10000, "decoupled: the slow answer's deadline", min=0),
         Parameter("max_rows", "int", 64, "rows per request", min=1),
         *job_queue_parameters("async"),
