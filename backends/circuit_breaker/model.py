@@ -77,7 +77,7 @@ class TritonPythonModel(PatternModel):
             for result in ("written", "error"):
                 self.log_records.metric(result=result)
 
-    def _answer(self, outputs, rows: int, reason: str):
+    def _flagged(self, outputs, rows: int, reason: str):
         lead = (rows,) if self.config.batching else ()
         if reason:
             outputs = {n: np.broadcast_to(row, lead + row.shape).copy() for n, row in self.defaults.items()}
@@ -122,7 +122,7 @@ class TritonPythonModel(PatternModel):
         outputs, reason = await self._call_target(inputs)
         if reason:
             self.fallbacks.increment(reason=reason)
-        answer = self._answer(outputs, rows, reason)
+        answer = self._flagged(outputs, rows, reason)
         if self.log_stream:
             self.records.append(plog.record(
                 self.config.name, self.target, self.version, inputs,

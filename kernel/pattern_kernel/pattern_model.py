@@ -65,23 +65,23 @@ class PatternModel:
         if hasattr(self, "run"):
             responses = execute_requests(requests, self.config.inputs, self.run, self.config.batching)
         else:
-            responses = [self._handle(r) for r in requests]
+            responses = [self._handle_one(r) for r in requests]
         self.batch_done()
         return responses
 
-    def _handle(self, request):
+    def _handle_one(self, request):
         try:
             return response(self.handle(request, read_inputs(request, self.config.inputs)))
         except Exception as exc:  # noqa: BLE001 - this request's error; the others still succeed
             return error_response(exc)
 
-    async def _answer(self, request):
+    async def _answer_one(self, request):
         try:
             return response(await self.answer(request, read_inputs(request, self.config.inputs)))
         except Exception as exc:  # noqa: BLE001 - this request's error; the others still succeed
             return error_response(exc)
 
     async def _answer_all(self, requests) -> list:
-        responses = list(await asyncio.gather(*(self._answer(r) for r in requests)))
+        responses = list(await asyncio.gather(*(self._answer_one(r) for r in requests)))
         self.batch_done()
         return responses
