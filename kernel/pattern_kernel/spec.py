@@ -81,6 +81,8 @@ class Output:
     type: str  # Triton's data type, e.g. "TYPE_STRING"
     dims: tuple[int, ...] = (1,)
     doc: str = ""
+    json: bool = False  # a TYPE_STRING holding a JSON document
+    attribute: str = ""  # the SDK's Prediction attribute (default: the name in lower case)
 
 
 @dataclass(frozen=True)

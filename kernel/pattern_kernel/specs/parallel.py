@@ -22,7 +22,7 @@ SPEC = BackendSpec(
     ),
     extra_outputs=(
         Output("REPORT", "TYPE_STRING", (1,), "JSON: which targets answered, timed out or failed, their "
-                                              "latencies, whether the default was used"),
+                                              "latencies, whether the default was used", json=True, attribute="report"),
     ),
     references=(Reference("targets", "targets"),),
 )

@@ -12,6 +12,6 @@ SPEC = BackendSpec(
                                               "skip_values, when"),
         LABELS,
     ),
-    extra_outputs=(Output("STEPS", "TYPE_STRING", (1,), "JSON: each step ran, skipped or not_taken, with latency"),),
+    extra_outputs=(Output("STEPS", "TYPE_STRING", (1,), "JSON: each step ran, skipped or not_taken, with latency", json=True, attribute="report"),),
     references=(Reference("steps", "steps"),),
 )
