@@ -704,9 +704,9 @@ class TritonServer(_Endpoints):
                 region.unlink(missing_ok=True)
 
     def _spawn(self) -> ManagedProcess:
-        return ManagedProcess(
-            self.command(), self.log_path, env=self.environment(), die_with_parent=self.die_with_parent
-        )
+        # run in the log folder: the stubs' sys.path gets the working directory, which must not be the checkout
+        return ManagedProcess(self.command(), self.log_path, env=self.environment(), cwd=self.log_path.parent,
+                              die_with_parent=self.die_with_parent)
 
     def _wait_ready(self, proc: ManagedProcess) -> bool:
         """Ready: every model loaded and the metrics endpoint answering. Gives up at once when the

@@ -6,7 +6,6 @@ answered by the model, then the breaker's default once its target is unloaded.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pattern_runtime.launcher import TritonServer
+from test_new_user import shell_blocks  # this folder is on sys.path (pytest's default import mode)
 from triton_patterns import paths
 
 pytestmark = pytest.mark.e2e
@@ -27,10 +27,7 @@ NOT_IN_THE_SERVER = ("triton_patterns", "pattern_runtime", "pattern_jobs", "patt
 
 def readme_blocks() -> list[str]:
     """README's shell blocks that this test runs (their skip note names it), in order."""
-    spec = importlib.util.spec_from_file_location("doc_commands", paths.PROJECT_ROOT / "tests/e2e/test_new_user.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return [b.text for b in module.shell_blocks(README) if b.skip and BY_THIS_TEST in b.skip]
+    return [b.text for b in shell_blocks(README) if b.skip and BY_THIS_TEST in b.skip]
 
 
 def bash(script: str, env: dict[str, str]) -> str:
