@@ -14,7 +14,7 @@ Two runtimes with one interface (`start`, `stop`, `http_url`, `grpc_url`, `metri
   image has the native backend).
 
 Both restrict the admin APIs (model repository, shared memory, logging, trace) to callers
-with the admin key by default, and inference too when given an API key (`security.py`);
+with the admin key by default, and inference too when given an API key (`pattern_kernel.access`);
 their own calls (readiness, `model_index`, `reload_model`) send the keys.
 
 `serve()` is what `make serve` runs: embedded, supervised, until SIGINT/SIGTERM.
@@ -461,7 +461,7 @@ class TritonServer(_Endpoints):
     after `restart_backoff` seconds doubled for each death within 30 s of its start.
     `die_with_parent`: the kernel SIGTERMs the server if the thread that started it ends
     (the main thread, usually), so a killed test run leaves no server behind.
-    Access (`security.py`): the admin APIs need `admin_key` (default: the configured admin
+    Access (`pattern_kernel.access`): the admin APIs need `admin_key` (default: the configured admin
     key, created on first use) unless `restrict_admin_apis` is False; with `api_key`,
     inference needs it too. `grpc_tls` serves gRPC over TLS.
     The Python stubs run the `python3` of `server_venv` (default `server_venv()`: the checkout's
