@@ -29,7 +29,8 @@ from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 grpc_gevent.init_gevent()  # gRPC's C core then yields to gevent instead of blocking every user
 
-from triton_patterns import demo  # noqa: E402  (after the patching above)
+from pattern_runtime.stack import SEEDED_DIGITS  # noqa: E402  (after the patching above)
+from pattern_tools import demo  # noqa: E402
 from triton_patterns.client import PatternClient, PatternError  # noqa: E402
 from triton_patterns.patterns import PATTERNS  # noqa: E402
 
@@ -47,9 +48,9 @@ def samples_by_input() -> dict[str, list[Sample]]:
     _, digit_labels = demo.digits_export_labels()
     return {
         "FEATURES": [Sample(f, species) for f, species in demo.IRIS_SAMPLES],
-        "IMAGE": [Sample(png, str(digit)) for png, digit in demo.digit_samples(demo.SEEDED_DIGITS)],
+        "IMAGE": [Sample(png, str(digit)) for png, digit in demo.digit_samples(SEEDED_DIGITS)],
         "TEXT": [Sample(text, topic) for text, topic in demo.TEXT_SAMPLES],
-        "ID": [Sample(f"digit-{i}", str(digit_labels[i])) for i in range(demo.SEEDED_DIGITS)],
+        "ID": [Sample(f"digit-{i}", str(digit_labels[i])) for i in range(SEEDED_DIGITS)],
     }
 
 
