@@ -166,13 +166,10 @@ def main(argv=None) -> int:
     if args.url:
         report = measure_async(args.url, args.grpc_url, args.redis, counts, args.jobs, args.submitters)
     else:
-        from pattern_kernel.redis_link import REDIS_URL_ENV
-        from pattern_runtime.launcher import TritonServer
-        from pattern_runtime.redis_server import RedisServer
+        from pattern_runtime.stack import Stack
 
-        with RedisServer() as redis_server, TritonServer(env={REDIS_URL_ENV: redis_server.url}) as triton:
-            report = measure_async(triton.http_url, triton.grpc_url, redis_server.url, counts, args.jobs,
-                                   args.submitters)
+        with Stack(redis_maxmemory=None, redis_policy=None, seed_digits=None) as stack:
+            report = measure_async(stack.http_url, stack.grpc_url, stack.redis_url, counts, args.jobs, args.submitters)
     print(table(report))
     return 0 if all(r["done"] == r["jobs"] and r["wrong"] == 0 for r in report["async"]) else 1
 

@@ -29,6 +29,7 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,12 +40,8 @@ import requests
 import tritonclient.grpc.aio as grpc_aio
 from tritonclient.grpc import InferInput
 
-from pattern_kernel.data_store import DATA_STORE_ENV
-from pattern_kernel.redis_link import REDIS_URL_ENV
-from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import ManagedProcess, free_port, http_status, wait_for
-from pattern_runtime.redis_server import RedisServer
-from pattern_runtime.services import seed_store
+from pattern_runtime.stack import Stack
 from triton_patterns import paths
 
 from . import async_bench, batch_bench, loadgen, perf
@@ -387,8 +384,16 @@ def bench_repository(tmp: Path) -> Path:
     # the data cache with its cache off (ttl 0): every read goes to the store
     _variant(tmp, "digits_by_id", "digits_by_id_store", lambda t: t.replace(
         'key: "ttl_seconds", value: { string_value: "300" }', 'key: "ttl_seconds", value: { string_value: "0" }'))
-    seed_store(tmp / "data_store.sqlite", digits=1)
     return tmp
+
+
+@contextlib.contextmanager
+def bench_stack(log_dir: Path) -> Iterator[Stack]:
+    """The stack on the bench repository (store seeded with one digit), logs under `log_dir`."""
+    with tempfile.TemporaryDirectory(prefix="bench-repo-") as tmp:
+        repo = bench_repository(Path(tmp))
+        with Stack(model_repository=repo, store=repo / "data_store.sqlite", seed_digits=1, log_dir=log_dir) as stack:
+            yield stack
 
 
 def batch_job_setup(url: str) -> Setup:
@@ -537,17 +542,12 @@ def run(args) -> list[Outcome]:
                 if not n_triton:
                     continue
                 progress.update(task, description="starting tritonserver")
-                with tempfile.TemporaryDirectory(prefix="bench-repo-") as tmp:
-                    repo = bench_repository(Path(tmp))
-                    with RedisServer(maxmemory="64mb", maxmemory_policy="allkeys-lru") as redis, TritonServer(
-                        model_repository=repo, log_dir=log_dir,
-                        env={REDIS_URL_ENV: redis.url, DATA_STORE_ENV: str(repo / "data_store.sqlite")},
-                    ) as server:
-                        inputs = perf.write_inputs(args.out / "perf-inputs", tuple(perf_models))
-                        chosen = triton_setups(server.grpc_url, f"http://{server.http_url}", data) + [
-                            batch_job_setup(server.grpc_url),
-                            async_setup(server.http_url, server.grpc_url, redis.url)] + [s for s in perf_setups(server.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
-                        outcomes += run_setups(select(chosen, args.setups), args.concurrency, progress, task)
+                with bench_stack(log_dir) as stack:
+                    inputs = perf.write_inputs(args.out / "perf-inputs", tuple(perf_models))
+                    chosen = triton_setups(stack.grpc_url, f"http://{stack.http_url}", data) + [
+                        batch_job_setup(stack.grpc_url),
+                        async_setup(stack.http_url, stack.grpc_url, stack.redis_url)] + [s for s in perf_setups(stack.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
+                    outcomes += run_setups(select(chosen, args.setups), args.concurrency, progress, task)
             else:
                 chosen = select(peer_setups(workers, 0, data), args.setups)
                 if not chosen:

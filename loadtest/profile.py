@@ -23,7 +23,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,10 +30,7 @@ from pathlib import Path
 
 import requests
 
-from pattern_kernel.data_store import DATA_STORE_ENV
-from pattern_kernel.redis_link import REDIS_URL_ENV
 from pattern_runtime.launcher import TritonServer
-from pattern_runtime.redis_server import RedisServer
 from triton_patterns import paths
 
 from . import bench
@@ -208,20 +204,15 @@ def run(args) -> list[Result]:
     args.out.mkdir(parents=True, exist_ok=True)
     chosen = [p for p in PROFILED if not args.setups or any(s in p.setup for s in args.setups.split(","))]
     results = []
-    with tempfile.TemporaryDirectory(prefix="profile-repo-") as tmp:
-        repo = bench.bench_repository(Path(tmp))
-        with RedisServer(maxmemory="64mb", maxmemory_policy="allkeys-lru") as redis, TritonServer(
-            model_repository=repo, log_dir=args.out / "logs",
-            env={REDIS_URL_ENV: redis.url, DATA_STORE_ENV: str(repo / "data_store.sqlite")},
-        ) as server:
-            setups = {s.name: s for s in bench.triton_setups(server.grpc_url, f"http://{server.http_url}", data)}
-            for p in chosen:
-                print(f"profiling {p.setup} at c={p.concurrency} for {args.seconds:g} s ...", flush=True)
-                result = profile(server, setups[p.setup], p, args.seconds, args.out)
-                plot(result, args.out / f"{p.setup}.png")
-                results.append(result)
-                print(f"  {result.rows_per_s:,.0f} rows/s; cores: "
-                      + ", ".join(f"{k} {v:.2f}" for k, v in result.cpu.items()), flush=True)
+    with bench.bench_stack(args.out / "logs") as stack:
+        setups = {s.name: s for s in bench.triton_setups(stack.grpc_url, f"http://{stack.http_url}", data)}
+        for p in chosen:
+            print(f"profiling {p.setup} at c={p.concurrency} for {args.seconds:g} s ...", flush=True)
+            result = profile(stack.triton, setups[p.setup], p, args.seconds, args.out)
+            plot(result, args.out / f"{p.setup}.png")
+            results.append(result)
+            print(f"  {result.rows_per_s:,.0f} rows/s; cores: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in result.cpu.items()), flush=True)
     (args.out / "profiles.md").write_text(markdown(results))
     if not args.setups:
         DOCS_DIR.mkdir(parents=True, exist_ok=True)

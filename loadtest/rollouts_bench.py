@@ -90,17 +90,15 @@ def measure(url: str, model: str, key: str | None, rows: np.ndarray, threads: in
 @contextlib.contextmanager
 def stack():
     """Redis and a tritonserver on a repository holding only the rollout models and their targets."""
-    from pattern_kernel.redis_link import REDIS_URL_ENV
-    from pattern_runtime.launcher import TritonServer
-    from pattern_runtime.redis_server import RedisServer
+    from pattern_runtime.stack import Stack
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repository"
         for name in REPOSITORY_MODELS:
             shutil.copytree(paths.MODEL_REPOSITORY / name, repo / name)
-        with RedisServer() as redis, TritonServer(model_repository=repo, env={REDIS_URL_ENV: redis.url},
-                                                  cache_size_bytes=None) as triton:
-            yield triton.http_url, triton.metrics_url
+        with Stack(redis_maxmemory=None, redis_policy=None, seed_digits=None, model_repository=repo,
+                   cache_size_bytes=None) as stack:
+            yield stack.http_url, stack.metrics_url
 
 
 def main(argv: list[str] | None = None) -> int:

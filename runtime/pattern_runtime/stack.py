@@ -1,6 +1,7 @@
-"""The local stack: Redis and tritonserver on free ports, the data store seeded, stopped together.
+"""The local stack: Redis, a seeded SQLite data store and tritonserver on free ports, stopped together.
 
-The demo, the batch job, the load tests and the soak run their patterns against it.
+`Stack` is the one place that assembles them: the demo, the batch job, the load tests, the
+profiler, the soak and the end-to-end fixtures all use it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -22,17 +24,99 @@ SEEDED_DIGITS = 10  # records digit-0 .. digit-9 in the data store running_stack
 console = Console(width=None if Console().is_terminal else 130)
 
 
+class Stack(contextlib.AbstractContextManager):
+    """Redis, the data store and tritonserver. Entering starts all three; each part also starts on
+    first use of its property (`redis`, `store`, `triton`), so a caller may need only Redis. `close()`
+    (or leaving the `with`) stops what was started, tritonserver first.
+
+    `seed_digits=None`: no data store (the backends then read their configured default path).
+    `store`: where to seed it (default: a temporary folder removed on close).
+    `triton_options`: `TritonServer` keyword arguments (repository, model control mode, models,
+    ports, response cache, log_dir, restart_on_death...); its `env` is added to `Stack.env`.
+    """
+
+    def __init__(self, *, redis_maxmemory: int | str | None = "64mb", redis_policy: str | None = "allkeys-lru",
+                 redis_port: int | None = None, seed_digits: int | None = SEEDED_DIGITS, store: Path | None = None,
+                 **triton_options: Any):
+        self._redis_options = {"port": redis_port, "maxmemory": redis_maxmemory, "maxmemory_policy": redis_policy}
+        self.seed_digits = seed_digits
+        self._given_store = self._store = None if store is None else Path(store)
+        self._seeded = False
+        self._triton_options = triton_options
+        self._redis: RedisServer | None = None
+        self._triton: TritonServer | None = None
+        self._stops = contextlib.ExitStack()
+
+    @property
+    def redis(self) -> RedisServer:
+        if self._redis is None:
+            self._redis = self._stops.enter_context(RedisServer(**self._redis_options))
+        return self._redis
+
+    @property
+    def store(self) -> Path | None:
+        """The seeded SQLite data store (None with `seed_digits=None`)."""
+        if self.seed_digits is not None and not self._seeded:
+            if self._store is None:
+                self._store = Path(self._stops.enter_context(tempfile.TemporaryDirectory())) / "data_store.sqlite"
+            seed_store(self._store, digits=self.seed_digits)
+            self._seeded = True
+        return self._store if self._seeded else None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the backends need: the Redis URL and (when seeded) the data store's path."""
+        store = self.store
+        return {REDIS_URL_ENV: self.redis.url, **({DATA_STORE_ENV: str(store)} if store else {})}
+
+    @property
+    def triton(self) -> TritonServer:
+        if self._triton is None:
+            options = dict(self._triton_options)
+            options["env"] = {**self.env, **(options.get("env") or {})}
+            self._triton = self._stops.enter_context(TritonServer(**options))
+        return self._triton
+
+    @property
+    def http_url(self) -> str:
+        return self.triton.http_url
+
+    @property
+    def grpc_url(self) -> str:
+        return self.triton.grpc_url
+
+    @property
+    def metrics_url(self) -> str:
+        return self.triton.metrics_url
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url
+
+    def __enter__(self) -> Stack:
+        try:
+            self.triton
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stops.close()
+        self._redis = self._triton = None
+        self._store, self._seeded = self._given_store, False
+
+
 @contextlib.contextmanager
 def running_stack() -> Iterator[tuple[TritonServer, RedisServer]]:
-    """Start Redis and tritonserver (store seeded) on free ports; yield both servers; stop both."""
-    with console.status("starting Redis and tritonserver (models load in ~20-60 s)..."), \
-            tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "data_store.sqlite"
-        seed_store(store, digits=SEEDED_DIGITS)
-        env = {DATA_STORE_ENV: str(store)}
-        with RedisServer(maxmemory="64mb", maxmemory_policy="allkeys-lru") as redis, \
-                TritonServer(env={**env, REDIS_URL_ENV: redis.url}) as triton:
-            console.print(f"tritonserver ready: http {triton.http_url}, grpc {triton.grpc_url}, "
-                          f"metrics {triton.metrics_url}; log {triton.log_path}")
-            console.print(f"redis ready: {redis.url}")
-            yield triton, redis
+    """The demo's stack (store seeded with SEEDED_DIGITS digits), announced on the console; yields
+    both servers."""
+    with console.status("starting Redis and tritonserver (models load in ~20-60 s)..."), Stack() as stack:
+        triton, redis = stack.triton, stack.redis
+        console.print(f"tritonserver ready: http {triton.http_url}, grpc {triton.grpc_url}, "
+                      f"metrics {triton.metrics_url}; log {triton.log_path}")
+        console.print(f"redis ready: {redis.url}")
+        yield triton, redis

@@ -7,18 +7,15 @@ failing every later test with "connection refused"."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 
 import pytest
 import tritonclient.http as httpclient
 
-from pattern_kernel.data_store import DATA_STORE_ENV
-from pattern_kernel.redis_link import REDIS_URL_ENV
-from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import wait_for
-from pattern_runtime.redis_server import RedisServer
-from pattern_runtime.services import seed_store
+from pattern_runtime.stack import Stack
 from triton_patterns import paths
 from triton_patterns.client import AsyncPatternClient, PatternClient
 
@@ -31,26 +28,30 @@ EXPORTED = [
 
 
 @pytest.fixture(scope="session")
-def redis_server():
-    with RedisServer(maxmemory="64mb", maxmemory_policy="allkeys-lru") as server:
-        yield server
+def session_stack(tmp_path_factory):
+    """The session's stack; each part starts when a test first needs it (a test that uses only
+    `redis_server` starts no tritonserver)."""
+    with contextlib.closing(Stack(store=tmp_path_factory.mktemp("store") / "data_store.sqlite", seed_digits=40,
+                                  restart_on_death=True, max_restarts=3)) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")
-def data_store_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("store") / "data_store.sqlite"
-    seed_store(path, digits=40)
-    return path
+def redis_server(session_stack):
+    return session_stack.redis
 
 
 @pytest.fixture(scope="session")
-def triton(redis_server, data_store_path):
+def data_store_path(session_stack):
+    return session_stack.store
+
+
+@pytest.fixture(scope="session")
+def triton(session_stack):
     missing = [p for p in EXPORTED if not (paths.MODEL_REPOSITORY / p).exists()]
     if missing:
         pytest.fail(f"exported models are missing ({', '.join(missing)}): run `make models` first")
-    env = {REDIS_URL_ENV: redis_server.url, DATA_STORE_ENV: str(data_store_path)}
-    with TritonServer(env=env, restart_on_death=True, max_restarts=3) as server:
-        yield server
+    return session_stack.triton
 
 
 @pytest.fixture(autouse=True)

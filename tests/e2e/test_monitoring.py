@@ -21,8 +21,6 @@ from tritonclient.utils import InferenceServerException
 from export import iris
 from pattern_jobs import drift
 from pattern_kernel import errors, prediction_log
-from pattern_kernel.data_store import DATA_STORE_ENV
-from pattern_kernel.redis_link import REDIS_URL_ENV
 from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import wait_for
@@ -140,9 +138,8 @@ SETOSA = [5.1, 3.5, 1.4, 0.2]
 
 
 @pytest.fixture(scope="module")
-def own_triton(redis_server, data_store_path):
-    env = {REDIS_URL_ENV: redis_server.url, DATA_STORE_ENV: str(data_store_path)}
-    with TritonServer(env=env, load_models=OWN_MODELS) as server:
+def own_triton(session_stack):
+    with TritonServer(env=session_stack.env, load_models=OWN_MODELS) as server:
         yield server
 
 

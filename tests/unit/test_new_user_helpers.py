@@ -86,28 +86,6 @@ def test_doc_blocks_parser_reads_skip_reasons_and_indented_fences(tmp_path):
         (3, "docker run x", "needs Docker"), (8, "echo a \\\n  b", None)]
 
 
-def test_serve_services_use_a_redis_already_on_the_port_and_refuse_anything_else(tmp_path):
-    import socket
-
-    from pattern_kernel.redis_link import REDIS_URL_ENV
-    from pattern_runtime.redis_server import RedisServer
-    from pattern_runtime.services import serve_services
-
-    store = tmp_path / "store.sqlite"
-    with RedisServer() as redis:
-        with serve_services(redis_port=redis.port, data_store=store) as (env, notes):
-            assert env[REDIS_URL_ENV] == redis.url
-            assert any("already running there: used, not started" in n for n in notes), notes
-    with socket.socket() as other:
-        other.bind(("127.0.0.1", 0))
-        other.listen()
-        with pytest.raises(SystemExit, match="taken on 127.0.0.1 by something that is not Redis"):
-            with serve_services(redis_port=other.getsockname()[1], data_store=store):
-                pass
-    with serve_services(redis_port=0, data_store=store) as (env, notes):
-        assert "embedded redis-server pid" in notes[-1] and env[REDIS_URL_ENV] in notes[-1]
-
-
 @pytest.mark.parametrize("model", ["digits_by_id", "digits_by_id_prep"])
 def test_serve_seeds_the_store_the_data_cache_models_read(model):
     from pattern_runtime.services import DEFAULT_STORE
