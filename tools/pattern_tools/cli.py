@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pattern_runtime.services import DEFAULT_STORE
+from triton_patterns import paths
 from triton_patterns.endpoints import DEFAULT_REDIS_PORT, REDIS_URL_ENV, metrics_url, server_url
 from triton_patterns.patterns import PATTERNS
 
@@ -65,7 +66,9 @@ def cmd_serve(args) -> int:
                       Path(args.grpc_tls_root_cert) if args.grpc_tls_root_cert else None, args.grpc_tls_mutual)
     with serve_services(args.redis_url, args.redis_port, args.data_store) as (env, notes):
         return serve(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-                     grpc_tls=tls, env=env, notes=notes, restrict_admin_apis=not args.open_admin_apis)
+                     grpc_tls=tls, env=env, notes=notes, restrict_admin_apis=not args.open_admin_apis,
+                     model_repository=args.model_repository, project_backends=args.backends,
+                     server_venv=args.server_venv)
 
 
 def cmd_seed_store(args) -> int:
@@ -165,6 +168,11 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run tritonserver on the repository (restarts it if it dies)")
+    serve.add_argument("--model-repository", default=paths.MODEL_REPOSITORY, help="default: the project's")
+    serve.add_argument("--backends", default=paths.BACKENDS,
+                       help="folder of Python-based backends, one folder with a model.py each (default: the project's)")
+    serve.add_argument("--server-venv", help="virtualenv whose python3 runs the Python stubs (default "
+                                             "$TRITON_PATTERNS_SERVER_VENV, else .venv-server: make server-venv)")
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
