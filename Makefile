@@ -18,13 +18,30 @@ $(STAMP): requirements.txt requirements-export.txt pyproject.toml
 models: venv
 	$(BIN)/python -m export
 
-serve: models
+# The server virtualenv: the Python stubs of the embedded tritonserver run its python3, so the backends
+# see the kernel package and their pinned libraries (kernel/requirements.txt) and nothing else of the
+# project (docs/architecture.md). Made by .venv's python, so from the same base Python, whose libpython
+# the stub links. Every target that starts a tritonserver depends on it; the launcher refuses to start
+# one without it.
+SERVER_VENV := .venv-server
+.PHONY: server-venv
+server-venv: $(SERVER_VENV)/.installed
+$(SERVER_VENV)/.installed: kernel/requirements.txt kernel/pyproject.toml | $(STAMP)
+	test -x $(SERVER_VENV)/bin/python3 || $(BIN)/python -m venv $(SERVER_VENV)
+	$(SERVER_VENV)/bin/pip install -q -r kernel/requirements.txt
+	$(SERVER_VENV)/bin/pip install -q -e ./kernel
+	touch $@
+
+# what a target that starts tritonserver needs
+SERVING := models server-venv
+
+serve: $(SERVING)
 	$(BIN)/triton-patterns serve
 
-demo: models
+demo: $(SERVING)
 	$(BIN)/triton-patterns demo
 
-test: models check kserve-venv model-analyzer
+test: $(SERVING) check kserve-venv model-analyzer
 	$(BIN)/python -m pytest -q
 
 # the KServe Python SDK in a virtualenv of its own (numpy 2, protobuf 6: the project pins numpy<2 and
@@ -52,7 +69,7 @@ tensorrt: models
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit
 
-e2e: models
+e2e: $(SERVING)
 	$(BIN)/python -m pytest -q tests/e2e
 
 # Batch pattern: load the held-out iris rows into the store (idempotent), then predict every
@@ -60,7 +77,7 @@ e2e: models
 # BATCH_ARGS has --url HOST:GRPC_PORT (more: triton-patterns batch run --help).
 BATCH_ARGS ?=
 .PHONY: batch
-batch: models
+batch: $(SERVING)
 	$(BIN)/triton-patterns batch seed
 	$(BIN)/triton-patterns batch run $(BATCH_ARGS)
 
@@ -68,7 +85,7 @@ batch: models
 # clients calling the router iris_live throughout (BLUEGREEN_ARGS e.g. "--url HOST:8000" for a running one)
 BLUEGREEN_ARGS ?=
 .PHONY: bluegreen
-bluegreen: models
+bluegreen: $(SERVING)
 	$(BIN)/triton-patterns bluegreen --to 2 $(BLUEGREEN_ARGS)
 
 # Asynchronous pattern: WORKERS job workers against a running server (`make serve`, gRPC 8001) and
@@ -88,13 +105,13 @@ clean:
 BENCH_ARGS ?=
 .PHONY: bench bench-quick perf
 
-bench: models   # every setup and its peers in one run: BENCHMARKS.md + reports/bench/*.png
+bench: $(SERVING)   # every setup and its peers in one run: BENCHMARKS.md + reports/bench/*.png
 	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
 
-bench-quick: models
+bench-quick: $(SERVING)
 	$(BIN)/python -m loadtest.bench --quick $(BENCH_ARGS)
 
-perf: models    # perf_analyzer (gRPC, concurrency 1 and 8) over every pattern model: reports/perf/*.csv
+perf: $(SERVING)    # perf_analyzer (gRPC, concurrency 1 and 8) over every pattern model: reports/perf/*.csv
 	$(BIN)/python -m loadtest.perf
 
 # Triton Model Analyzer on MODEL alone (plus the models it calls) on a server of its own: reports/tune/MODEL/
@@ -103,7 +120,7 @@ perf: models    # perf_analyzer (gRPC, concurrency 1 and 8) over every pattern m
 MODEL ?= iris
 TUNE_ARGS ?=
 .PHONY: tune model-analyzer
-tune: models model-analyzer
+tune: $(SERVING) model-analyzer
 	$(BIN)/triton-patterns tune $(MODEL) $(TUNE_ARGS)
 
 # triton-model-analyzer (version pinned in pattern_tools/tune.py) in build/model-analyzer-venv, from PyPI; quick once there
@@ -111,7 +128,7 @@ model-analyzer: venv
 	$(BIN)/python -c "from pattern_tools.tune import model_analyzer; model_analyzer()"
 
 .PHONY: profile
-profile: models # py-spy + Triton statistics on the setups that miss a target: docs/bench/profiles/
+profile: $(SERVING) # py-spy + Triton statistics on the setups that miss a target: docs/bench/profiles/
 	$(BIN)/python -m loadtest.profile
 
 # locust, headless, USERS users per pattern (PATTERN: comma list or all): reports/locust/*.csv + locust.html;
@@ -121,7 +138,7 @@ USERS ?= 2
 DURATION ?= 30s
 LOADTEST_ARGS ?=
 .PHONY: loadtest
-loadtest: models
+loadtest: $(SERVING)
 	$(BIN)/python -m loadtest.locust_run --pattern $(PATTERN) --users $(USERS) --duration $(DURATION) $(LOADTEST_ARGS)
 
 # soak: locust over every pattern for SOAK_DURATION with SOAK_USERS users each, RSS of tritonserver, every
@@ -131,5 +148,5 @@ SOAK_DURATION ?= 10m
 SOAK_USERS ?= 1
 SOAK_ARGS ?=
 .PHONY: soak
-soak: models
+soak: $(SERVING)
 	$(BIN)/python -m loadtest.soak --duration $(SOAK_DURATION) --users $(SOAK_USERS) $(SOAK_ARGS)

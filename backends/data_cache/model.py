@@ -2,7 +2,7 @@
 (cache-aside, TTL) in front of a slower store, then the model is called.
 
 Two variants (the seeds'): cache the input data, or also cache the preprocessed tensor.
-parameters:
+Parameters (pattern_kernel.specs.data_cache):
   store_path          SQLite store (env TRITON_PATTERNS_DATA_STORE overrides; see
                       pattern_kernel.data_store)
   redis_url           env TRITON_PATTERNS_REDIS_URL overrides; redis_timeout_ms (50)
@@ -26,24 +26,22 @@ import redis
 from pattern_kernel.cache_codec import decode_outputs, encode_outputs
 from pattern_kernel.data_store import DATA_STORE_ENV, SQLiteStore
 from pattern_kernel.errors import InputError
-from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.pattern_model import PatternModel
 from pattern_kernel.redis_link import connect
-from pattern_kernel.triton_glue import Metrics, call_model, count_failures, execute_each, read_inputs, response
+from pattern_kernel.triton_glue import call_model
 from pattern_kernel.validation import utf8_values
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        count_failures(args)
-        c = self.config = parse_model_config(args["model_config"])
-        self.store = SQLiteStore(os.environ.get(DATA_STORE_ENV) or c.required_parameter("store_path"))
-        self.redis = connect(c)
-        self.ttl = c.int_parameter("ttl_seconds", 300)
-        self.namespace = c.parameter("namespace", "data")
-        self.preprocess = c.parameter("preprocess_model")
-        self.outputs = [s.name for s in c.outputs if s.name != "SOURCE"]
-        self.lookups = Metrics("data_cache_lookups_total", "Data cache lookups in Redis by result (hit, miss, error)",
-                               {"model": c.name})
+class TritonPythonModel(PatternModel):
+    BACKEND = "data_cache"
+
+    def setup(self, args):
+        self.store = SQLiteStore(os.environ.get(DATA_STORE_ENV) or self.params["store_path"])
+        self.redis = connect(self.config)
+        self.ttl = self.params["ttl_seconds"]
+        self.outputs = [s.name for s in self.model_outputs]
+        self.lookups = self.metrics("data_cache_lookups_total", "Data cache lookups in Redis by result (hit, miss, "
+                                                                "error)")
         for result in ("hit", "miss", "error"):
             self.lookups.metric(result=result)
 
@@ -67,7 +65,7 @@ class TritonPythonModel:
             pass
 
     def _raw(self, record_id: str) -> tuple[bytes, str]:
-        key = f"{self.namespace}:raw:{record_id}"
+        key = f"{self.params['namespace']}:raw:{record_id}"
         value = self._cached(key)
         if value is not None:
             return value, "redis"
@@ -79,38 +77,32 @@ class TritonPythonModel:
 
     def _features(self, record_id: str) -> tuple[dict, str]:
         """Preprocessed-data variant: the preprocess model's output, cached by id."""
-        c = self.config
-        key = f"{self.namespace}:prep:{c.parameter('preprocess_version', '-1')}:{record_id}"
+        p = self.params
+        key = f"{p['namespace']}:prep:{p['preprocess_version']}:{record_id}"
         value = self._cached(key)
         if value is not None:
             return decode_outputs(value), "redis"
         raw, _ = self._raw(record_id)
-        name = c.required_parameter("preprocess_output")
-        features = call_model(
-            "preprocess", self.preprocess, {c.required_parameter("target_input"): _bytes_tensor(raw)},
-            [name], c.int_parameter("preprocess_version", -1),
-        )
+        name = self.required("preprocess_output")
+        features = call_model("preprocess", p["preprocess_model"], {p["target_input"]: _bytes_tensor(raw)},
+                              [name], p["preprocess_version"])
         self._cache(key, encode_outputs(features))
         return features, "store"
 
-    def _one(self, request):
-        c = self.config
-        ids = utf8_values("ID", read_inputs(request, c.inputs)["ID"])
+    def handle(self, request, inputs):
+        p = self.params
+        ids = utf8_values("ID", inputs["ID"])
         if len(ids) != 1:
             raise InputError("ID", f"expected one id per request, got {len(ids)}")
-        record_id = ids[0]
-        if self.preprocess:
-            inputs, source = self._features(record_id)
-            model, version = c.required_parameter("predict_model"), c.int_parameter("predict_version", -1)
+        if p["preprocess_model"]:
+            inputs, source = self._features(ids[0])
+            model, version = self.required("predict_model"), p["predict_version"]
         else:
-            raw, source = self._raw(record_id)
-            inputs = {c.required_parameter("target_input"): _bytes_tensor(raw)}
-            model, version = c.required_parameter("target_model"), c.int_parameter("target_version", -1)
+            raw, source = self._raw(ids[0])
+            inputs = {p["target_input"]: _bytes_tensor(raw)}
+            model, version = self.required("target_model"), p["target_version"]
         outputs = call_model("predict", model, inputs, self.outputs, version)
-        return response({**outputs, "SOURCE": np.array([[source.encode()]], dtype=object)})
-
-    def execute(self, requests):
-        return execute_each(requests, self._one)
+        return {**outputs, "SOURCE": np.array([[source.encode()]], dtype=object)}
 
     def finalize(self):
         self.store.close()

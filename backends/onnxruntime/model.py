@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.batching import to_config_rank
 from pattern_kernel.onnx_session import load_session
-from pattern_kernel.triton_glue import count_failures, execute_requests
+from pattern_kernel.pattern_model import PatternModel
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        count_failures(args)
-        self.config = parse_model_config(args["model_config"])
+class TritonPythonModel(PatternModel):
+    BACKEND = "onnxruntime"
+
+    def setup(self, args):
         self.session = load_session(self.config, args["model_repository"], args["model_version"])
         have = {t.name for t in self.session.get_inputs()} | {t.name for t in self.session.get_outputs()}
         missing = [s.name for s in (*self.config.inputs, *self.config.outputs) if s.name not in have]
@@ -35,25 +35,16 @@ class TritonPythonModel:
                 f"model '{self.config.name}': the config names tensors the ONNX file lacks: "
                 f"{missing}; the file has {sorted(have)}"
             )
-        self.lead = 1 if self.config.batching else 0
-
-    def _reshaped(self, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        if shape.count(-1) > 1:  # several variable dims: the graph's own shape stands
-            return arr
-        return arr.reshape(arr.shape[: self.lead] + shape)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batching = self.config.batching
         feed = {
-            s.name: inputs[s.name] if s.reshape is None else self._reshaped(inputs[s.name], s.reshape)
+            s.name: inputs[s.name] if s.reshape is None else to_config_rank(inputs[s.name], s.reshape, batching)
             for s in self.config.inputs
             if s.name in inputs
         }
-        names = [s.name for s in self.config.outputs]
-        results = self.session.run(names, feed)
+        results = self.session.run([s.name for s in self.config.outputs], feed)
         return {
-            s.name: self._reshaped(np.asarray(arr), s.dims).astype(s.dtype, copy=False)
+            s.name: to_config_rank(np.asarray(arr), s.dims, batching).astype(s.dtype, copy=False)
             for s, arr in zip(self.config.outputs, results)
         }
-
-    def execute(self, requests):
-        return execute_requests(requests, self.config.inputs, self.run, self.config.batching)

@@ -3,7 +3,7 @@
 The same flow as the ensemble form, with the two versions pinned together in one config and
 an error that says which step failed (a stock ensemble's error does not).
 
-parameters:
+Parameters (pattern_kernel.specs.prep_pred):
   preprocess_model, preprocess_version   the preprocessing model and its pinned version
   predict_model, predict_version         the predictor and its pinned version
   features                               comma list of preprocess outputs fed to the predictor
@@ -14,25 +14,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from pattern_kernel.model_config import parse_model_config
-from pattern_kernel.triton_glue import call_model, count_failures, execute_requests
+from pattern_kernel.pattern_model import PatternModel
+from pattern_kernel.triton_glue import call_model
 from pattern_kernel.validation import parse_list
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        count_failures(args)
-        self.config = parse_model_config(args["model_config"])
-        self.prep = self.config.required_parameter("preprocess_model")
-        self.prep_version = self.config.int_parameter("preprocess_version", -1)
-        self.pred = self.config.required_parameter("predict_model")
-        self.pred_version = self.config.int_parameter("predict_version", -1)
-        self.features = parse_list(self.config.required_parameter("features"))
-        self.outputs = [s.name for s in self.config.outputs]
+class TritonPythonModel(PatternModel):
+    BACKEND = "prep_pred"
+
+    def setup(self, args):
+        self.features = parse_list(self.params["features"])
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        features = call_model("preprocess", self.prep, inputs, self.features, self.prep_version)
-        return call_model("predict", self.pred, features, self.outputs, self.pred_version)
-
-    def execute(self, requests):
-        return execute_requests(requests, self.config.inputs, self.run, self.config.batching)
+        p = self.params
+        features = call_model("preprocess", p["preprocess_model"], inputs, self.features, p["preprocess_version"])
+        return call_model("predict", p["predict_model"], features, [s.name for s in self.config.outputs],
+                          p["predict_version"])

@@ -1,7 +1,7 @@
 """Serial microservice pattern as a BLS model: steps run in order, each step may be routed on
 an earlier result, time-boxed, and skipped on error; every error names step, model, version.
 
-parameters:
+Parameters (pattern_kernel.specs.serial):
   steps   JSON list; each step: name, model, version (-1 latest), inputs {callee: pool},
           outputs {callee: pool}, timeout_ms (none: no deadline, a synchronous BLS call, which
           is cheaper than async_exec), on_error "fail"|"skip", skip_values
@@ -13,34 +13,32 @@ Metrics: pattern_fallbacks_total{model, pattern="serial", reason="step_skipped"}
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 import numpy as np
 
-from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.batching import request_batch_size, to_config_rank
+from pattern_kernel.pattern_model import PatternModel
 from pattern_kernel.pipeline import parse_steps, should_run
-from pattern_kernel.triton_glue import (
-    call_model,
-    call_model_async,
-    count_failures,
-    error_response,
-    fallback_metrics,
-    read_inputs,
-    response,
-)
+from pattern_kernel.triton_glue import call_model, call_model_async, fallback_metrics
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        count_failures(args)
-        self.config = parse_model_config(args["model_config"])
-        self.steps = parse_steps(self.config.required_parameter("steps"))
-        self.outputs = [s.name for s in self.config.outputs if s.name != "STEPS"]
+class TritonPythonModel(PatternModel):
+    BACKEND = "serial"
+
+    def setup(self, args):
+        self.steps = parse_steps(self.params["steps"])
         self.fallbacks = fallback_metrics(self.config.name, "serial", ("step_skipped",))
+        self.alone = True
 
-    async def _run(self, pool: dict[str, np.ndarray], alone: bool):
+    def execute(self, requests):
+        # alone in its batch, a step without a deadline uses `exec`: it saves async_exec's hop
+        # through a thread pool; several requests run their steps concurrently with async_exec
+        self.alone = len(requests) == 1
+        return super().execute(requests)
+
+    async def _run(self, pool: dict[str, np.ndarray], rows: int):
         report = []
         for step in self.steps:
             entry = {"step": step.name, "model": step.model, "version": step.version}
@@ -51,9 +49,7 @@ class TritonPythonModel:
             start = time.perf_counter()
             try:
                 inputs = {callee: pool[name] for callee, name in step.inputs.items()}
-                # alone in its batch, a step without a deadline uses `exec`: it saves async_exec's hop
-                # through a thread pool; several requests run their steps concurrently with async_exec
-                if step.timeout_ms is None and alone:
+                if step.timeout_ms is None and self.alone:
                     out = call_model(step.name, step.model, inputs, list(step.outputs), step.version)
                 else:
                     out = await call_model_async(
@@ -65,7 +61,6 @@ class TritonPythonModel:
             except Exception as exc:
                 if step.on_error == "fail":
                     raise
-                rows = next(iter(pool.values())).shape[0]
                 for name, value in step.skip_values.items():
                     pool[name] = np.repeat(np.asarray([value]), rows, axis=0)
                 entry.update(status="skipped", error=str(exc))
@@ -73,22 +68,13 @@ class TritonPythonModel:
             entry["ms"] = round((time.perf_counter() - start) * 1000, 1)
         return pool, report
 
-    async def _one(self, request, alone: bool = True):
-        try:
-            pool, report = await self._run(read_inputs(request, self.config.inputs), alone)
-            missing = [n for n in self.outputs if n not in pool]
-            if missing:
-                raise RuntimeError(f"no step produced {missing} (all skipped or not taken)")
-            rows = pool[self.outputs[0]].shape[0]
-            outputs = {
-                s.name: np.asarray(pool[s.name]).astype(s.dtype).reshape((rows, *s.dims))
-                for s in self.config.outputs
-                if s.name != "STEPS"
-            }
-            outputs["STEPS"] = np.array([json.dumps(report).encode()] * rows, dtype=object).reshape(rows, 1)
-            return response(outputs)
-        except Exception as exc:  # noqa: BLE001
-            return error_response(exc)
-
-    async def execute(self, requests):
-        return list(await asyncio.gather(*(self._one(r, len(requests) == 1) for r in requests)))
+    async def answer(self, request, inputs):
+        rows = request_batch_size(inputs)
+        pool, report = await self._run(dict(inputs), rows)
+        missing = [s.name for s in self.model_outputs if s.name not in pool]
+        if missing:
+            raise RuntimeError(f"no step produced {missing} (all skipped or not taken)")
+        outputs = {s.name: to_config_rank(np.asarray(pool[s.name]).astype(s.dtype), s.dims, True)
+                   for s in self.model_outputs}
+        outputs["STEPS"] = np.array([json.dumps(report).encode()] * rows, dtype=object).reshape(rows, 1)
+        return outputs

@@ -1,6 +1,6 @@
 """Text tokenisation as its own model: raw UTF-8 text in, encoder token tensors out.
 
-parameters:
+Parameters (pattern_kernel.specs.text_tokenizer):
   tokenizer_file      file in the version folder (default tokenizer.json, written by export)
   max_length          truncation length in tokens (the encoder's max_seq_length)
   pad_to_multiple_of  pad each batch to a multiple of this length (more shapes in common,
@@ -15,31 +15,20 @@ import os
 
 import numpy as np
 
-from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.pattern_model import PatternModel
 from pattern_kernel.text import decode_texts, load_tokenizer, tokenize
-from pattern_kernel.triton_glue import count_failures, execute_requests
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        count_failures(args)
-        self.config = parse_model_config(args["model_config"])
-        self.input_name = self.config.inputs[0].name
-        path = os.path.join(
-            args["model_repository"],
-            args["model_version"],
-            self.config.parameter("tokenizer_file", "tokenizer.json"),
-        )
+class TritonPythonModel(PatternModel):
+    BACKEND = "text_tokenizer"
+
+    def setup(self, args):
+        p = self.params
+        path = os.path.join(args["model_repository"], args["model_version"], p["tokenizer_file"])
         if not os.path.exists(path):
             raise FileNotFoundError(f"model '{self.config.name}': {path} is missing (run `make models`)")
-        self.tokenizer = load_tokenizer(
-            path,
-            self.config.int_parameter("max_length", 256),
-            self.config.int_parameter("pad_to_multiple_of", 8),
-        )
+        self.tokenizer = load_tokenizer(path, p["max_length"], p["pad_to_multiple_of"])
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return tokenize(self.tokenizer, decode_texts(self.input_name, inputs[self.input_name]))
-
-    def execute(self, requests):
-        return execute_requests(requests, self.config.inputs, self.run, self.config.batching)
+        name = self.config.inputs[0].name
+        return tokenize(self.tokenizer, decode_texts(name, inputs[name]))

@@ -1,6 +1,6 @@
 """Time-difference pattern: the fast model answers at once, the slow model's answer follows.
 
-parameters:
+Parameters (pattern_kernel.specs.time_difference):
   fast_model, fast_version   answers within the request (BLS)
   slow_model, slow_version   the slow answer
   Two forms, chosen by the config's transaction policy:
@@ -24,70 +24,52 @@ import numpy as np
 import redis
 import triton_python_backend_utils as pb_utils
 
+from pattern_kernel.batching import request_batch_size, to_config_rank
 from pattern_kernel.job_queue import check_job_inputs, queue_for
-from pattern_kernel.model_config import parse_model_config
-from pattern_kernel.triton_glue import call_model_async, count_failures, error_response, read_inputs, response
-
-EXTRA = ("JOB_ID", "STAGE")
+from pattern_kernel.pattern_model import PatternModel
+from pattern_kernel.triton_glue import call_model_async, error_response, read_inputs, response
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        count_failures(args)
-        c = self.config = parse_model_config(args["model_config"])
-        self.fast = c.required_parameter("fast_model"), c.int_parameter("fast_version", -1)
-        self.slow = c.required_parameter("slow_model"), c.int_parameter("slow_version", -1)
-        self.outputs = {s.name: s for s in c.outputs if s.name not in EXTRA}
-        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(c.raw)
-        self.max_rows = c.int_parameter("max_rows", 64)
+class TritonPythonModel(PatternModel):
+    BACKEND = "time_difference"
+
+    def setup(self, args):
+        p = self.params
+        self.fast = p["fast_model"], p["fast_version"]
+        self.slow = p["slow_model"], p["slow_version"]
+        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(self.config.raw)
         if self.decoupled:
-            self.slow_timeout_s = c.float_parameter("slow_timeout_ms", 10000) / 1000
             return
-        self.queue = queue_for(c)
-        self.metric_family = pb_utils.MetricFamily(
-            name="time_difference_jobs_total",
-            description="Slow-model jobs queued by a time-difference model (error: Redis down)",
-            kind=pb_utils.MetricFamily.COUNTER,
-        )
-        self.counters = {
-            r: self.metric_family.Metric(labels={"model": c.name, "result": r}) for r in ("queued", "error")
-        }
-
-    def _shaped(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Outputs in the config's rank (iris's LABEL comes back as [rows])."""
-        return {
-            name: array.reshape(len(array), -1) if len(self.outputs[name].dims) == 2 and array.ndim == 1 else array
-            for name, array in outputs.items()
-        }
+        self.queue = queue_for(self.config)
+        self.jobs = self.metrics("time_difference_jobs_total",
+                                 "Slow-model jobs queued by a time-difference model (error: Redis down)")
+        for result in ("queued", "error"):
+            self.jobs.metric(result=result)
 
     async def _call(self, step: str, target: tuple[str, int], inputs, timeout_s: float | None = None):
-        outputs = await call_model_async(step, target[0], inputs, list(self.outputs), target[1], timeout_s)
-        return self._shaped(outputs)
+        outputs = await call_model_async(step, target[0], inputs, [s.name for s in self.model_outputs], target[1],
+                                         timeout_s)
+        return {s.name: to_config_rank(outputs[s.name], s.dims, self.config.batching) for s in self.model_outputs}
 
-    async def _with_job(self, request):
+    async def answer(self, request, inputs):
         """Queue the slow job first (its worker starts while the fast model runs), then answer."""
+        check_job_inputs(inputs, self.params["max_rows"])
         try:
-            inputs = read_inputs(request, self.config.inputs)
-            check_job_inputs(inputs, self.max_rows)
-            try:
-                job_id = self.queue.submit(*self.slow, inputs, self.config.name)
-                self.counters["queued"].increment(1)
-            except redis.RedisError:
-                job_id = ""
-                self.counters["error"].increment(1)
-            fast = await self._call("fast", self.fast, inputs)
-            rows = len(next(iter(fast.values())))
-            return response({**fast, "JOB_ID": np.array([[job_id.encode()]] * rows, dtype=object)})
-        except Exception as exc:  # noqa: BLE001 - this request's error
-            return error_response(exc)
+            job_id = self.queue.submit(*self.slow, inputs, self.config.name)
+            self.jobs.increment(result="queued")
+        except redis.RedisError:
+            job_id = ""
+            self.jobs.increment(result="error")
+        fast = await self._call("fast", self.fast, inputs)
+        return {**fast, "JOB_ID": np.array([[job_id.encode()]] * request_batch_size(inputs), dtype=object)}
 
     async def _stream(self, request) -> None:
         """Decoupled: send the fast answer, then the slow one, then close the stream."""
         sender = request.get_response_sender()
         try:
             inputs = read_inputs(request, self.config.inputs)
-            check_job_inputs(inputs, self.max_rows)
-            slow = asyncio.ensure_future(self._call("slow", self.slow, inputs, self.slow_timeout_s))
+            check_job_inputs(inputs, self.params["max_rows"])
+            slow = asyncio.ensure_future(self._call("slow", self.slow, inputs, self.params["slow_timeout_ms"] / 1000))
             try:
                 fast = await self._call("fast", self.fast, inputs)
                 sender.send(response({**fast, "STAGE": _stage("fast")}))
@@ -98,11 +80,13 @@ class TritonPythonModel:
         except Exception as exc:  # noqa: BLE001
             sender.send(error_response(exc), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
-    async def execute(self, requests):
+    def execute(self, requests):
         if self.decoupled:
-            await asyncio.gather(*(self._stream(r) for r in requests))
-            return None
-        return list(await asyncio.gather(*(self._with_job(r) for r in requests)))
+            return self._stream_all(requests)
+        return super().execute(requests)
+
+    async def _stream_all(self, requests) -> None:
+        await asyncio.gather(*(self._stream(r) for r in requests))
 
 
 def _stage(name: str) -> np.ndarray:

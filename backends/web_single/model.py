@@ -1,9 +1,9 @@
 """Web single pattern: validation, preprocessing, inference and postprocessing in one model.
 
 The seeds' simplest serving form: one process holds the model and does everything. Here it
-is one Triton model whose config names the features and their valid ranges:
+is one Triton model whose config names the features and their valid ranges.
 
-parameters:
+Parameters (pattern_kernel.specs.web_single):
   feature_names  comma list, one per column of FEATURES (used in error messages)
   feature_min    comma list of lower bounds;  feature_max  comma list of upper bounds
   labels         comma list of class names, indexed by the classifier's LABEL
@@ -17,23 +17,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from pattern_kernel.model_config import parse_model_config
 from pattern_kernel.onnx_session import load_session
-from pattern_kernel.triton_glue import count_failures, execute_requests
+from pattern_kernel.pattern_model import PatternModel
 from pattern_kernel.validation import check_finite, check_ranges, parse_list
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        count_failures(args)
-        self.config = parse_model_config(args["model_config"])
-        self.input_name = self.config.inputs[0].name
-        self.feature_names = parse_list(self.config.required_parameter("feature_names"))
-        self.lows = parse_list(self.config.required_parameter("feature_min"), float)
-        self.highs = parse_list(self.config.required_parameter("feature_max"), float)
-        self.labels = np.array(
-            [s.encode() for s in parse_list(self.config.required_parameter("labels"))], dtype=object
-        )
+class TritonPythonModel(PatternModel):
+    BACKEND = "web_single"
+
+    def setup(self, args):
+        p = self.params
+        self.feature_names = parse_list(p["feature_names"])
+        self.lows = parse_list(p["feature_min"], float)
+        self.highs = parse_list(p["feature_max"], float)
+        self.labels = np.array([s.encode() for s in parse_list(p["labels"])], dtype=object)
         if not len(self.feature_names) == len(self.lows) == len(self.highs):
             raise ValueError(
                 f"model '{self.config.name}': feature_names, feature_min and feature_max "
@@ -43,9 +40,10 @@ class TritonPythonModel:
         self.session_input = self.session.get_inputs()[0].name
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        features = inputs[self.input_name]
-        check_finite(self.input_name, features)
-        check_ranges(self.input_name, features, self.lows, self.highs, self.feature_names)
+        name = self.config.inputs[0].name
+        features = inputs[name]
+        check_finite(name, features)
+        check_ranges(name, features, self.lows, self.highs, self.feature_names)
         class_id, probabilities = self.session.run(
             ["LABEL", "PROBABILITIES"], {self.session_input: features.astype(np.float32)}
         )
@@ -55,6 +53,3 @@ class TritonPythonModel:
             "CLASS_ID": class_id,
             "PROBABILITIES": np.asarray(probabilities, dtype=np.float32),
         }
-
-    def execute(self, requests):
-        return execute_requests(requests, self.config.inputs, self.run, self.config.batching)

@@ -3,13 +3,16 @@ which SDK method with which options, and what its answers carry.
 
 A pattern here is data, not code: adding a pattern whose model takes one input tensor and
 answers with a class is one entry in PATTERNS; both clients (client.py) get its method from the
-entry (methods.py), and `Prediction` reads its extra outputs through RESULT_FIELDS.
+entry (methods.py), and `Prediction` reads its extra outputs through RESULT_FIELDS, which come
+from the backends' declared specs (`pattern_kernel.specs`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+
+from pattern_kernel.specs import SPECS
 
 
 @dataclass(frozen=True)
@@ -45,23 +48,29 @@ class ResultField:
     doc: str
 
 
+CORE_OUTPUTS = ("LABEL", "CLASS_ID", "PROBABILITIES")  # Prediction's own fields
+
+
+def result_fields(specs=SPECS) -> tuple[ResultField, ...]:
+    """Every extra output the backends declare (their kernel specs' `extra_outputs`) beyond
+    CORE_OUTPUTS, as Prediction attributes, in as_dict order (the backends' in name order)."""
+    found: dict[str, tuple[list[str], str, list[str]]] = {}  # attribute: (outputs, kind, docs)
+    for backend, spec in sorted(specs.items()):
+        for output in spec.extra_outputs:
+            if output.name in CORE_OUTPUTS:
+                continue
+            kind = "flag" if output.type == "TYPE_BOOL" else "json" if output.json else "text"
+            outputs, known_kind, docs = found.setdefault(output.attribute or output.name.lower(), ([], kind, []))
+            if known_kind != kind:
+                raise ValueError(f"{backend}'s {output.name} is {kind}, another backend's is {known_kind}")
+            outputs += [] if output.name in outputs else [output.name]
+            docs.append(f"{output.name} of the {backend} backend: {output.doc}")
+    return tuple(ResultField(name, tuple(outputs), kind, "; ".join(docs) + "; None when the model has no such output.")
+                 for name, (outputs, kind, docs) in found.items())
+
+
 # Every output beyond LABEL, CLASS_ID and PROBABILITIES, as Prediction attributes, in as_dict order.
-RESULT_FIELDS: tuple[ResultField, ...] = (
-    ResultField("report", ("STEPS", "REPORT"), "json",
-                "What an orchestrating model reported (STEPS of serial, REPORT of parallel), or None."),
-    ResultField("cache_hit", ("CACHE_HIT",), "flag", "For cached patterns: whether the answer came from the cache."),
-    ResultField("source", ("SOURCE",), "text",
-                'For the data cache: where the record\'s data came from ("redis" or "store").'),
-    ResultField("job_id", ("JOB_ID",), "text",
-                "For the time-difference pattern: the job that will carry the slow model's answer."),
-    ResultField("arm", ("ARM",), "text", "For router models (canary, A/B, shadow, condition): the arm that answered."),
-    ResultField("target", ("TARGET",), "text", "For router models: the model:version that answered."),
-    ResultField("fallback", ("FALLBACK",), "flag",
-                "For the circuit breaker: whether this is the configured default answer, not the model's."),
-    ResultField("fallback_reason", ("FALLBACK_REASON",), "text",
-                'Why the default answered: forced, open, deadline, overloaded, target_error ("" if not).'),
-    ResultField("stage", ("STAGE",), "text", 'For streamed time difference: "fast" or "slow".'),
-)
+RESULT_FIELDS: tuple[ResultField, ...] = result_fields()
 
 
 def _router(name: str, model: str, summary: str, doc: str, options: tuple[str, ...] = ("model",)) -> PatternSpec:

@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from pattern_kernel.errors import InputError
+
 
 def request_batch_size(inputs: Mapping[str, np.ndarray]) -> int:
     """Rows in one request: the first dimension shared by all its inputs."""
@@ -13,7 +15,7 @@ def request_batch_size(inputs: Mapping[str, np.ndarray]) -> int:
     distinct = set(sizes.values())
     if len(distinct) > 1:
         detail = ", ".join(f"{n}: {s}" for n, s in sizes.items())
-        raise ValueError(f"inputs disagree on the batch dimension ({detail})")
+        raise InputError(next(iter(sizes)), f"the inputs disagree on the batch dimension ({detail})")
     return distinct.pop() if distinct else 0
 
 
@@ -77,3 +79,13 @@ def run_requests(inputs: Sequence[Outcome], run: Runner, batching: bool) -> list
         except Exception as exc:  # noqa: BLE001 - becomes this request's error
             results[i] = exc
     return results
+
+
+def to_config_rank(array: np.ndarray, dims: Sequence[int], batching: bool) -> np.ndarray:
+    """`array` (a callee's output, e.g. iris's LABEL as [rows]) in the rank a config declares:
+    [rows, *dims] when batching, else dims; one wildcard takes what is left, and with several
+    the array stays as it is. ValueError when the sizes do not fit (this model's error)."""
+    shape = (array.shape[0] if array.ndim else 1,) * batching + tuple(dims)
+    if shape.count(-1) > 1 or array.shape == shape:
+        return array
+    return array.reshape(shape)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 
 class InputError(ValueError):
-    """A request's input is unusable. The message names the input and what was expected."""
+    """A request is unusable: the client's error, the only one answered INVALID_ARG. The
+    message names the input (or, with `kind`, e.g. "request parameter", what else) and what was
+    expected. Any other ValueError is this model's own failure (INTERNAL)."""
 
-    def __init__(self, input_name: str, problem: str):
+    def __init__(self, input_name: str, problem: str, kind: str = "input"):
         self.input_name = input_name
-        super().__init__(f"input '{input_name}': {problem}")
+        super().__init__(f"{kind} '{input_name}': {problem}")
 
 
 class StepError(RuntimeError):
@@ -60,6 +62,6 @@ def failure_reason(exc: BaseException, invalid_arg_code: int) -> str:
         return OVERLOAD
     if isinstance(exc, StepError):
         return CLIENT_ERROR if exc.code == invalid_arg_code else CALLEE_ERROR
-    if isinstance(exc, ValueError):
+    if isinstance(exc, InputError):
         return CLIENT_ERROR
     return MODEL_ERROR

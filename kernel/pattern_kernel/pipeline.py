@@ -27,6 +27,8 @@ def parse_steps(text: str) -> list[Step]:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"parameter 'steps' is not valid JSON: {exc}") from None
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ValueError("parameter 'steps' must be a JSON list of step objects")
     steps = []
     for i, item in enumerate(raw):
         unknown = set(item) - set(Step.__dataclass_fields__)

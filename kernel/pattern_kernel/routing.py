@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pattern_kernel.errors import InputError
 from pattern_kernel.validation import parse_list, parse_targets
 
 
@@ -121,8 +122,8 @@ class Split:
         key = self.key_of(parameters)
         if key is None:
             if self.sticky_required:
-                raise ValueError(f"request parameter '{self.sticky_key}' is required: arms are assigned per "
-                                 f"'{self.sticky_key}'")
+                raise InputError(self.sticky_key, f"is required: arms are assigned per '{self.sticky_key}'",
+                                 kind="request parameter")
             return pick(self.weights, self.random.random())
         return pick(self.weights, stable_fraction(key, self.salt))
 
@@ -182,7 +183,7 @@ class Conditions:
         names = [a.name for a in self.arms]
         if named is not None and named != "":
             if str(named) not in names:
-                raise ValueError(f"request parameter '{self.parameter}' must be one of {names}, got {named!r}")
+                raise InputError(self.parameter, f"must be one of {names}, got {named!r}", kind="request parameter")
             return np.full(rows, names.index(str(named)), dtype=np.int64)
         choice = np.full(rows, -1, dtype=np.int64)
         for rule in self.rules:

@@ -45,7 +45,7 @@ def error_response(exc: BaseException):
     count_failure(failure_reason(exc, pb_utils.TritonError.INVALID_ARG))
     if isinstance(exc, StepError):
         code = exc.code if exc.code is not None else pb_utils.TritonError.UNAVAILABLE
-    elif isinstance(exc, (InputError, ValueError)):
+    elif isinstance(exc, InputError):
         code = pb_utils.TritonError.INVALID_ARG
     else:
         code = pb_utils.TritonError.INTERNAL

@@ -5,7 +5,8 @@ Two runtimes with one interface (`start`, `stop`, `http_url`, `grpc_url`, `metri
 
 * `TritonServer` (embedded): the tritonserver 2.51 binary from the `nvidia-pytriton` wheel,
   run as a child process with a backend directory assembled from the wheel's `python`
-  backend, the stub for the running Python, and the project's `backends/*`. A daemon
+  backend, the stub for the running Python, and the project's `backends/*`; the stubs run the
+  server virtualenv's `python3` (`.venv-server`: the kernel package and the backends' libraries). A daemon
   thread watches the process; a death not asked for by `stop()` is reported (exit code or
   signal, log tail) and, with `restart_on_death`, the server is restarted on the same ports.
 * `DockerTritonServer`: an NGC `tritonserver` image through the Docker SDK, with the
@@ -13,7 +14,7 @@ Two runtimes with one interface (`start`, `stop`, `http_url`, `grpc_url`, `metri
   image has the native backend).
 
 Both restrict the admin APIs (model repository, shared memory, logging, trace) to callers
-with the admin key by default, and inference too when given an API key (`security.py`);
+with the admin key by default, and inference too when given an API key (`pattern_kernel.access`);
 their own calls (readiness, `model_index`, `reload_model`) send the keys.
 
 `serve()` is what `make serve` runs: embedded, supervised, until SIGINT/SIGTERM.
@@ -70,6 +71,7 @@ LOG = logging.getLogger(__name__)
 DEFAULT_NGC_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 NATIVE_IN_NGC_IMAGE = frozenset({"onnxruntime"})  # project shims the NGC image replaces natively
 KERNEL_DIR = Path(pattern_kernel.__file__).resolve().parent  # the only project package the server needs
+SERVER_VENV_ENV = "TRITON_PATTERNS_SERVER_VENV"
 LOG_TAIL_LINES = 60
 _ERROR_LINE = re.compile(r"^E\d{4} |unrecognized option|invalid argument|[Ee]rror: ")
 _HARMLESS_ON_CPU = re.compile(r"NVML|CudaDriverHelper|DCGM")
@@ -229,11 +231,39 @@ def _prepend(env: dict[str, str], name: str, value: str) -> None:
     env[name] = value + (os.pathsep + env[name] if env.get(name) else "")
 
 
-def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for the embedded server, so its Python stubs run *this* interpreter's world.
+def server_venv() -> Path:
+    """The server virtualenv, whose `python3` the Python stubs run: `$TRITON_PATTERNS_SERVER_VENV`,
+    else the checkout's `.venv-server` (`make server-venv`: the kernel package and the backends'
+    pinned libraries, kernel/requirements.txt; nothing else of the project)."""
+    return Path(os.environ.get(SERVER_VENV_ENV) or paths.PROJECT_ROOT / ".venv-server")
 
-    * PATH starts with this virtualenv's `bin/`: the stub builds `sys.path` from the first
-      `python3` on PATH (it ignores PYTHONPATH), so models import the venv's packages.
+
+def server_python_bin(venv: Path | str | None = None) -> Path:
+    """`venv/bin` (default `server_venv()`), checked: it has a `python3` of this interpreter's
+    version (the stub is chosen for it and links its libpython). There is no fallback to the
+    launcher's own virtualenv, where every project package would be importable in the server:
+    TritonStartError says how to build the server virtualenv, or to name one."""
+    venv = Path(venv) if venv is not None else server_venv()
+    python = venv / "bin" / "python3"
+    if not python.exists():
+        raise TritonStartError(
+            f"no server virtualenv at {venv} (its python3 runs the Python stubs): `make server-venv` builds it "
+            f"(kernel/requirements.txt + the kernel package); ${SERVER_VENV_ENV}=PATH names another")
+    cfg = venv / "pyvenv.cfg"
+    version = re.search(r"^version(?:_info)?\s*=\s*(\d+\.\d+)", cfg.read_text(), re.M) if cfg.is_file() else None
+    if version and version.group(1) != python_version_tag():
+        raise TritonStartError(
+            f"the server virtualenv {venv} is Python {version.group(1)}, the launcher {python_version_tag()}: "
+            f"the stub is the one for the launcher's Python; rebuild it (rm -rf {venv}; make server-venv)")
+    return venv / "bin"
+
+
+def server_env(extra: dict[str, str] | None = None, python_bin: Path | str | None = None) -> dict[str, str]:
+    """Environment for the embedded server, so its Python stubs run the server virtualenv.
+
+    * PATH starts with `python_bin` (default `server_python_bin()`): the stub builds `sys.path`
+      from the first `python3` on PATH (it ignores PYTHONPATH), so models import that venv's
+      packages, the kernel and the backends' libraries only.
     * LD_LIBRARY_PATH starts with this interpreter's libpython directory: the stub links
       `libpythonX.Y.so.1.0`; without it the system's copy (another patch release, or none)
       is loaded. Then the wheel's `nvidia_pytriton.libs` (as pytriton does): the python
@@ -241,11 +271,12 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
       libcudart there, their `$ORIGIN`-relative RPATH pointing nowhere from that place.
     """
     env = dict(os.environ)
-    _prepend(env, "PATH", os.path.dirname(sys.executable))  # not resolved: the venv's bin
+    _prepend(env, "PATH", str(python_bin if python_bin is not None else server_python_bin()))
     _prepend(env, "LD_LIBRARY_PATH", str(wheel_libs_dir()))
     libdir = python_libdir()
     if libdir is not None:
         _prepend(env, "LD_LIBRARY_PATH", str(libdir))
+    env.pop("PYTHONPATH", None)  # nothing of the launcher's world on the server's path
     env.update(extra or {})
     return env
 
@@ -431,9 +462,11 @@ class TritonServer(_Endpoints):
     after `restart_backoff` seconds doubled for each death within 30 s of its start.
     `die_with_parent`: the kernel SIGTERMs the server if the thread that started it ends
     (the main thread, usually), so a killed test run leaves no server behind.
-    Access (`security.py`): the admin APIs need `admin_key` (default: the configured admin
+    Access (`pattern_kernel.access`): the admin APIs need `admin_key` (default: the configured admin
     key, created on first use) unless `restrict_admin_apis` is False; with `api_key`,
     inference needs it too. `grpc_tls` serves gRPC over TLS.
+    The Python stubs run the `python3` of `server_venv` (default `server_venv()`: the checkout's
+    `.venv-server`, `make server-venv`), where only the kernel package is of the project.
     """
 
     def __init__(
@@ -465,8 +498,10 @@ class TritonServer(_Endpoints):
         api_key: str | None = None,
         restrict_admin_apis: bool = True,
         grpc_tls: GrpcTls | None = None,
+        server_venv: Path | str | None = None,
     ):
         self.model_repository = Path(model_repository).resolve()
+        self.server_venv = Path(server_venv) if server_venv is not None else None  # None: server_venv()
         self.project_backends = Path(project_backends).resolve()
         self.host = host
         self.http_port, self.grpc_port, self.metrics_port = _fill_ports(host, http_port, grpc_port, metrics_port)
@@ -539,8 +574,13 @@ class TritonServer(_Endpoints):
             *self.extra_args,
         ]
 
+    @property
+    def stub_python(self) -> Path:
+        """The `python3` whose world the Python stubs run (`server_python_bin`; raises if absent)."""
+        return server_python_bin(self.server_venv) / "python3"
+
     def environment(self) -> dict[str, str]:
-        return server_env(self.extra_env)
+        return server_env(self.extra_env, self.stub_python.parent)
 
     # -- lifecycle
 
@@ -577,6 +617,7 @@ class TritonServer(_Endpoints):
         if not self.model_repository.is_dir():
             raise TritonStartError(f"model repository {self.model_repository} does not exist")
         assemble_backend_directory(self.backend_directory, self.project_backends)
+        LOG.info("tritonserver's Python stubs run %s", self.stub_python)
         self._stopping.clear()
         self._given_up.clear()
         for attempt in range(1, START_ATTEMPTS + 1):
@@ -664,9 +705,9 @@ class TritonServer(_Endpoints):
                 region.unlink(missing_ok=True)
 
     def _spawn(self) -> ManagedProcess:
-        return ManagedProcess(
-            self.command(), self.log_path, env=self.environment(), die_with_parent=self.die_with_parent
-        )
+        # run in the log folder: the stubs' sys.path gets the working directory, which must not be the checkout
+        return ManagedProcess(self.command(), self.log_path, env=self.environment(), cwd=self.log_path.parent,
+                              die_with_parent=self.die_with_parent)
 
     def _wait_ready(self, proc: ManagedProcess) -> bool:
         """Ready: every model loaded and the metrics endpoint answering. Gives up at once when the
@@ -805,6 +846,7 @@ def _print_banner(server: TritonServer, notes: Sequence[str] = ()) -> None:
     print(f"  gRPC     {server.grpc_url}")
     print(f"  metrics  {server.metrics_url}")
     print(f"  log      {server.log_path}")
+    print(f"  stubs    {server.stub_python} (the server virtualenv: pattern_kernel and the backends' libraries)")
     print(f"  access   {_describe_access(server)}")
     for note in notes:
         print(f"  {note}")

@@ -70,9 +70,10 @@ def test_missing_stub_is_a_clear_error(tmp_path):
         assemble_backend_directory(tmp_path / "b", tmp_path, python_version="3.99")
 
 
-def test_server_env_puts_this_venv_first():
-    env = server_env({"EXTRA": "1"})
-    assert env["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+def test_server_env_puts_the_server_venv_first(tmp_path):
+    env = server_env({"EXTRA": "1"}, python_bin=tmp_path / "bin")
+    assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "bin")
+    assert "PYTHONPATH" not in env
     # this interpreter's libpython first (when shared), then the wheel's bundled libraries
     libdir = launcher.python_libdir()
     expected = ([str(libdir)] if libdir else []) + [str(launcher.wheel_libs_dir())]

@@ -72,7 +72,7 @@ def test_split_is_sticky_by_key_random_without_and_can_require_the_key():
     arms = [split.choose({}) for _ in range(2000)]
     assert 850 < arms.count(1) < 1150
     strict = Split(ARMS, (50, 50), salt="exp", sticky_key="user_id", sticky_required=True)
-    with pytest.raises(ValueError, match="'user_id' is required"):
+    with pytest.raises(ValueError, match="request parameter 'user_id': is required"):
         strict.choose({"other": 1})
 
 

@@ -157,7 +157,11 @@ def test_tokenize_pads_to_a_multiple_and_rejects_empty_text():
 def test_failure_reason_of_each_kind_of_error():
     INVALID_ARG, INTERNAL = 3, 13
     assert errors.failure_reason(InputError("IMAGE", "not an image"), INVALID_ARG) == errors.CLIENT_ERROR
-    assert errors.failure_reason(ValueError("request parameter 'target': no"), INVALID_ARG) == errors.CLIENT_ERROR
+    parameter = InputError("target", "no", kind="request parameter")
+    assert str(parameter) == "request parameter 'target': no"
+    assert errors.failure_reason(parameter, INVALID_ARG) == errors.CLIENT_ERROR
+    # only InputError is the client's: a reshape or config error is this model's own failure
+    assert errors.failure_reason(ValueError("cannot reshape array of size 3"), INVALID_ARG) == errors.MODEL_ERROR
     bad_input_downstream = StepError("preprocess", "digits_preprocess", 1, "input 'IMAGE': bad", INVALID_ARG)
     assert errors.failure_reason(bad_input_downstream, INVALID_ARG) == errors.CLIENT_ERROR
     callee_failed = StepError("audit", "iris_failing", 1, "boom", INTERNAL)

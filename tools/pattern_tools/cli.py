@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pattern_runtime.gateway import DEFAULT_BODY_LIMIT, DEFAULT_BURST, DEFAULT_RATE
 from pattern_runtime.services import DEFAULT_STORE
+from triton_patterns import paths
 from triton_patterns.endpoints import DEFAULT_REDIS_PORT, REDIS_URL_ENV, metrics_url, server_url
 from triton_patterns.patterns import PATTERNS
 
@@ -79,7 +80,8 @@ def cmd_serve(args) -> int:
                 body_limit=args.body_limit))
             notes = [*notes, *gateway_notes]
         return serve(**where, metrics_port=args.metrics_port, grpc_tls=tls, env=env, notes=notes,
-                     restrict_admin_apis=not args.open_admin_apis)
+                     restrict_admin_apis=not args.open_admin_apis, model_repository=args.model_repository,
+                     project_backends=args.backends, server_venv=args.server_venv)
 
 
 def cmd_seed_store(args) -> int:
@@ -191,6 +193,11 @@ def parser() -> argparse.ArgumentParser:
                        help="requests beyond the rate served at once before 429s (default %(default)s)")
     serve.add_argument("--body-limit", default=DEFAULT_BODY_LIMIT,
                        help="the gateway's request body limit (default %(default)s)")
+    serve.add_argument("--model-repository", default=paths.MODEL_REPOSITORY, help="default: the project's")
+    serve.add_argument("--backends", default=paths.BACKENDS,
+                       help="folder of Python-based backends, one folder with a model.py each (default: the project's)")
+    serve.add_argument("--server-venv", help="virtualenv whose python3 runs the Python stubs (default "
+                                             "$TRITON_PATTERNS_SERVER_VENV, else .venv-server: make server-venv)")
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)

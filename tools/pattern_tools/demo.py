@@ -389,6 +389,7 @@ def main(url: str | None = None) -> int:
                       "workers; see docs/patterns/asynchronous.md)")
     else:
         with running_stack() as (triton, redis):
+            console.print(f"tritonserver's Python stubs run {triton.stub_python} (the server virtualenv: the kernel only)")
             show_models(triton.http_url)
             ok = run_patterns(triton.http_url)
             ok &= run_async_patterns(triton.http_url, triton.grpc_url, redis.url)

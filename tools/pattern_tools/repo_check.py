@@ -15,10 +15,10 @@ What is checked, per model folder (every problem names the file and the config f
   keys are that model's inputs / outputs; every non-optional input is mapped once; tensors
   passed between steps agree in dtype and (wildcard-compatible) dims; every step input and
   ensemble output is produced; `max_batch_size` is at most each batching step's.
-* BLS pattern models: parameters that name models exist and serve the named version, by the
-  project's naming convention: `*_model` (version in `*_version`), `targets` / `*_targets`
-  (comma list of `model[:version]`), `steps` (the serial backend's JSON list); serial steps map
-  existing inputs and outputs; reference cycles are errors; a caller's batch (`max_batch_size`,
+* BLS pattern models: the parameters their backend's spec declares as references
+  (`pattern_kernel.specs`: one model and its version, a `targets` list, the serial `steps`,
+  parsed by the kernel's own parsers) name models that exist and serve the named version;
+  serial steps map existing inputs and outputs; reference cycles are errors; a caller's batch (`max_batch_size`,
   else `max_rows`) larger than the callee's `max_batch_size` is a warning (a BLS backend may split
   it, an ensemble cannot: there it is an error).
 * `labels` parameter: as many labels as the PROBABILITIES output has classes.
@@ -36,6 +36,9 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from pattern_kernel.pipeline import parse_steps
+from pattern_kernel.specs import SPECS
+from pattern_kernel.validation import parse_targets as parse_target_list
 from triton_patterns import paths
 
 CONFIG = "config.pbtxt"
@@ -58,13 +61,11 @@ NGC_ONLY = {"tensorrt_plan", "tensorrt", "pytorch_libtorch", "pytorch", "tensorf
 # Project backends that read a file from each version folder: backend -> (field, default name).
 VERSION_FILES: dict[str, tuple[str, str]] = {
     "web_single": ("default_model_filename", "model.onnx"),
-    "text_tokenizer": ("parameters.tokenizer_file", "tokenizer.json"),
+    "text_tokenizer": ("parameters.tokenizer_file", SPECS["text_tokenizer"].parameter("tokenizer_file").default),
 }
 ONNX_TYPES = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 4: "TYPE_UINT16", 5: "TYPE_INT16",
               6: "TYPE_INT32", 7: "TYPE_INT64", 8: "TYPE_STRING", 9: "TYPE_BOOL", 10: "TYPE_FP16",
               11: "TYPE_FP64", 12: "TYPE_UINT32", 13: "TYPE_UINT64", 16: "TYPE_BF16"}
-_VERSIONED_KEY = re.compile(r"^(?:(?P<prefix>\w+)_)?model$")
-_TARGETS_KEY = re.compile(r"^(?:\w+_)?targets$")
 
 
 @dataclass(frozen=True)
@@ -203,14 +204,9 @@ def load_config(path: Path) -> mc.ModelConfig:
 
 
 def parse_targets(text: str) -> list[tuple[str, int]]:
-    """`model[:version]` items of a comma list (anything after `=` or `@`, e.g. a weight, is ignored)."""
-    out = []
-    for item in text.split(","):
-        item = re.split(r"[=@]", item.strip(), maxsplit=1)[0].strip()
-        if item:
-            name, _, version = item.partition(":")
-            out.append((name.strip(), int(version) if version.strip() else -1))
-    return out
+    """The kernel's `model[:version]` comma list, as command lines write it: anything after `=`
+    or `@` in an item (e.g. a weight) is ignored."""
+    return parse_target_list(",".join(re.split(r"[=@]", item, maxsplit=1)[0] for item in text.split(",")))
 
 
 def onnx_signature(path: Path) -> tuple[list[tuple[str, str, list[int]]], list[tuple[str, str, list[int]]]]:
@@ -555,54 +551,35 @@ class _Checker:
                                       f"but {b_from} has {dims_text(full_dims(b_dims, b_batch))}")
 
     def references(self, model: Model) -> list[tuple[str, str, int]]:
-        """(config field, model name, version) for every model a BLS model's parameters name."""
+        """(config field, model name, version) for every model a pattern model's parameters name,
+        as its backend's spec declares them."""
+        spec = SPECS.get(model.config.backend)
+        parameters = {key: model.parameter(key) or "" for key in model.config.parameters}
         refs = []
-        for key in sorted(model.config.parameters):
-            value = model.parameter(key) or ""
-            match = _VERSIONED_KEY.match(key)
-            if match and value.strip():
-                prefix = match.group("prefix")
-                version_key = f"{prefix}_version" if prefix else "version"
-                raw = (model.parameter(version_key) or "-1").strip()
-                try:
-                    version = int(raw)
-                except ValueError:
-                    self.error(model, f"parameters.{version_key}", f"{raw!r} is not an integer version")
-                    version = -1
-                refs.append((f"parameters.{key}", value.strip(), version))
-            elif _TARGETS_KEY.match(key) and value.strip():
-                try:
-                    refs += [(f"parameters.{key}", name, version) for name, version in parse_targets(value)]
-                except ValueError:
-                    self.error(model, f"parameters.{key}", f"{value!r}: expected a comma list of model[:version]")
-            elif key == "steps":
-                refs += self.step_references(model, value)
+        for ref in spec.references if spec else ():
+            try:
+                found = ref.models(parameters)
+            except ValueError as exc:
+                self.error(model, *str(exc).split(": ", 1))
+                continue
+            refs += found
+            if ref.kind == "steps":
+                self.check_step_tensors(model, parse_steps(parameters[ref.parameter]), ref.parameter)
         return refs
 
-    def step_references(self, model: Model, text: str) -> list[tuple[str, str, int]]:
-        try:
-            steps = json.loads(text)
-            assert isinstance(steps, list) and all(isinstance(s, dict) for s in steps)
-        except (ValueError, AssertionError):
-            self.error(model, "parameters.steps", "is not a JSON list of step objects")
-            return []
-        refs = []
+    def check_step_tensors(self, model: Model, steps, parameter: str) -> None:
+        """Serial steps map inputs and outputs their model has."""
         for i, step in enumerate(steps):
-            where = f"parameters.steps[{i}]" + (f" ({step['name']})" if "name" in step else "")
-            if "model" not in step:
-                self.error(model, where, "has no 'model'")
-                continue
-            refs.append((where, step["model"], int(step.get("version", -1))))
-            target = self.report.models.get(step["model"])
+            where = f"parameters.{parameter}[{i}] ({step.name})"
+            target = self.report.models.get(step.model)
             if target is None:
                 continue
-            for key in step.get("inputs", {}):
+            for key in step.inputs:
                 if target.tensor(key) is None:
                     self.error(model, f"{where}.inputs[{key}]", f"{target.name} has no input {key!r}")
-            for key in step.get("outputs", {}):
+            for key in step.outputs:
                 if target.tensor(key, outputs=True) is None:
                     self.error(model, f"{where}.outputs[{key}]", f"{target.name} has no output {key!r}")
-        return refs
 
     def check_references(self) -> None:
         graph = self.report.graph

@@ -36,6 +36,7 @@ import numpy as np
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from pattern_kernel.specs import SPECS
 from pattern_tools.repo_check import Model, check_repository, onnx_signature, parse_targets, type_name
 from triton_patterns import paths
 
@@ -44,15 +45,6 @@ NUMPY = {"TYPE_BOOL": np.bool_, "TYPE_UINT8": np.uint8, "TYPE_UINT16": np.uint16
          "TYPE_UINT64": np.uint64, "TYPE_INT8": np.int8, "TYPE_INT16": np.int16, "TYPE_INT32": np.int32,
          "TYPE_INT64": np.int64, "TYPE_FP16": np.float16, "TYPE_FP32": np.float32, "TYPE_FP64": np.float64,
          "TYPE_STRING": np.object_}
-# Outputs a pattern backend adds to its target's: (name, data type, dims)
-EXTRA_OUTPUTS = {
-    "serial": [("STEPS", "TYPE_STRING", [1])],
-    "parallel": [("REPORT", "TYPE_STRING", [1])],
-    "prediction_cache": [("CACHE_HIT", "TYPE_BOOL", [1])],
-    "circuit_breaker": [("FALLBACK", "TYPE_BOOL", [1]), ("FALLBACK_REASON", "TYPE_STRING", [1])],
-    "router": [("ARM", "TYPE_STRING", [1]), ("TARGET", "TYPE_STRING", [1])],
-}
-MULTI_TARGET = {"serial", "parallel", "router"}  # the others wrap one target
 
 
 class TemplateError(RuntimeError):
@@ -318,39 +310,42 @@ def _default_outputs(outputs) -> str:
 
 def pattern_config(name: str, backend: str, targets: list[tuple[Model, int]],
                    params: dict[str, str] | None = None, extra_outputs: list[str] = ()) -> mc.ModelConfig:
+    """A config of a pattern backend over `targets`: the parameters its spec names models with
+    (the first reference: one model, a `targets` list or serial `steps`), the spec's template
+    defaults and extra outputs, then `params`."""
+    spec = SPECS.get(backend)
+    if spec is None or not spec.references:
+        raise TemplateError(f"backend {backend!r} is not a pattern backend over target models "
+                            f"(those are: {', '.join(n for n, s in SPECS.items() if s.references)})")
+    ref = spec.references[0]
     models = [m for m, _ in targets]
-    if backend not in MULTI_TARGET and len(targets) > 1:
+    if ref.kind == "model" and len(targets) > 1:
         raise TemplateError(f"backend {backend!r} wraps one target model; got {len(targets)}")
     first, last = models[0], models[-1]
     cfg = _base(name, _max_batch_size(models), _labels(last), batching_queue=backend == "circuit_breaker")
     cfg.backend = backend
     _copy_tensors(cfg.input, first.config.input)
-    source = last if backend == "serial" else first
+    source = last if ref.kind == "steps" else first
     _copy_tensors(cfg.output, source.config.output)
-    for out in EXTRA_OUTPUTS.get(backend, []):
-        add_tensor(cfg.output, *out)
-    for spec in extra_outputs:
-        add_tensor(cfg.output, *parse_tensor(spec))
+    for out in spec.extra_outputs:
+        add_tensor(cfg.output, out.name, out.type, list(out.dims))
+    for text in extra_outputs:
+        add_tensor(cfg.output, *parse_tensor(text))
     defaults: dict[str, str] = {}
-    target_list = ",".join(f"{m.name}:{v}" for m, v in targets)
-    if backend == "serial":
+    if ref.kind == "steps":
         ins, outs = chain(models)
-        defaults["steps"] = json.dumps([{"name": f"step{k}_{m.name}", "model": m.name, "version": v,
-                                         "inputs": imap, "outputs": omap}
-                                        for k, ((m, v), imap, omap) in enumerate(zip(targets, ins, outs))])
-    elif backend in MULTI_TARGET:
-        defaults["targets"] = target_list
-        if backend == "parallel":
-            defaults.update(aggregation="majority", target_timeout_ms="1000", deadline_ms="2000", min_answers="1",
-                            default_label="0")
-        if backend == "router":
-            defaults.update(mode="split", weights=",".join(["1"] * len(targets)))
+        defaults[ref.parameter] = json.dumps([{"name": f"step{k}_{m.name}", "model": m.name, "version": v,
+                                               "inputs": imap, "outputs": omap}
+                                              for k, ((m, v), imap, omap) in enumerate(zip(targets, ins, outs))])
+    elif ref.kind == "targets":
+        defaults[ref.parameter] = ",".join(f"{m.name}:{v}" for m, v in targets)
     else:
-        defaults.update(target_model=first.name, target_version=str(targets[0][1]))
-        if backend == "prediction_cache":
-            defaults.update(ttl_seconds="300", namespace="prediction")
-        if backend == "circuit_breaker":
-            defaults.update(deadline_ms="1000", default_outputs=_default_outputs(first.config.output))
+        defaults.update({ref.parameter: first.name, ref.version: str(targets[0][1])})
+    defaults.update(spec.template_defaults())
+    if backend == "router":
+        defaults["weights"] = ",".join(["1"] * len(targets))
+    if backend == "circuit_breaker":
+        defaults["default_outputs"] = _default_outputs(first.config.output)
     for key, value in {**defaults, **(params or {})}.items():
         cfg.parameters[key].string_value = value
     return cfg

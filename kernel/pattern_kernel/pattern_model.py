@@ -1,0 +1,87 @@
+"""`PatternModel`: the `TritonPythonModel` boilerplate every pattern backend shares.
+
+`initialize` counts failures (`triton_glue.count_failures`), parses the model config and reads
+the backend's declared parameters (`specs.SPECS[BACKEND]`) into `self.params`, then calls
+`setup(args)`. `execute` answers each request with outputs or an error response of its own;
+a backend defines one of:
+
+- `run(inputs)`: the inputs of a whole dynamic batch merged into one call when the model
+  batches (a failing merged call is retried request by request);
+- `handle(request, inputs)`: one request at a time;
+- `async answer(request, inputs)`: the requests of a batch concurrently on asyncio.
+
+Each returns the response's outputs ({name: array}). `batch_done()` runs after each batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.specs import SPECS
+from pattern_kernel.triton_glue import (
+    Metrics,
+    count_failures,
+    error_response,
+    execute_requests,
+    read_inputs,
+    response,
+)
+
+
+class PatternModel:
+    BACKEND = ""  # the backend's name, its spec's key in SPECS
+
+    def initialize(self, args):
+        count_failures(args)
+        self.config = parse_model_config(args["model_config"])
+        self.spec = SPECS[self.BACKEND]
+        self.params = self.spec.read(self.config.name, self.config.parameters)
+        # this model's own outputs: the config's, less those the backend adds (FALLBACK, ARM...)
+        self.model_outputs = [s for s in self.config.outputs if s.name not in self.spec.extra_output_names]
+        self.setup(args)
+
+    def setup(self, args) -> None:
+        """The backend's own initialisation (`self.config`, `self.params` are set)."""
+
+    def required(self, name: str):
+        """A parameter the spec leaves optional but this configuration needs (e.g. per mode)."""
+        value = self.params[name]
+        if value is None or value == "":
+            raise ValueError(f"model '{self.config.name}': config parameter '{name}' is required")
+        return value
+
+    def metrics(self, name: str, description: str, kind: str = "counter", **labels: str) -> Metrics:
+        """A metric family labelled with this model (plus `labels`)."""
+        return Metrics(name, description, {"model": self.config.name, **labels}, kind=kind)
+
+    def batch_done(self) -> None:
+        """Called after each batch of requests has been answered."""
+
+    # -- execute
+
+    def execute(self, requests):
+        if hasattr(self, "answer"):
+            return self._answer_all(requests)  # a coroutine: the stub runs it on its event loop
+        if hasattr(self, "run"):
+            responses = execute_requests(requests, self.config.inputs, self.run, self.config.batching)
+        else:
+            responses = [self._handle_one(r) for r in requests]
+        self.batch_done()
+        return responses
+
+    def _handle_one(self, request):
+        try:
+            return response(self.handle(request, read_inputs(request, self.config.inputs)))
+        except Exception as exc:  # noqa: BLE001 - this request's error; the others still succeed
+            return error_response(exc)
+
+    async def _answer_one(self, request):
+        try:
+            return response(await self.answer(request, read_inputs(request, self.config.inputs)))
+        except Exception as exc:  # noqa: BLE001 - this request's error; the others still succeed
+            return error_response(exc)
+
+    async def _answer_all(self, requests) -> list:
+        responses = list(await asyncio.gather(*(self._answer_one(r) for r in requests)))
+        self.batch_done()
+        return responses
