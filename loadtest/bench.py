@@ -307,6 +307,7 @@ def triton_json(model: str, data: Data) -> bytes:
 
 
 GATEWAYS = {"gateway_iris_http": "iris through the nginx gateway, HTTP JSON (wrk)",
+            "gateway_proxy_iris_http": "iris through the gateway's nginx without the njs shape check (its cost)",
             "gateway_tls_iris_http": "iris through the nginx gateway over TLS, HTTPS JSON (wrk)"}
 
 
@@ -315,13 +316,17 @@ def bench_gateways(stack, tmp: Path):
     """The nginx gateway in front of the bench's tritonserver, plain and with TLS (a self-signed
     certificate), the rate limit out of the way: what it costs over direct HTTP JSON. Yields
     {setup name: the gateway's base URL}."""
-    from pattern_runtime.gateway import Gateway, self_signed_certificate
+    from pattern_runtime.gateway import TEMPLATE, Gateway, self_signed_certificate
 
     limits = {"rate": "1000000r/s", "burst": 1000000}
     tls = self_signed_certificate(tmp)
+    proxy_only = tmp / "proxy-only.conf.template"
+    proxy_only.write_text(TEMPLATE.read_text().replace("js_content gateway.infer;", "proxy_pass http://triton_http;"))
     with Gateway(stack.http_url, stack.grpc_url, **limits) as plain, \
+            Gateway(stack.http_url, stack.grpc_url, template=proxy_only, **limits) as proxy, \
             Gateway(stack.http_url, stack.grpc_url, tls=tls, **limits) as secure:
-        yield {"gateway_iris_http": plain.http_url, "gateway_tls_iris_http": secure.http_url}
+        yield {"gateway_iris_http": plain.http_url, "gateway_proxy_iris_http": proxy.http_url,
+               "gateway_tls_iris_http": secure.http_url}
 
 
 def gateway_setups(urls: dict[str, str], data: Data) -> list[Setup]:

@@ -119,12 +119,4 @@ function infer(r) {
     r.internalRedirect('@triton');
 }
 
-// js_header_filter: error answers as application/json (tritonserver 2.51 sends its JSON errors as
-// text/plain, which the KServe REST client shows as an empty message)
-function jsonErrors(r) {
-    if (r.status >= 400) {
-        r.headersOut['Content-Type'] = 'application/json';
-    }
-}
-
-export default {apiKeyOk, adminKeyOk, infer, jsonErrors, checkInput, countValues};
+export default {apiKeyOk, adminKeyOk, infer, checkInput, countValues};

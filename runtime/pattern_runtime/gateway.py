@@ -88,6 +88,7 @@ class Gateway(LocalServer):
     locks the admin APIs. `rate`: nginx's limit_req rate per client address ("2000r/s"),
     `burst` requests beyond it served at once before 429s. `workers`: nginx worker processes
     ("auto": one per core). The access log is written in 64 kB buffers, at least once a second.
+    `template`: another config with the same fields (the benchmark's variant without the shape check).
     """
 
     name = "gateway"  # nginx
@@ -117,6 +118,7 @@ class Gateway(LocalServer):
         startup_timeout: float = 30.0,
         binary: str = "nginx",
         njs_module: str = DEBIAN_NJS_MODULE,
+        template: Path = TEMPLATE,
     ):
         super().__init__(http_port, host, directory, startup_timeout, binary)
         self._grpc_port_chosen = not grpc_port
@@ -131,7 +133,7 @@ class Gateway(LocalServer):
         self.triton_http, self.triton_grpc = triton_http, triton_grpc
         self.tls, self.api_key, self.admin_key = tls, api_key, admin_key
         self.body_limit, self.max_elements, self.rate, self.burst = body_limit, int(max_elements), rate, int(burst)
-        self.workers, self.njs_module = workers, njs_module
+        self.workers, self.njs_module, self.template = workers, njs_module, Path(template)
 
     # -- what is run
 
@@ -157,7 +159,7 @@ class Gateway(LocalServer):
         }
 
     def config(self) -> str:
-        return render(TEMPLATE.read_text(), self.fields())
+        return render(self.template.read_text(), self.fields())
 
     def _prepare(self) -> None:
         if not Path(self.njs_module).is_file():
