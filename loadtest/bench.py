@@ -306,6 +306,34 @@ def triton_json(model: str, data: Data) -> bytes:
                                    "data": rows.reshape(-1).tolist()}]}).encode()
 
 
+GATEWAYS = {"gateway_iris_http": "iris through the nginx gateway, HTTP JSON (wrk)",
+            "gateway_proxy_iris_http": "iris through the gateway's nginx without the njs shape check (its cost)",
+            "gateway_tls_iris_http": "iris through the nginx gateway over TLS, HTTPS JSON (wrk)"}
+
+
+@contextlib.contextmanager
+def bench_gateways(stack, tmp: Path):
+    """The nginx gateway in front of the bench's tritonserver, plain and with TLS (a self-signed
+    certificate), the rate limit out of the way: what it costs over direct HTTP JSON. Yields
+    {setup name: the gateway's base URL}."""
+    from pattern_runtime.gateway import TEMPLATE, Gateway, self_signed_certificate
+
+    limits = {"rate": "1000000r/s", "burst": 1000000}
+    tls = self_signed_certificate(tmp)
+    proxy_only = tmp / "proxy-only.conf.template"
+    proxy_only.write_text(TEMPLATE.read_text().replace("js_content gateway.infer;", "proxy_pass http://triton_http;"))
+    with Gateway(stack.http_url, stack.grpc_url, **limits) as plain, \
+            Gateway(stack.http_url, stack.grpc_url, template=proxy_only, **limits) as proxy, \
+            Gateway(stack.http_url, stack.grpc_url, tls=tls, **limits) as secure:
+        yield {"gateway_iris_http": plain.http_url, "gateway_proxy_iris_http": proxy.http_url,
+               "gateway_tls_iris_http": secure.http_url}
+
+
+def gateway_setups(urls: dict[str, str], data: Data) -> list[Setup]:
+    return [http_setup(name, GATEWAYS[name], "triton", "iris", data, f"{url}/v2/models/iris/infer",
+                       triton_json("iris", data), verify=False) for name, url in urls.items()]
+
+
 def peer_json(model: str, data: Data) -> bytes:
     return json.dumps({"inputs": data.rows(model).tolist()}).encode()
 
@@ -317,11 +345,13 @@ def _http_answer(kind: str, model: str, answer: dict):
     return answer["outputs"] if model == "heavy_mlp" else answer["label"]
 
 
-def http_setup(name: str, what: str, kind: str, model: str, data: Data, url: str, body: bytes) -> Setup:
-    """An HTTP JSON setup driven by wrk (POST `body` to `url`)."""
+def http_setup(name: str, what: str, kind: str, model: str, data: Data, url: str, body: bytes,
+               verify: bool = True) -> Setup:
+    """An HTTP JSON setup driven by wrk (POST `body` to `url`; https: wrk does not verify the certificate,
+    nor does the check with `verify=False`)."""
 
     def check() -> bool:
-        reply = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+        reply = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30, verify=verify)
         reply.raise_for_status()
         return same(model, np.asarray(_http_answer(kind, model, reply.json()), dtype=np.float32),
                     data.expected(model))
@@ -528,7 +558,7 @@ def run(args) -> list[Outcome]:
     phases = [("limit", None), ("triton", None), ("fastapi", 1), ("fastapi", 2)]
     limit = select(inprocess_setups(data, args), args.setups)
     perf_models = {m: PERF_MIRRORS[m] for m in (["iris"] if args.quick else PERF_MIRRORS)}
-    probe = triton_setups("", "", data) + [batch_job_setup(""), async_setup("", "", "")] + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
+    probe = triton_setups("", "", data) + gateway_setups(dict.fromkeys(GATEWAYS, ""), data) + [batch_job_setup(""), async_setup("", "", "")] + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
     n_triton = len(select(probe, args.setups))
     n_peer = len(select(peer_setups(1, 0, data) + peer_setups(2, 0, data), args.setups))
     total = sum(len(s.concurrencies or []) for s in limit) + (n_triton + n_peer) * len(args.concurrency)
@@ -542,9 +572,11 @@ def run(args) -> list[Outcome]:
                 if not n_triton:
                     continue
                 progress.update(task, description="starting tritonserver")
-                with bench_stack(log_dir) as stack:
+                with bench_stack(log_dir) as stack, tempfile.TemporaryDirectory(prefix="bench-tls-") as tls_dir, \
+                        bench_gateways(stack, Path(tls_dir)) as gateways:
                     inputs = perf.write_inputs(args.out / "perf-inputs", tuple(perf_models))
-                    chosen = triton_setups(stack.grpc_url, f"http://{stack.http_url}", data) + [
+                    chosen = triton_setups(stack.grpc_url, f"http://{stack.http_url}", data) + gateway_setups(
+                        gateways, data) + [
                         batch_job_setup(stack.grpc_url),
                         async_setup(stack.http_url, stack.grpc_url, stack.redis_url)] + [s for s in perf_setups(stack.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
                     outcomes += run_setups(select(chosen, args.setups), args.concurrency, progress, task)

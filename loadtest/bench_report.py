@@ -117,6 +117,19 @@ def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
             "(reported, no goal)", "-", jobs.rows_per_s / jobs.extra["inprocess_rows_per_s"], None,
             f"{jobs.rows_per_s:,.0f} jobs/s draining a filled queue, {jobs.extra['live_jobs_per_s']:,.0f} jobs/s "
             f"submitted live, vs {jobs.extra['inprocess_rows_per_s']:,.0f} rows/s in process")
+    for c in sorted({low, top}):
+        direct, through, proxy, tls = (_at(outcomes, n, c) for n in (
+            "triton_iris_http", "gateway_iris_http", "gateway_proxy_iris_http", "gateway_tls_iris_http"))
+        if direct and through:
+            ratio, extra = through.rows_per_s / direct.rows_per_s, through.p50_ms - direct.p50_ms
+            beside = "".join(f"; {what} {p.rows_per_s:,.0f}/s ({p.rows_per_s / direct.rows_per_s:.2f}x), p50 {p.p50_ms:.2f} ms"
+                             for what, p in (("without the shape check", proxy), ("with TLS", tls)) if p)
+            add(f"nginx gateway vs direct, iris HTTP JSON, c={c}: throughput", ">= 0.85x", ratio, ratio >= 0.85,
+                f"{through.rows_per_s:,.0f}/s vs {direct.rows_per_s:,.0f}/s{beside}")
+            add(f"nginx gateway vs direct, iris HTTP JSON, c={c}: p50 added", "<= 0.3 ms", extra, extra <= 0.3,
+                f"{through.p50_ms:.2f} ms vs {direct.p50_ms:.2f} ms")
+        else:
+            add(f"nginx gateway vs direct, iris HTTP JSON, c={c}", ">= 0.85x", None, None, "not measured")
     for what, num, den, level, metric, goal in COMPARISONS:
         c = low if level == "low" else top
         a, b = _at(outcomes, num, c), _at(outcomes, den, c)

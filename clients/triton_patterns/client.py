@@ -15,7 +15,8 @@ errors surface as `PatternError` with the server's message (which names the bad 
 Keys and TLS (security.py): every call carries the API key (`api_key`, else
 $TRITON_PATTERNS_API_KEY) and the admin key (`admin_key`, else $TRITON_PATTERNS_ADMIN_KEY or the
 local key file) when known, as the headers (gRPC metadata) the server's restricted APIs check;
-gRPC goes over TLS with `ssl=True` and/or `root_certificates` (else $TRITON_PATTERNS_GRPC_ROOT_CERT).
+gRPC goes over TLS with `ssl=True` and/or `root_certificates` (else $TRITON_PATTERNS_GRPC_ROOT_CERT);
+HTTP too, through the gateway (Triton 2.51 has no HTTPS of its own; docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import tritonclient.http.aio as http_aio
 from tritonclient.utils import InferenceServerException
 
 from triton_patterns.async_jobs import RESULT_MODEL, JobResult, job_result, label_models, wait_for_end
-from triton_patterns.credentials import authorize, client_headers, grpc_client_options
+from triton_patterns.credentials import authorize, client_headers, grpc_client_options, http_client_options
 from triton_patterns.endpoints import server_url
 from triton_patterns.methods import add_pattern_methods
 from triton_patterns.patterns import RESULT_FIELDS, PatternSpec, ResultField, pattern
@@ -201,9 +202,8 @@ class _Base:
         self._input_specs: dict[str, PatternSpec] = {}
         self._json = {"as_json": True} if protocol == "grpc" else {}
         self.headers = client_headers(api_key, admin_key)
-        self._tls = grpc_client_options(ssl, root_certificates) if protocol == "grpc" else {}
-        if protocol == "http" and ssl:
-            raise ValueError("Triton 2.51 serves HTTP without TLS (put a TLS proxy in front); TLS is for gRPC")
+        self._tls = (grpc_client_options(ssl, root_certificates) if protocol == "grpc" else
+                     http_client_options(ssl, root_certificates, asynchronous=self._mod.__name__.endswith(".aio")))
 
     def _new_client(self, **options):
         """A tritonclient client for this url with the keys' headers and TLS options."""

@@ -6,6 +6,7 @@ The names and the server's flags are `pattern_kernel.access`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 from collections.abc import Mapping
@@ -110,3 +111,20 @@ def grpc_client_options(ssl: bool | None = None, root_certificates: str | os.Pat
         if value:
             options[name] = str(value)
     return options
+
+
+def http_client_options(ssl: bool | None = None, root_certificates: str | os.PathLike | None = None,
+                        asynchronous: bool = False) -> dict:
+    """kwargs of `tritonclient.http(.aio).InferenceServerClient` for HTTPS (Triton 2.51 has no
+    HTTPS of its own: the gateway's, docs/deploy.md), trusting `root_certificates` (PEM) or the
+    system's CAs; {} for plain HTTP."""
+    if ssl is False or not (ssl or root_certificates):
+        return {}
+    cafile = str(root_certificates) if root_certificates else None
+    if asynchronous:  # aiohttp takes a context
+        import ssl as ssl_module
+
+        return {"ssl": True, "ssl_context": ssl_module.create_default_context(cafile=cafile)}
+    import gevent.ssl  # geventhttpclient takes a factory
+
+    return {"ssl": True, "ssl_context_factory": functools.partial(gevent.ssl.create_default_context, cafile=cafile)}

@@ -51,6 +51,7 @@ from pattern_kernel.server_command import (
     common_server_flags,
     container_command,
 )
+from pattern_runtime.gateway import is_loopback
 from pattern_runtime.processes import (
     ManagedProcess,
     describe_returncode,
@@ -823,18 +824,6 @@ def serve(wait_models: Iterable[str] = (), notes: Sequence[str] = (), **kwargs: 
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def is_loopback(host: str) -> bool:
-    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _describe_access(server: TritonServer) -> str:

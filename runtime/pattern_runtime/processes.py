@@ -252,7 +252,15 @@ class LocalServer:
         raise NotImplementedError
 
     def _prepare(self) -> None:
-        """Checks and files needed before the first start (the directory exists)."""
+        """Checks and files needed before each start (the directory exists)."""
+
+    def environment(self) -> dict[str, str] | None:
+        """The child's environment (None: this process's)."""
+        return None
+
+    def _new_ports(self) -> None:
+        """Replace the ports this object chose, after one of them was taken by another process."""
+        self.port = free_port(self.host)
 
     def _shutdown(self, proc: ManagedProcess, timeout: float) -> None:
         proc.terminate(timeout)
@@ -285,13 +293,13 @@ class LocalServer:
         if self.directory is None:
             self.directory = Path(tempfile.mkdtemp(prefix=f"triton-patterns-{self.name}-"))
         self.directory.mkdir(parents=True, exist_ok=True)
-        try:
-            self._prepare()
-        except Exception:
-            self.stop()
-            raise
         for attempt in range(1, self.start_attempts + 1):
-            proc = self._proc = ManagedProcess(self.command(), self.log_path, cwd=self.directory)
+            try:
+                self._prepare()
+            except Exception:
+                self.stop()
+                raise
+            proc = self._proc = ManagedProcess(self.command(), self.log_path, env=self.environment(), cwd=self.directory)
             started = time.monotonic()
             if wait_for(self.is_ready, self.startup_timeout, interval=0.05, abort=lambda: not proc.is_running()):
                 return self
@@ -302,7 +310,7 @@ class LocalServer:
             this_run = tail_text.rsplit("\n=== ", 1)[-1]
             if self._port_chosen and attempt < self.start_attempts and self.port_taken.lower() in this_run.lower():
                 LOG.warning("%s port %s taken by another process: trying a new free port", self.name, self.port)
-                self.port = free_port(self.host)
+                self._new_ports()
                 continue
             message = (f"{self.name} on {self.host}:{self.port} (pid {proc.pid}) {state}; "
                        f"last lines of {self.log_path}:\n{tail_text}")

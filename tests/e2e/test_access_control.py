@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import requests
 
 from pattern_kernel import probe
 from pattern_kernel.access import ADMIN_HEADER, API_HEADER, API_KEY_ENV, GrpcTls
+from pattern_runtime.gateway import self_signed_certificate
 from pattern_runtime.launcher import TritonServer
 from triton_patterns import paths
 from triton_patterns.client import AsyncPatternClient, PatternClient, PatternError
@@ -40,14 +40,8 @@ def certs(tmp_path_factory):
     """A self-signed certificate for 127.0.0.1 (its own root), made with openssl; None without it."""
     if shutil.which("openssl") is None:
         return None
-    folder = tmp_path_factory.mktemp("tls")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
-        check=True, capture_output=True,
-    )
-    return folder / "cert.pem", folder / "key.pem"
+    tls = self_signed_certificate(tmp_path_factory.mktemp("tls"))
+    return tls.cert, tls.key
 
 
 def _server(repo, tmp_path_factory, **kwargs) -> TritonServer:

@@ -307,3 +307,105 @@ def test_after_the_fuzzing_every_pattern_answers_and_no_stub_died(triton, client
     assert client.web_single([6.7, 3.0, 5.2, 2.3]).label == "virginica"
     assert client.data_cache("digit-0").label == client.data_cache("digit-0").label
     assert {m["name"] for m in triton.model_index() if m.get("state") == "READY"} >= set(configs)
+
+
+# --------------------------------------------------------------------------- declared shapes (issue 15)
+# A KServe v2 JSON input whose shape declares far more values than its `data` carries. Triton 2.51
+# allocates the declared size before comparing it with the data (no --http-max-input-size before
+# 2.59); the gateway (deploy/gateway) refuses it before it reaches tritonserver.
+
+DECLARED = 1_000_000_000
+
+
+def declared_shape_cases(model: str, config: dict) -> list[tuple[str, str]]:
+    """(input name, JSON body) per input and declared shape: several ranks, each input's own datatype
+    (BYTES too), four values in `data`; the other inputs well-formed."""
+    good = {t.name: t for t in _good(config)}
+    out = []
+    for spec in config.get("input", []):
+        if spec["name"] not in good:
+            continue
+        shape = _shape(config, spec)
+        wire = good[spec["name"]].wire
+        value = "hello" if wire == "BYTES" else 1
+        for declared in (shape[:-1] + [DECLARED], [DECLARED], shape + [1000, 1000], shape[:-1] + [4096]):
+            inputs = [{"name": t.name, "shape": list(t.array.shape), "datatype": t.wire,
+                       "data": [v.decode("latin-1") if isinstance(v, bytes) else v for v in t.array.reshape(-1).tolist()]}
+                      for n, t in good.items() if n != spec["name"]]
+            inputs.append({"name": spec["name"], "shape": declared, "datatype": wire, "data": [value] * 4})
+            out.append((spec["name"], json.dumps({"inputs": inputs})))
+    return out
+
+
+def _rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+def _reset_peak(pid: int) -> None:
+    """Reset the process's peak resident memory (VmHWM) to its current RSS (Linux clear_refs 5)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+@pytest.fixture(scope="module")
+def gateway(triton):
+    from pattern_runtime.gateway import Gateway
+
+    with Gateway(triton.http_url, triton.grpc_url) as gateway:
+        yield gateway
+
+
+def test_declared_shapes_are_refused_at_the_gateway_and_tritons_memory_stays_bounded(triton, gateway, configs):
+    from pattern_tools.perf import datatype, sample_requests
+
+    _reset_peak(triton.pid)
+    start = _rss_mb(triton.pid)
+    problems, sent = [], 0
+    for model, config in configs.items():
+        for name, body in declared_shape_cases(model, config):
+            reply = requests.post(f"{gateway.http_url}/v2/models/{model}/infer", data=body, timeout=TIMEOUT_S)
+            sent += 1
+            error = reply.json().get("error", "") if reply.headers.get("Content-Type") == "application/json" else ""
+            if reply.status_code != 400 or f"input '{name}'" not in error:
+                problems.append(f"{model} {name}: {reply.status_code} {reply.text[:200]}")
+    peak = _rss_mb(triton.pid, "VmHWM")
+    print(f"\ndeclared shapes: {sent} requests to {len(configs)} models through the gateway; tritonserver "
+          f"RSS {start:.0f} MB before, peak {peak:.0f} MB")
+    assert problems == [], "\n".join(problems[:20])
+    assert sent >= 4 * len(configs)
+    assert peak - start <= 100, f"tritonserver's peak memory grew {peak - start:.0f} MB"
+    # and every model still answers a well-formed request through the gateway
+    unanswered = {"iris_failing", "iris_cascade_strict", "iris_time_difference_stream", "async_result"}
+    client = httpclient.InferenceServerClient(gateway.http_address, network_timeout=TIMEOUT_S)
+    try:
+        for model in sorted(set(configs) - unanswered):
+            inputs = []
+            for name, array in sample_requests(model, 1)[0].items():
+                tensor = httpclient.InferInput(name, list(array.shape), datatype(model, name))
+                tensor.set_data_from_numpy(array, binary_data=True)
+                inputs.append(tensor)
+            client.infer(model, inputs)  # raises on an error answer
+    finally:
+        client.close()
+
+
+def test_direct_to_triton_2_51_a_declared_shape_costs_its_size_in_memory(tmp_path):
+    """Documents the runtime's limit the gateway is for: a 100-byte JSON request declaring 100
+    million FP32 values makes tritonserver 2.51 allocate ~400 MB before refusing it (as a 500)."""
+    from pattern_runtime.launcher import TritonServer
+
+    body = json.dumps({"inputs": [{"name": "FEATURES", "shape": [1, 100_000_000], "datatype": "FP32",
+                                   "data": [1, 2, 3, 4]}]})
+    with TritonServer(model_control_mode="explicit", load_models=["iris"], cache_size_bytes=None,
+                      log_dir=tmp_path) as server:
+        _reset_peak(server.pid)
+        start = _rss_mb(server.pid)
+        reply = requests.post(f"http://{server.http_url}/v2/models/iris/infer", data=body, timeout=120)
+        peak = _rss_mb(server.pid, "VmHWM")
+    print(f"\ndirect: {len(body)}-byte request; tritonserver RSS {start:.0f} MB, peak {peak:.0f} MB; "
+          f"answer {reply.status_code} {reply.text[:100]}")
+    assert reply.status_code >= 400 and "shape" in reply.text.lower()
+    assert peak - start >= 300, "Triton 2.51 allocated the declared size: if not, the runtime changed"

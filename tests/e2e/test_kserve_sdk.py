@@ -19,6 +19,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from pattern_runtime.gateway import Gateway
 from pattern_tools.perf import datatype, sample_requests
 from triton_patterns import paths
 from triton_patterns.client import PatternClient
@@ -78,16 +79,22 @@ def _wire(model: str, request: dict[str, np.ndarray]) -> list[dict]:
              else array.reshape(-1).tolist()} for name, array in request.items()]
 
 
-def test_kserve_sdk_reads_metadata_and_answers_every_model(triton, requests_by_model):
+def _kserve_calls(http: str, grpc: str, requests_by_model: dict) -> list[dict]:
+    """kserve_calls.py's results (one per model and protocol) for these requests."""
     if not KSERVE_PYTHON.exists():
         pytest.fail(f"{KSERVE_PYTHON} is missing: run `make kserve-venv` (make test does)")
-    spec = {"http": triton.http_url, "grpc": triton.grpc_url,
+    spec = {"http": http, "grpc": grpc,
             "requests": [{"model": m, "inputs": _wire(m, r)} for m, r in requests_by_model.items()]}
     done = subprocess.run([str(KSERVE_PYTHON), str(paths.PROJECT_ROOT / "tests" / "e2e" / "kserve_calls.py")],
                           input=json.dumps(spec), text=True, capture_output=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     results = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(results) == 2 * len(requests_by_model)
+    return results
+
+
+def test_kserve_sdk_reads_metadata_and_answers_every_model(triton, requests_by_model):
+    results = _kserve_calls(triton.http_url, triton.grpc_url, requests_by_model)
     for r in results:
         assert "metadata_error" not in r, r
         assert sorted(r["metadata"]) == sorted(requests_by_model[r["model"]]), r
@@ -96,7 +103,18 @@ def test_kserve_sdk_reads_metadata_and_answers_every_model(triton, requests_by_m
     errors = {(r["model"], r["protocol"]): r.get("error", "") for r in results if r["model"] in UNANSWERED}
     # gRPC carries Triton's message; REST: Triton 2.51 sends the error JSON as text/plain and the
     # KServe REST client reads a body only when it is application/json, so the text before the
-    # status is empty (README, "Other KServe v2 clients")
+    # status is empty (README, "Other KServe v2 clients"); the gateway fixes that (below)
     assert "injected failure" in errors[FAILING, "grpc"] and "decoupled" in errors[DECOUPLED, "grpc"], errors
     for model in UNANSWERED:
         assert errors[model, "rest"].startswith(", '4") or errors[model, "rest"].startswith(", '5"), errors
+
+
+def test_through_the_gateway_the_kserve_rest_client_shows_tritons_message(triton, requests_by_model):
+    """The gateway answers errors as application/json, so the REST client reads Triton's message."""
+    unanswered = {m: requests_by_model[m] for m in UNANSWERED}
+    with Gateway(triton.http_url, triton.grpc_url) as gateway:
+        results = _kserve_calls(gateway.http_address, gateway.grpc_address, unanswered)
+    errors = {(r["model"], r["protocol"]): r.get("error", "") for r in results}
+    assert "injected failure" in errors[FAILING, "rest"] and "step 'audit'" in errors[STRICT, "rest"], errors
+    assert "decoupled" in errors[DECOUPLED, "rest"], errors
+    assert "injected failure" in errors[FAILING, "grpc"], errors  # gRPC through it as before

@@ -85,7 +85,7 @@ BLOCKS = [block for doc in DOCS for block in shell_blocks(doc)]
 class Served:
     """`triton-patterns serve` on free ports, and `triton-patterns worker` for the async pages."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, *serve_args: str):
         self.http, self.grpc, self.metrics, self.redis = free_ports(4)
         self.tmp = tmp
         self.env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -99,7 +99,7 @@ class Served:
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "triton-patterns"), "serve", "--http-port", str(self.http), "--grpc-port",
              str(self.grpc), "--metrics-port", str(self.metrics), "--redis-port", str(self.redis),
-             "--data-store", str(tmp / "store.sqlite")],
+             "--data-store", str(tmp / "store.sqlite"), *serve_args],
             stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=serve_env, cwd=paths.PROJECT_ROOT)
         self.worker = None
 

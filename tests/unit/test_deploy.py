@@ -94,7 +94,7 @@ def test_kubernetes_objects_validate_against_the_api_schema(path):
 def test_kustomization_lists_every_manifest():
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     manifests = {p.name for p in K8S.glob("*.yaml")} - NOT_OBJECTS
-    assert set(kustomization["resources"]) == manifests
+    assert set(kustomization["resources"]) == manifests | {"../gateway"}  # the gateway's ConfigMap
     assert "batch-cronjob.yaml" in kustomization["resources"]
 
 
@@ -153,7 +153,8 @@ def test_commands_parse_with_the_cli_and_point_at_services():
 def test_triton_deployment_probes_a_real_inference_and_has_shared_memory():
     triton = by_kind("Deployment")["triton"]
     pod = triton["spec"]["template"]
-    [container] = pod["spec"]["containers"]
+    container, gateway = pod["spec"]["containers"]  # tritonserver and its nginx gateway sidecar
+    assert gateway["name"] == "gateway" and gateway["image"].startswith("nginx:")
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == TRITON_PORTS
     command = container["readinessProbe"]["exec"]["command"]
     assert command[:3] == ["python3", "-m", "pattern_kernel.probe"]

@@ -4,6 +4,7 @@ TLS options), in the launcher, the Docker spec, the image entry point and the re
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -112,8 +113,12 @@ def test_sdk_clients_carry_the_keys_and_tls_options(monkeypatch, tmp_path):
     monkeypatch.setenv(GRPC_ROOT_CERT_ENV, str(cert))
     assert credentials.grpc_client_options() == {"ssl": True, "root_certificates": str(cert)}
     assert credentials.grpc_client_options(ssl=False) == {}
-    with pytest.raises(ValueError, match="HTTP without TLS"):
-        PatternClient("127.0.0.1:1", ssl=True)
+    # HTTPS (the gateway's): a factory of gevent SSL contexts for the sync client, a context for aiohttp
+    assert credentials.http_client_options() == {}
+    sync = credentials.http_client_options(root_certificates=cert)
+    assert sync["ssl"] is True and sync["ssl_context_factory"].keywords == {"cafile": str(cert)}
+    aio = credentials.http_client_options(ssl=True, asynchronous=True)
+    assert aio["ssl"] is True and aio["ssl_context"].verify_mode == ssl.CERT_REQUIRED
 
 
 def test_tls_flags_and_from_env(tmp_path):

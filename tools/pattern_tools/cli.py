@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
 
+from pattern_runtime.gateway import DEFAULT_BODY_LIMIT, DEFAULT_BURST, DEFAULT_RATE
 from pattern_runtime.services import DEFAULT_STORE
 from triton_patterns import paths
 from triton_patterns.endpoints import DEFAULT_REDIS_PORT, REDIS_URL_ENV, metrics_url, server_url
@@ -55,6 +57,7 @@ def cmd_models(args) -> int:
 
 def cmd_serve(args) -> int:
     from pattern_kernel.access import GrpcTls
+    from pattern_runtime.gateway import GatewayTls, is_loopback, serve_gateway
     from pattern_runtime.launcher import serve
     from pattern_runtime.services import serve_services
 
@@ -64,11 +67,21 @@ def cmd_serve(args) -> int:
             raise SystemExit("serve: --grpc-tls-cert and --grpc-tls-key go together")
         tls = GrpcTls(Path(args.grpc_tls_cert), Path(args.grpc_tls_key),
                       Path(args.grpc_tls_root_cert) if args.grpc_tls_root_cert else None, args.grpc_tls_mutual)
-    with serve_services(args.redis_url, args.redis_port, args.data_store) as (env, notes):
-        return serve(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-                     grpc_tls=tls, env=env, notes=notes, restrict_admin_apis=not args.open_admin_apis,
-                     model_repository=args.model_repository, project_backends=args.backends,
-                     server_venv=args.server_venv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("serve: --tls-cert and --tls-key go together")
+    gateway = args.gateway or bool(args.tls_cert) or not is_loopback(args.host)
+    with contextlib.ExitStack() as stack:
+        env, notes = stack.enter_context(serve_services(args.redis_url, args.redis_port, args.data_store))
+        where = {"host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port}
+        if gateway:
+            gateway_tls = GatewayTls(Path(args.tls_cert), Path(args.tls_key)) if args.tls_cert else None
+            where, gateway_notes = stack.enter_context(serve_gateway(
+                args.host, args.http_port, args.grpc_port, gateway_tls, rate=args.rate, burst=args.burst,
+                body_limit=args.body_limit))
+            notes = [*notes, *gateway_notes]
+        return serve(**where, metrics_port=args.metrics_port, grpc_tls=tls, env=env, notes=notes,
+                     restrict_admin_apis=not args.open_admin_apis, model_repository=args.model_repository,
+                     project_backends=args.backends, server_venv=args.server_venv)
 
 
 def cmd_seed_store(args) -> int:
@@ -168,6 +181,18 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run tritonserver on the repository (restarts it if it dies)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default %(default)s); any other than loopback puts the "
+                            "nginx gateway in front (docs/deploy.md)")
+    serve.add_argument("--gateway", action="store_true",
+                       help="serve through the nginx gateway (keys, limits, shape checks at the edge) on loopback too")
+    serve.add_argument("--tls-cert", help="PEM certificate: the gateway serves HTTP and gRPC over TLS (with --tls-key)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument("--rate", default=DEFAULT_RATE, help="the gateway's rate limit per client (default %(default)s)")
+    serve.add_argument("--burst", type=int, default=DEFAULT_BURST,
+                       help="requests beyond the rate served at once before 429s (default %(default)s)")
+    serve.add_argument("--body-limit", default=DEFAULT_BODY_LIMIT,
+                       help="the gateway's request body limit (default %(default)s)")
     serve.add_argument("--model-repository", default=paths.MODEL_REPOSITORY, help="default: the project's")
     serve.add_argument("--backends", default=paths.BACKENDS,
                        help="folder of Python-based backends, one folder with a model.py each (default: the project's)")
