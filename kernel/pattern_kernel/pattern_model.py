@@ -16,6 +16,7 @@ Each returns the response's outputs ({name: array}). `batch_done()` runs after e
 from __future__ import annotations
 
 import asyncio
+
 from pattern_kernel.model_config import parse_model_config
 from pattern_kernel.specs import SPECS
 from pattern_kernel.triton_glue import (
