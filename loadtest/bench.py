@@ -315,7 +315,7 @@ GATEWAYS = {"gateway_iris_http": "iris through the nginx gateway, HTTP JSON (wrk
 def bench_gateways(stack, tmp: Path):
     """The nginx gateway in front of the bench's tritonserver, plain and with TLS (a self-signed
     certificate), the rate limit out of the way: what it costs over direct HTTP JSON. Yields
-    {setup name: the gateway's base URL}."""
+    {setup name: (the gateway's base URL, the certificate its check trusts)}."""
     from pattern_runtime.gateway import TEMPLATE, Gateway, self_signed_certificate
 
     limits = {"rate": "1000000r/s", "burst": 1000000}
@@ -325,13 +325,14 @@ def bench_gateways(stack, tmp: Path):
     with Gateway(stack.http_url, stack.grpc_url, **limits) as plain, \
             Gateway(stack.http_url, stack.grpc_url, template=proxy_only, **limits) as proxy, \
             Gateway(stack.http_url, stack.grpc_url, tls=tls, **limits) as secure:
-        yield {"gateway_iris_http": plain.http_url, "gateway_proxy_iris_http": proxy.http_url,
-               "gateway_tls_iris_http": secure.http_url}
+        yield {"gateway_iris_http": (plain.http_url, True), "gateway_proxy_iris_http": (proxy.http_url, True),
+               "gateway_tls_iris_http": (secure.http_url, str(tls.cert))}
 
 
-def gateway_setups(urls: dict[str, str], data: Data) -> list[Setup]:
+def gateway_setups(urls: dict[str, tuple[str, bool | str]], data: Data) -> list[Setup]:
+    """{setup name: (base URL, how the check verifies its certificate)}: one HTTP JSON setup each."""
     return [http_setup(name, GATEWAYS[name], "triton", "iris", data, f"{url}/v2/models/iris/infer",
-                       triton_json("iris", data), verify=False) for name, url in urls.items()]
+                       triton_json("iris", data), verify=verify) for name, (url, verify) in urls.items()]
 
 
 def peer_json(model: str, data: Data) -> bytes:
@@ -346,9 +347,9 @@ def _http_answer(kind: str, model: str, answer: dict):
 
 
 def http_setup(name: str, what: str, kind: str, model: str, data: Data, url: str, body: bytes,
-               verify: bool = True) -> Setup:
-    """An HTTP JSON setup driven by wrk (POST `body` to `url`; https: wrk does not verify the certificate,
-    nor does the check with `verify=False`)."""
+               verify: bool | str = True) -> Setup:
+    """An HTTP JSON setup driven by wrk (POST `body` to `url`; https: wrk does not verify the
+    certificate, the check trusts `verify`, a CA file)."""
 
     def check() -> bool:
         reply = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30, verify=verify)
@@ -558,7 +559,7 @@ def run(args) -> list[Outcome]:
     phases = [("limit", None), ("triton", None), ("fastapi", 1), ("fastapi", 2)]
     limit = select(inprocess_setups(data, args), args.setups)
     perf_models = {m: PERF_MIRRORS[m] for m in (["iris"] if args.quick else PERF_MIRRORS)}
-    probe = triton_setups("", "", data) + gateway_setups(dict.fromkeys(GATEWAYS, ""), data) + [batch_job_setup(""), async_setup("", "", "")] + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
+    probe = triton_setups("", "", data) + gateway_setups(dict.fromkeys(GATEWAYS, ("", True)), data) + [batch_job_setup(""), async_setup("", "", "")] + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
     n_triton = len(select(probe, args.setups))
     n_peer = len(select(peer_setups(1, 0, data) + peer_setups(2, 0, data), args.setups))
     total = sum(len(s.concurrencies or []) for s in limit) + (n_triton + n_peer) * len(args.concurrency)

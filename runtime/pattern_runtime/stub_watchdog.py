@@ -110,8 +110,8 @@ class StubWatchdog:
             LOG.warning("stub of model %s died (pids %s): unloading and loading it", model, pids)
             ok = self.recover(model)
             found.append(Recovery(model, tuple(pids), ok, time.monotonic() - started))
+            self.recoveries.append(found[-1])  # reported as soon as it is done, before the next model's
             (LOG.warning if ok else LOG.error)("model %s %s", model, "recovered" if ok else "NOT recovered")
-        self.recoveries += found
         return found
 
     def start(self) -> StubWatchdog:

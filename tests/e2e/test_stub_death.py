@@ -75,6 +75,9 @@ def test_watchdog_thread_reloads_a_model_whose_stub_was_killed(small_server):
                     return False
 
             assert wait_for(answers, 30, interval=0.3), "requests did not resume"
+        # the model answers as soon as its reload is ready; the watchdog's thread records the
+        # recovery a moment later, once it has read the new stub's pid
+        assert wait_for(lambda: watchdog.recoveries, 10, interval=0.1), "the watchdog reported no recovery"
         assert [r.model for r in watchdog.recoveries] == ["iris_web_single"]
         assert watchdog.recoveries[0].recovered
     finally:
