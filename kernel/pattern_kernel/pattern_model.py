@@ -11,6 +11,8 @@ a backend defines one of:
 - `async answer(request, inputs)`: the requests of a batch concurrently on asyncio.
 
 Each returns the response's outputs ({name: array}). `batch_done()` runs after each batch.
+BLS calls made while answering a request carry its trace (`triton_glue.traced`); those of a
+merged batch (`run`) carry the first request's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pattern_kernel.triton_glue import (
     execute_requests,
     read_inputs,
     response,
+    traced,
 )
 
 
@@ -64,7 +67,8 @@ class PatternModel:
         if hasattr(self, "answer"):
             return self._answer_all(requests)  # a coroutine: the stub runs it on its event loop
         if hasattr(self, "run"):
-            responses = execute_requests(requests, self.config.inputs, self.run, self.config.batching)
+            with traced(requests[0]):
+                responses = execute_requests(requests, self.config.inputs, self.run, self.config.batching)
         else:
             responses = [self._handle_one(r) for r in requests]
         self.batch_done()
@@ -72,13 +76,15 @@ class PatternModel:
 
     def _handle_one(self, request):
         try:
-            return response(self.handle(request, read_inputs(request, self.config.inputs)))
+            with traced(request):
+                return response(self.handle(request, read_inputs(request, self.config.inputs)))
         except Exception as exc:  # noqa: BLE001 - this request's error; the others still succeed
             return error_response(exc)
 
     async def _answer_one(self, request):
         try:
-            return response(await self.answer(request, read_inputs(request, self.config.inputs)))
+            with traced(request):
+                return response(await self.answer(request, read_inputs(request, self.config.inputs)))
         except Exception as exc:  # noqa: BLE001 - this request's error; the others still succeed
             return error_response(exc)
 

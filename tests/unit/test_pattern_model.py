@@ -54,6 +54,10 @@ class _Family:
 class _Request:
     def __init__(self, **inputs):
         self.inputs = inputs
+        self.trace_handle = object()  # what request.trace() returns: the parent of its BLS calls
+
+    def trace(self):
+        return self.trace_handle
 
 
 @pytest.fixture(scope="module")
