@@ -521,7 +521,8 @@ class TritonServer(_Endpoints):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = Path(log_dir or paths.BUILD / "logs") / f"tritonserver-{stamp}-{self.http_port}.log"
         trace = TraceConfig.parse(trace) if isinstance(trace, str) else trace or TraceConfig()
-        self.trace = trace.with_defaults(file=str(self.log_path.with_name(f"trace-{stamp}-{self.http_port}.json")))
+        trace = trace.with_defaults(file=str(self.log_path.with_name(f"trace-{stamp}-{self.http_port}.json")))
+        self.trace = dataclasses.replace(trace, file=str(Path(trace.file).absolute()))  # the server runs in log_dir
         self.flags = common_server_flags(
             model_control_mode=model_control_mode,
             load_models=load_models,
@@ -848,12 +849,17 @@ def _describe_access(server: TritonServer) -> str:
     return "; ".join(parts)
 
 
+TRACE_RATE_SAFE = 100  # below: the banner warns (docs/patterns/monitoring.md, tracing)
+
+
 def _describe_trace(trace: TraceConfig) -> str:
     where = trace.file + ".N" if trace.mode == "triton" else trace.url
     if not trace.on:
         return f"off (triton-patterns trace turns it on per model; traces to {where})" if trace.mode == "triton" \
             else "off"
-    return f"1 request in {trace.rate}, {trace.mode} mode, to {where}"
+    risky = "; WARNING: tracing this often under load crashed Triton 2.51 here (server #7795, fixed in 2.57)" \
+        if trace.rate < TRACE_RATE_SAFE else ""
+    return f"1 request in {trace.rate}, {trace.mode} mode, to {where}{risky}"
 
 
 def _print_banner(server: TritonServer, notes: Sequence[str] = ()) -> None:

@@ -126,3 +126,14 @@ def test_traceparent_follows_the_callers_opentelemetry_span():
                                trace_flags=otel.TraceFlags(otel.TraceFlags.SAMPLED))
     with otel.use_span(otel.NonRecordingSpan(context)):
         assert traceparent() == (f"00-{0xABC:032x}-{0xDEF:016x}-01", f"{0xABC:032x}")
+
+
+def test_the_launchers_trace_file_is_absolute_beside_its_log(tmp_path, monkeypatch):
+    from pattern_runtime.launcher import TritonServer, _describe_trace
+
+    monkeypatch.chdir(tmp_path)  # tritonserver runs in the log folder: a relative path would land inside it
+    server = TritonServer(log_dir="logs", trace="rate=1")
+    (flag,) = [a for a in server.command() if a.startswith("--trace-config=triton,file=")]
+    path = flag.split("file=", 1)[1]
+    assert path == server.trace.file and path.startswith(str(tmp_path / "logs" / "trace-"))
+    assert "WARNING" in _describe_trace(server.trace) and "WARNING" not in _describe_trace(TraceConfig(rate=1000))
