@@ -78,7 +78,7 @@ UNITS = {"p50_ms": "ms", "p99_ms": "ms", "rows_per_s": "/s"}
 
 
 def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
-    """The ratios of issues 3-5 and 15 (the gateway), from this run's points (None when a setup was not measured)."""
+    """The ratios of issues 3-5, 15 (the gateway) and 17 (tracing), from this run's points (None when a setup was not measured)."""
     found = []
 
     def add(name, goal, value, passed, detail):
@@ -242,7 +242,7 @@ def markdown(outcomes: list[Outcome], found: list[Target], info: dict, args, plo
         "| | |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in info.items()],
         "",
-        "## Targets (issues 3-5, 15), from this run",
+        "## Targets (issues 3-5, 15, 17), from this run",
         "",
         "| target | goal | this run | result | from |", "|---|---|---|---|---|",
         *[f"| {t.name} | {t.goal} | {_fmt(t.value, 2)} | "
