@@ -12,11 +12,16 @@ Parameters (pattern_kernel.specs.async_queue):
                   change (default 3600)
   redis_url       env TRITON_PATTERNS_REDIS_URL overrides; redis_timeout_ms (default 50)
 submit: the target's inputs (checked: rows, finite numbers, non-empty texts) in; JOB_ID out at
-once, the job stored as `queued` and added to the stream. result: JOB_ID [n] in; STATUS [n]
+once (one per row: a batching model answers per row), the job stored as `queued` and added to
+the stream; the jobs of one dynamic batch go to Redis in one pipelined call. The request
+parameter `idempotency_key` (1-200 printable characters) makes a retry safe: a second submit
+with the same key to the same submit model within ttl_seconds answers the first job's id and
+queues nothing (INVALID_ARG if the key was used for other inputs or another target). result: JOB_ID [n] in; STATUS [n]
 (queued, running, done, failed) and RESULT [n] (JSON: outputs with dtype and shape, model
 version, attempts, timings, error). An unknown or expired job id is INVALID_ARG naming it;
 Redis unreachable is UNAVAILABLE.
-Metric: async_jobs_submitted_total{model, target}.
+Metrics: async_jobs_submitted_total{model, target} (jobs queued),
+async_jobs_deduplicated_total{model, target} (submits answered by an idempotency key's job).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 import redis
 
 from pattern_kernel.errors import InputError, StepError
-from pattern_kernel.job_queue import check_job_inputs, queue_for
+from pattern_kernel.job_queue import Submission, Submitted, check_idempotency_key, check_job_inputs, queue_for
 from pattern_kernel.pattern_model import PatternModel
 from pattern_kernel.validation import parse_targets, utf8_values
 
@@ -49,23 +54,47 @@ class TritonPythonModel(PatternModel):
 
     def setup(self, args):
         self.queue = queue_for(self.config)
-        self.handle = self._submit if self.params["mode"] == "submit" else self._result
         if self.params["mode"] == "submit":
+            self.handle_batch = self._submit
             self.targets = parse_targets(self.required("targets"))
             self.submitted = self.metrics("async_jobs_submitted_total", "Jobs accepted by an async submit model, "
                                                                         "by target")
+            self.deduplicated = self.metrics("async_jobs_deduplicated_total",
+                                             "Submits answered with the job of their idempotency key, by target")
             for model, _ in self.targets:
                 self.submitted.metric(target=model)
+                self.deduplicated.metric(target=model)
+        else:
+            self.handle = self._result
 
-    def _submit(self, request, inputs):
-        check_job_inputs(inputs, self.params["max_rows"])
-        model, version = pick_target(self.targets, json.loads(request.parameters() or "{}").get("target"))
+    def _submit(self, items) -> list:
+        """The jobs of a dynamic batch, checked one by one, queued in one Redis round trip."""
+        answers: list = [None] * len(items)
+        jobs, places = [], []
+        for place, (request, inputs) in enumerate(items):
+            try:
+                check_job_inputs(inputs, self.params["max_rows"])
+                parameters = json.loads(request.parameters() or "{}")
+                model, version = pick_target(self.targets, parameters.get("target"))
+                key = parameters.get("idempotency_key")
+                jobs.append(Submission(model, version, inputs, self.config.name,
+                                       "" if key is None else check_idempotency_key(key)))
+                places.append(place)
+            except InputError as exc:
+                answers[place] = exc
         try:
-            job_id = self.queue.submit(model, version, inputs, self.config.name)
+            submitted = self.queue.submit_many(jobs) if jobs else []
         except redis.RedisError as exc:
-            raise StepError("enqueue", model, version, f"the job queue (Redis) is unavailable: {exc}") from None
-        self.submitted.increment(target=model)
-        return {"JOB_ID": np.array([job_id.encode()], dtype=object)}
+            submitted = [StepError("enqueue", job.model, job.version, f"the job queue (Redis) is unavailable: {exc}")
+                         for job in jobs]
+        for place, job, outcome in zip(places, jobs, submitted):
+            if isinstance(outcome, Submitted):
+                (self.submitted if outcome.created else self.deduplicated).increment(target=job.model)
+                rows = len(next(iter(job.inputs.values()))) if self.config.batching else 1
+                outcome = {"JOB_ID": np.array([[outcome.job_id.encode()]] * rows, dtype=object).reshape(
+                    (rows, 1) if self.config.batching else (1,))}
+            answers[place] = outcome
+        return answers
 
     def _result(self, request, inputs):
         ids = utf8_values("JOB_ID", inputs["JOB_ID"])

@@ -8,6 +8,8 @@ a backend defines one of:
 - `run(inputs)`: the inputs of a whole dynamic batch merged into one call when the model
   batches (a failing merged call is retried request by request);
 - `handle(request, inputs)`: one request at a time;
+- `handle_batch(items)`: the (request, inputs) pairs of a batch in one call, returning one
+  outputs dict or exception per item (e.g. one round trip to a store for a whole batch);
 - `async answer(request, inputs)`: the requests of a batch concurrently on asyncio.
 
 Each returns the response's outputs ({name: array}). `batch_done()` runs after each batch.
@@ -65,6 +67,8 @@ class PatternModel:
             return self._answer_all(requests)  # a coroutine: the stub runs it on its event loop
         if hasattr(self, "run"):
             responses = execute_requests(requests, self.config.inputs, self.run, self.config.batching)
+        elif hasattr(self, "handle_batch"):
+            responses = self._handle_batch(requests)
         else:
             responses = [self._handle_one(r) for r in requests]
         self.batch_done()
@@ -75,6 +79,21 @@ class PatternModel:
             return response(self.handle(request, read_inputs(request, self.config.inputs)))
         except Exception as exc:  # noqa: BLE001 - this request's error; the others still succeed
             return error_response(exc)
+
+    def _handle_batch(self, requests) -> list:
+        read = []
+        for request in requests:
+            try:
+                read.append(read_inputs(request, self.config.inputs))
+            except Exception as exc:  # noqa: BLE001 - this request's error
+                read.append(exc)
+        readable = [(r, i) for r, i in zip(requests, read) if not isinstance(i, Exception)]
+        try:
+            answers = iter(self.handle_batch(readable) if readable else [])
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed: each request says why
+            answers = iter([exc] * len(readable))
+        outcomes = [i if isinstance(i, Exception) else next(answers) for i in read]
+        return [error_response(o) if isinstance(o, Exception) else response(o) for o in outcomes]
 
     async def _answer_one(self, request):
         try:

@@ -206,3 +206,81 @@ def test_native_async_infer_on_http_and_grpc(triton, client):
         assert done.acquire(timeout=30)
     assert [answers[i] for i in range(len(ROWS))] == expected
     grpc.close()
+
+
+# --------------------------------------------------------------------------- batched workers, idempotency
+
+
+def _inference_requests(triton, model: str) -> int:
+    """Requests the model has answered (error responses of Python models count too: DESIGN 7)."""
+    with grpcclient.InferenceServerClient(triton.grpc_url) as c:
+        [stats] = c.get_inference_statistics(model, as_json=True)["model_stats"]
+    return int(stats["inference_stats"]["success"].get("count", 0))
+
+
+def test_a_poison_row_in_a_batch_fails_only_its_own_job(triton, client, queue, start_worker):
+    rows = [ROWS[i % len(ROWS)] for i in range(20)]
+    poison = 13
+    rows[poison] = [5.1, 3.5, 99.0, 0.2]  # petal length above iris_web_single's range: its request is refused
+    ids = [client.submit(row, target="iris_web_single") for row in rows]
+    before = _inference_requests(triton, "iris_web_single")
+    start_worker("batcher", prefetch=32, idle_ms=5000)  # reads the 20 jobs as one batch
+    results = [client.wait(job_id, timeout_s=30) for job_id in ids]
+    requests_sent = _inference_requests(triton, "iris_web_single") - before
+
+    assert [r.status for r in results] == ["done"] * poison + ["failed"] + ["done"] * (len(rows) - poison - 1)
+    bad = results[poison]
+    assert (bad.attempts, bad.completions) == (1, 1) and "petal_length" in bad.error, bad
+    [letter] = queue.dead_letters()
+    assert letter["job_id"] == ids[poison] and np.allclose(letter["inputs"]["FEATURES"], [rows[poison]])
+    for row, result in zip(rows, results):
+        if result.status == "done":
+            expected = client.predict("web_single", row)[0]
+            assert result.completions == 1 and (result.class_id, result.label) == (expected.class_id, expected.label)
+    assert all(r.batch_jobs == len(rows) for r in results), "the 20 jobs went to the model as one batch"
+    # one request for the batch, then halves until the poison row's job was alone: far fewer than 20
+    assert 2 < requests_sent < len(rows), requests_sent
+    assert queue.depth() == {"stream": 0, "pending": 0, "dead": 1}
+
+
+def test_a_worker_killed_holding_a_batch_loses_none_and_none_completes_twice(client, queue, start_worker):
+    ids = [client.submit(row, target="iris_slow") for row in ROWS * 3]  # one 12-row request, 1.5 s
+    victim = start_worker("victim", prefetch=32, idle_ms=1000)
+    running = lambda: [client.result(j) for j in ids]  # noqa: E731
+    assert wait_for(lambda: all(r.status == "running" and r.batch_jobs == len(ids) for r in running()),
+                    timeout=30, interval=0.05), "the worker never started the 12 jobs as one batch"
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait(10) == -signal.SIGKILL
+    start_worker("rescuer", prefetch=32, idle_ms=1000)
+    for job_id, row in zip(ids, ROWS * 3):
+        result = client.wait(job_id, timeout_s=30)
+        assert (result.status, result.completions, result.worker) == ("done", 1, "rescuer"), result
+        assert result.attempts >= 2 and result.label == client.synchronous(row, version=2).label
+    assert queue.depth() == {"stream": 0, "pending": 0, "dead": 0}
+
+
+def test_an_idempotency_key_makes_a_retried_submit_return_the_first_job(triton, client, queue, start_worker):
+    import requests
+    import uuid
+
+    key = f"order-{uuid.uuid4().hex}"
+    first = client.submit(ROWS[0], idempotency_key=key)
+    assert client.submit(ROWS[0], idempotency_key=key) == first  # a client's retry after a timeout
+    body = {"parameters": {"idempotency_key": key},  # the same over plain KServe v2 HTTP (curl)
+            "inputs": [{"name": "FEATURES", "datatype": "FP32", "shape": [1, 4], "data": ROWS[0]}]}
+    answer = requests.post(f"http://{triton.http_url}/v2/models/iris_async_submit/infer", json=body, timeout=30)
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [first]
+    assert queue.depth()["stream"] == 1, "the retries queued nothing"
+
+    other = client.submit(ROWS[0], idempotency_key=f"{key}-2")
+    assert other != first
+    with pytest.raises(PatternError, match="idempotency_key.*another request.*" + first):
+        client.submit(ROWS[1], idempotency_key=key)  # same key, other inputs: refused, not silently merged
+    with pytest.raises(PatternError, match="idempotency_key.*printable"):
+        client.submit(ROWS[0], idempotency_key="two words")
+
+    start_worker("w1", idle_ms=5000)
+    results = {job_id: client.wait(job_id, timeout_s=30) for job_id in (first, other)}
+    assert all((r.status, r.completions) == ("done", 1) for r in results.values())
+    assert client.submit(ROWS[0], idempotency_key=key) == first, "still the first job after it ended"
+    assert queue.depth() == {"stream": 0, "pending": 0, "dead": 0}
