@@ -27,6 +27,7 @@ async_jobs_deduplicated_total{model, target} (submits answered by an idempotency
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import redis
@@ -87,13 +88,16 @@ class TritonPythonModel(PatternModel):
         except redis.RedisError as exc:
             submitted = [StepError("enqueue", job.model, job.version, f"the job queue (Redis) is unavailable: {exc}")
                          for job in jobs]
+        counts: Counter = Counter()
         for place, job, outcome in zip(places, jobs, submitted):
             if isinstance(outcome, Submitted):
-                (self.submitted if outcome.created else self.deduplicated).increment(target=job.model)
+                counts[outcome.created, job.model] += 1
                 rows = len(next(iter(job.inputs.values()))) if self.config.batching else 1
                 outcome = {"JOB_ID": np.array([[outcome.job_id.encode()]] * rows, dtype=object).reshape(
                     (rows, 1) if self.config.batching else (1,))}
             answers[place] = outcome
+        for (created, target), count in counts.items():  # a metric update is a call into Triton: once per batch
+            (self.submitted if created else self.deduplicated).increment(count, target=target)
         return answers
 
     def _result(self, request, inputs):

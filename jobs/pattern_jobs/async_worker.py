@@ -79,6 +79,7 @@ class Worker:
     # -- the loop
 
     def run(self, stop: threading.Event) -> dict[str, int]:
+        self._triton_up()  # connect before joining: the first jobs do not wait for the channel to Triton
         self.queue.register(self.s.name)
         heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
         heartbeat.start()
@@ -334,15 +335,18 @@ def worker_command(name: str, grpc_url: str, redis_url: str, *options: str) -> l
 def start_workers(names: list[str], grpc_url: str, redis_url: str, log_dir, *options: str,
                   timeout: float = 60.0) -> list:
     """Worker processes (logs `<log_dir>/<name>.log`), returned once each is a consumer of the
-    queue; if they do not all join within `timeout`, they are stopped (by pid) and RuntimeError."""
+    queue (an earlier worker's name, holding no job, is removed first so that the new one is seen
+    joining); if they do not all join within `timeout`, they are stopped (by pid) and RuntimeError."""
     from pathlib import Path
 
     from pattern_runtime.processes import ManagedProcess, wait_for
 
-    workers = [ManagedProcess(worker_command(n, grpc_url, redis_url, *options), Path(log_dir) / f"{n}.log")
-               for n in names]
     with redis.Redis.from_url(redis_url) as client:
-        joined = wait_for(lambda: set(names) <= JobQueue(client).consumers(), timeout=timeout, interval=0.1)
+        queue = JobQueue(client)
+        queue.forget_idle_consumers(names)
+        workers = [ManagedProcess(worker_command(n, grpc_url, redis_url, *options), Path(log_dir) / f"{n}.log")
+                   for n in names]
+        joined = wait_for(lambda: set(names) <= queue.consumers(), timeout=timeout, interval=0.1)
     if not joined:
         for worker in workers:
             worker.terminate(timeout=5)

@@ -41,18 +41,19 @@ GROUP = "workers"
 TIMING_FIELDS = ("queue_ms", "infer_ms", "total_ms")
 
 # KEYS: job hash, jobs stream, [idempotency key]. ARGV: ttl, the key's value (job id and
-# fingerprint), n (hash field/value arguments), the hash arguments, the stream entry's. Returns
-# the key's value when the key names a job already (nothing written), else 0.
+# fingerprint), job id, model, version, submitted by, rows, created, encoded inputs. Returns the
+# key's value when the key names a job already (nothing written), else 0.
 _SUBMIT = """
 if #KEYS == 3 then
   local first = redis.call('GET', KEYS[3])
   if first then return first end
   redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[1])
 end
-local n = tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + n))
+redis.call('HSET', KEYS[1], 'status', 'queued', 'model', ARGV[4], 'submitted_by', ARGV[6],
+           'requested_version', ARGV[5], 'rows', ARGV[7], 'created', ARGV[8], 'attempts', 0)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4 + n))
+redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[3], 'model', ARGV[4], 'version', ARGV[5], 'created', ARGV[8],
+           'inputs', ARGV[9])
 return 0
 """
 
@@ -220,6 +221,34 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class ScriptBatch:
+    """Lua script calls sent in one pipelined round trip (EVALSHA; redis-py's own script
+    pipelining asks SCRIPT EXISTS first: a second round trip every time). When Redis has lost
+    the scripts (a restart), they are loaded and the calls sent again: none of them ran."""
+
+    def __init__(self, client: redis.Redis, scripts: tuple):
+        self.client, self.scripts, self.calls = client, scripts, []
+
+    def script(self, script, keys: list, args: list) -> None:
+        self.calls.append((script.sha, keys, args))
+
+    def execute(self) -> list:
+        if not self.calls:
+            return []
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for sha, keys, args in self.calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in self.scripts:
+                    self.client.script_load(script.script)
+        raise AssertionError("unreachable")
+
+
 class JobQueue:
     """The job store and queue under one namespace, over one `redis.Redis`."""
 
@@ -259,24 +288,19 @@ class JobQueue:
         state, the entry). Per job: its Submitted, or an InputError when its idempotency key
         was used for a different request."""
         jobs = list(jobs)
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.pipeline()
         fingerprints = []
         for job in jobs:
-            job_id, now = uuid.uuid4().hex, time.time()
+            job_id = uuid.uuid4().hex
             rows = len(next(iter(job.inputs.values()))) if job.inputs else 0
-            state = [
-                "status", QUEUED, "model", job.model, "submitted_by", job.submitted_by,
-                "requested_version", job.version, "rows", rows, "created", repr(now), "attempts", 0,
-            ]
-            entry = ["job_id", job_id, "model", job.model, "version", job.version, "created", repr(now),
-                     "inputs", encode_outputs(job.inputs)]
             keys = [self.key(job_id), self.stream]
             fingerprint = ""
             if job.idempotency_key:
                 keys.append(f"{self.namespace}:idem:{job.submitted_by}:{job.idempotency_key}")
                 fingerprint = cache_key("", job.model, job.version, job.inputs).rsplit(":", 1)[-1]
             fingerprints.append((job_id, fingerprint))
-            self._submit(keys=keys, args=[self.ttl, f"{job_id} {fingerprint}", len(state), *state, *entry], client=pipe)
+            pipe.script(self._submit, keys, [self.ttl, f"{job_id} {fingerprint}", job_id, job.model, job.version,
+                                             job.submitted_by, rows, repr(time.time()), encode_outputs(job.inputs)])
         answers = []
         for job, (job_id, fingerprint), first in zip(jobs, fingerprints, pipe.execute()):
             if not first:
@@ -350,6 +374,18 @@ class JobQueue:
         except redis.ResponseError:
             return set()
 
+    def forget_idle_consumers(self, names: list[str]) -> None:
+        """Remove these consumers if they hold no job (a stopped worker's name stays in the group:
+        a new worker of that name is then seen joining). One holding jobs is kept: they are
+        reclaimed after the idle timeout."""
+        try:
+            found = self.redis.xinfo_consumers(self.stream, GROUP)
+        except redis.ResponseError:
+            return
+        for consumer in found:
+            if _text(consumer["name"]) in names and int(consumer["pending"]) == 0:
+                self.redis.xgroup_delconsumer(self.stream, GROUP, consumer["name"])
+
     def read(self, consumer: str, count: int = 1, block_ms: int = 1000) -> list[Job]:
         """New jobs for this consumer (XREADGROUP >); they stay pending until `finish`."""
         try:
@@ -388,15 +424,17 @@ class JobQueue:
         if entry_ids:
             self.redis.xclaim(self.stream, GROUP, consumer, 0, entry_ids, justid=True)
 
-    def pipeline(self) -> redis.client.Pipeline:
+    def pipeline(self) -> ScriptBatch:
         """For many starts or ends in one round trip: pass it as `pipe`, then `execute()` it
-        (one boolean per call, in order)."""
-        return self.redis.pipeline(transaction=False)
+        (one answer per call, in order)."""
+        return ScriptBatch(self.redis, (self._submit, self._start, self._finish))
 
-    def _script(self, script, keys: list, args: list, pipe) -> bool | None:
+    def _script(self, script, keys: list, args: list, pipe: ScriptBatch | None) -> bool | None:
         if pipe is None:
-            return bool(script(keys=keys, args=args))
-        script(keys=keys, args=args, client=pipe)
+            one = self.pipeline()
+            one.script(script, keys, args)
+            return bool(one.execute()[0])
+        pipe.script(script, keys, args)
         return None
 
     def start(self, job: Job, worker: str, batch_jobs: int = 1, pipe=None) -> bool | None:
@@ -412,7 +450,7 @@ class JobQueue:
         pipe = self.pipeline()
         for job in jobs:
             self.start(job, worker, len(jobs), pipe)
-        return [bool(x) for x in pipe.execute()] if jobs else []
+        return [bool(x) for x in pipe.execute()]
 
     def retry_later(self, job: Job, error: str, pipe=None) -> bool | None:
         """Back to `queued` with the attempt's error; the entry stays pending for a reclaim."""
