@@ -16,6 +16,7 @@ import tritonclient.http as httpclient
 from pattern_jobs.async_worker import worker_command
 from pattern_kernel.job_queue import GROUP, JobQueue
 from pattern_runtime.processes import ManagedProcess, wait_for
+from pattern_tools import monitoring
 from triton_patterns.client import PatternError
 
 pytestmark = pytest.mark.e2e
@@ -284,3 +285,39 @@ def test_an_idempotency_key_makes_a_retried_submit_return_the_first_job(triton, 
     assert all((r.status, r.completions) == ("done", 1) for r in results.values())
     assert client.submit(ROWS[0], idempotency_key=key) == first, "still the first job after it ended"
     assert queue.depth() == {"stream": 0, "pending": 0, "dead": 0}
+
+
+# --------------------------------------------------------------------------- queue gauges on Triton's /metrics
+
+
+def _queue_gauges(triton) -> dict[str, float | None]:
+    """The async namespace's gauges on Triton's /metrics (exported by async_result)."""
+    samples = monitoring.scrape(triton.metrics_url)
+    of = {"model": "async_result", "namespace": "async"}
+    gauges = {state: monitoring.value(samples, "async_queue_depth", state=state, **of)
+              for state in ("waiting", "pending", "dead")}
+    for key, name in (("age", "async_oldest_job_age_seconds"), ("workers", "async_queue_workers"),
+                      ("up", "async_queue_up")):
+        gauges[key] = monitoring.value(samples, name, **of)
+    return gauges
+
+
+def test_queue_depth_and_oldest_job_age_are_on_tritons_metrics(triton, client, queue, start_worker):
+    jobs = [client.submit(row) for row in ROWS] + [client.submit(ROWS[0], target="iris_failing")]
+    seen: list = [None]
+
+    def gauges_show(**expected) -> bool:
+        seen[0] = _queue_gauges(triton)
+        return all(seen[0][k] == v for k, v in expected.items())
+
+    # no worker: every job waits and the oldest one ages
+    assert wait_for(lambda: gauges_show(waiting=5, pending=0, dead=0, workers=0, up=1), 30, interval=0.5), seen[0]
+    first_age = seen[0]["age"]
+    assert first_age > 0
+    assert wait_for(lambda: gauges_show(waiting=5) and seen[0]["age"] >= first_age + 2, 30, interval=0.5), seen[0]
+    start_worker("w1", idle_ms=300)
+    for job_id in jobs:
+        client.wait(job_id, timeout_s=30)
+    # drained: nothing waits or is in hand, the poison job is a dead letter, the worker is seen
+    assert wait_for(lambda: gauges_show(waiting=0, pending=0, dead=1, age=0, workers=1, up=1), 30, interval=0.5), \
+        seen[0]
