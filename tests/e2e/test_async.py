@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from pattern_jobs.async_worker import worker_command
 from pattern_kernel.job_queue import GROUP, JobQueue
+from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import ManagedProcess, wait_for
 from pattern_tools import monitoring
+from triton_patterns import paths
 from triton_patterns.client import PatternError
 
 pytestmark = pytest.mark.e2e
@@ -321,3 +326,40 @@ def test_queue_depth_and_oldest_job_age_are_on_tritons_metrics(triton, client, q
     # drained: nothing waits or is in hand, the poison job is a dead letter, the worker is seen
     assert wait_for(lambda: gauges_show(waiting=0, pending=0, dead=1, age=0, workers=1, up=1), 30, interval=0.5), \
         seen[0]
+
+
+def test_gauges_set_off_the_request_thread_while_requests_fail_do_not_crash_the_server(session_stack, tmp_path):
+    """The poller sets the gauges on its own thread while each failing request counts itself on
+    execute's thread (the router saw the 2.51 server crash from metric updates off the event loop):
+    here the gauges every 2 ms against four clients of unknown job ids, on a server of its own."""
+    shutil.copytree(paths.MODEL_REPOSITORY / "async_result", tmp_path / "async_result")
+    config = tmp_path / "async_result" / "config.pbtxt"
+    config.write_text(config.read_text() + 'parameters { key: "metrics_interval_s", value: { string_value: "0.002" } }\n')
+    failed, unexpected = [0] * 4, []
+    with TritonServer(model_repository=tmp_path, env=session_stack.env, load_models=["async_result"]) as server:
+        deadline = time.monotonic() + 15
+
+        def unknown_ids(index: int) -> None:
+            job = httpclient.InferInput("JOB_ID", [1], "BYTES")
+            job.set_data_from_numpy(np.array([b"no-such-job"], dtype=object))
+            with httpclient.InferenceServerClient(server.http_url) as c:
+                while time.monotonic() < deadline:
+                    try:
+                        c.infer("async_result", [job])
+                        unexpected.append("answered")
+                    except InferenceServerException as exc:
+                        if "no job 'no-such-job'" not in str(exc):
+                            unexpected.append(str(exc))
+                            return
+                        failed[index] += 1
+
+        clients = [threading.Thread(target=unknown_ids, args=(i,)) for i in range(4)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join()
+        samples = monitoring.scrape(server.metrics_url)
+        assert unexpected == [] and server.deaths == [] and server.is_ready()
+        counted = monitoring.value(samples, "pattern_request_failures_total", model="async_result", reason="client_error")
+        assert counted == sum(failed) > 1000
+        assert monitoring.value(samples, "async_queue_up", model="async_result") == 1
