@@ -18,8 +18,10 @@ from tritonclient.utils import InferenceServerException
 
 from pattern_jobs.async_worker import worker_command
 from pattern_kernel.job_queue import GROUP, JobQueue
+from pattern_kernel.redis_link import REDIS_URL_ENV
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import ManagedProcess, wait_for
+from pattern_runtime.redis_server import RedisServer
 from pattern_tools import monitoring
 from triton_patterns import paths
 from triton_patterns.client import PatternError
@@ -328,38 +330,74 @@ def test_queue_depth_and_oldest_job_age_are_on_tritons_metrics(triton, client, q
         seen[0]
 
 
-def test_gauges_set_off_the_request_thread_while_requests_fail_do_not_crash_the_server(session_stack, tmp_path):
+@pytest.fixture(scope="module")
+def fast_gauges(tmp_path_factory):
+    """async_result alone on a tritonserver and a Redis of their own, its gauges read every 2 ms."""
+    folder = tmp_path_factory.mktemp("fast_gauges")
+    shutil.copytree(paths.MODEL_REPOSITORY / "async_result", folder / "models" / "async_result")
+    config = folder / "models" / "async_result" / "config.pbtxt"
+    config.write_text(config.read_text() + 'parameters { key: "metrics_interval_s", value: { string_value: "0.002" } }\n')
+    redis_server = RedisServer(directory=folder / "redis").start()
+    try:
+        with TritonServer(model_repository=folder / "models", load_models=["async_result"],
+                          env={REDIS_URL_ENV: redis_server.url}, log_dir=folder / "logs") as server:
+            yield server, redis_server
+    finally:
+        redis_server.stop()
+
+
+def test_gauges_set_off_the_request_thread_while_requests_fail_do_not_crash_the_server(fast_gauges):
     """The poller sets the gauges on its own thread while each failing request counts itself on
     execute's thread (the router saw the 2.51 server crash from metric updates off the event loop):
-    here the gauges every 2 ms against four clients of unknown job ids, on a server of its own."""
-    shutil.copytree(paths.MODEL_REPOSITORY / "async_result", tmp_path / "async_result")
-    config = tmp_path / "async_result" / "config.pbtxt"
-    config.write_text(config.read_text() + 'parameters { key: "metrics_interval_s", value: { string_value: "0.002" } }\n')
+    here the gauges every 2 ms against four clients of unknown job ids for 15 s."""
+    server, _ = fast_gauges
     failed, unexpected = [0] * 4, []
-    with TritonServer(model_repository=tmp_path, env=session_stack.env, load_models=["async_result"]) as server:
-        deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 15
 
-        def unknown_ids(index: int) -> None:
-            job = httpclient.InferInput("JOB_ID", [1], "BYTES")
-            job.set_data_from_numpy(np.array([b"no-such-job"], dtype=object))
-            with httpclient.InferenceServerClient(server.http_url) as c:
-                while time.monotonic() < deadline:
-                    try:
-                        c.infer("async_result", [job])
-                        unexpected.append("answered")
-                    except InferenceServerException as exc:
-                        if "no job 'no-such-job'" not in str(exc):
-                            unexpected.append(str(exc))
-                            return
-                        failed[index] += 1
+    def unknown_ids(index: int) -> None:
+        job = httpclient.InferInput("JOB_ID", [1], "BYTES")
+        job.set_data_from_numpy(np.array([b"no-such-job"], dtype=object))
+        with httpclient.InferenceServerClient(server.http_url) as c:
+            while time.monotonic() < deadline:
+                try:
+                    c.infer("async_result", [job])
+                    unexpected.append("answered")
+                except InferenceServerException as exc:
+                    if "no job 'no-such-job'" not in str(exc):
+                        unexpected.append(str(exc))
+                        return
+                    failed[index] += 1
 
-        clients = [threading.Thread(target=unknown_ids, args=(i,)) for i in range(4)]
-        for thread in clients:
-            thread.start()
-        for thread in clients:
-            thread.join()
-        samples = monitoring.scrape(server.metrics_url)
-        assert unexpected == [] and server.deaths == [] and server.is_ready()
-        counted = monitoring.value(samples, "pattern_request_failures_total", model="async_result", reason="client_error")
-        assert counted == sum(failed) > 1000
-        assert monitoring.value(samples, "async_queue_up", model="async_result") == 1
+    clients = [threading.Thread(target=unknown_ids, args=(i,)) for i in range(4)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    samples = monitoring.scrape(server.metrics_url)
+    assert unexpected == [] and server.deaths == [] and server.is_ready()
+    counted = monitoring.value(samples, "pattern_request_failures_total", model="async_result", reason="client_error")
+    assert counted == sum(failed) > 1000
+    assert monitoring.value(samples, "async_queue_up", model="async_result") == 1
+
+
+def test_redis_down_the_gauges_keep_their_values_with_up_0_and_the_poller_recovers(fast_gauges):
+    server, redis_server = fast_gauges
+    queue = JobQueue(redis_server.client(), "async")
+    for row in ROWS[:2]:
+        queue.submit("iris", 2, {"FEATURES": np.array([row], dtype=np.float32)})
+    seen: list = [None]
+
+    def gauges_show(**expected) -> bool:
+        seen[0] = _queue_gauges(server)
+        return all(seen[0][k] == v for k, v in expected.items())
+
+    assert wait_for(lambda: gauges_show(waiting=2, up=1), 15, interval=0.1), seen[0]
+    redis_server.stop()
+    assert wait_for(lambda: gauges_show(up=0), 15, interval=0.1), seen[0]
+    down = seen[0]
+    assert down["waiting"] == 2 and down["age"] > 0
+    time.sleep(0.5)  # some 250 failed reads later: the same values
+    assert gauges_show(**down), seen[0]
+    redis_server.start()  # a new, empty Redis on the same port
+    assert wait_for(lambda: gauges_show(waiting=0, pending=0, dead=0, age=0, workers=0, up=1), 15, interval=0.1), \
+        seen[0]
