@@ -22,6 +22,11 @@ version, attempts, timings, error). An unknown or expired job id is INVALID_ARG 
 Redis unreachable is UNAVAILABLE.
 Metrics: async_jobs_submitted_total{model, target} (jobs queued),
 async_jobs_deduplicated_total{model, target} (submits answered by an idempotency key's job).
+The result model owns its namespace's queue gauges (one result model per namespace;
+pattern_kernel.queue_metrics), read from Redis every metrics_interval_s (default 5; 0: none) by a daemon thread stopped in finalize:
+async_queue_depth{model, namespace, state="waiting"|"pending"|"dead"},
+async_oldest_job_age_seconds{model, namespace}, async_queue_workers{model, namespace} and
+async_queue_up{model, namespace} (0 while Redis cannot be read: the others keep their last values).
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ from collections import Counter
 
 import numpy as np
 import redis
+import triton_python_backend_utils as pb_utils
 
 from pattern_kernel.errors import InputError, StepError
 from pattern_kernel.job_queue import Submission, Submitted, check_idempotency_key, check_job_inputs, queue_for
 from pattern_kernel.pattern_model import PatternModel
+from pattern_kernel.queue_metrics import QueuePoller, QueueStats, read_stats
 from pattern_kernel.validation import parse_targets, utf8_values
 
 
@@ -67,6 +74,9 @@ class TritonPythonModel(PatternModel):
                 self.deduplicated.metric(target=model)
         else:
             self.handle = self._result
+        self.poller = None
+        if self.params["mode"] == "result" and self.params["metrics_interval_s"] > 0:
+            self._start_queue_gauges()
 
     def _submit(self, items) -> list:
         """The jobs of a dynamic batch, checked one by one, queued in one Redis round trip."""
@@ -113,3 +123,38 @@ class TritonPythonModel(PatternModel):
             "STATUS": np.array([s.status.encode() for s in states], dtype=object),
             "RESULT": np.array([json.dumps(s.as_json()).encode() for s in states], dtype=object),
         }
+
+    # -- the namespace's queue gauges (result mode)
+
+    def _start_queue_gauges(self):
+        namespace = self.queue.namespace
+        self.depth_gauges = self.metrics("async_queue_depth", "Jobs of an async namespace by state: waiting (not "
+                                         "yet taken), pending (taken, not ended), dead (dead letters)",
+                                         kind="gauge", namespace=namespace)
+        self.age_gauge = self.metrics("async_oldest_job_age_seconds", "Age of the oldest job not yet ended "
+                                      "(0: none)", kind="gauge", namespace=namespace)
+        self.workers_gauge = self.metrics("async_queue_workers", "Workers Redis has seen within the last minute",
+                                          kind="gauge", namespace=namespace)
+        self.up_gauge = self.metrics("async_queue_up", "1 when the last read of the queue from Redis worked",
+                                     kind="gauge", namespace=namespace)
+        for state in QueueStats(0, 0, 0, 0.0, 0).depths():
+            self.depth_gauges.metric(state=state)
+        for gauge in (self.age_gauge, self.workers_gauge, self.up_gauge):
+            gauge.metric()
+        self.poller = QueuePoller(lambda: read_stats(self.queue), self._publish_queue_stats,
+                                  self.params["metrics_interval_s"], pb_utils.Logger.log_warn,
+                                  name=f"{self.config.name}-queue-metrics").start()
+
+    def _publish_queue_stats(self, stats: QueueStats | None):
+        """Redis down (None): async_queue_up 0, the other gauges keep their last values."""
+        self.up_gauge.set(0 if stats is None else 1)
+        if stats is None:
+            return
+        for state, jobs in stats.depths().items():
+            self.depth_gauges.set(jobs, state=state)
+        self.age_gauge.set(stats.oldest_age_s)
+        self.workers_gauge.set(stats.workers)
+
+    def finalize(self):
+        if self.poller is not None:
+            self.poller.stop()
