@@ -14,6 +14,7 @@ max); when not even that fits, the tensors are "omitted", then the steps' detail
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import random
 import time
@@ -74,8 +75,11 @@ class _Tensor:
         # the bytes of all its values, None when they were not all read (more than max_values)
         self.full = (self.costs[-1] if self.costs else 0) if len(self.values) == self.n else None
         self.kept = self.n  # values written; set by `_share_out` when they do not all fit
-        # what a truncation adds at most: its note and statistics
-        self.note = len(_dumps(self.encode(worst=True))) - len(_dumps(self.encode(bare=True)))
+
+    @functools.cached_property
+    def note(self) -> int:
+        """The bytes a truncation adds at most: its note and statistics."""
+        return len(_dumps(self.encode(worst=True))) - len(_dumps(self.encode(bare=True)))
 
     def fitting(self, budget: float) -> int:
         """How many of its first values fit in `budget` bytes."""
