@@ -22,7 +22,6 @@ import asyncio
 
 from pattern_kernel import prediction_log as plog
 from pattern_kernel.model_config import parse_model_config
-from pattern_kernel.redis_link import connect
 from pattern_kernel.specs import SPECS
 from pattern_kernel.triton_glue import (
     Metrics,
@@ -63,6 +62,8 @@ class PatternModel:
     def prediction_log(self) -> plog.Writer:
         """This model's prediction-log stream (parameters `spec.PREDICTION_LOG` and `spec.REDIS`),
         its records counted in prediction_log_records_total{model, result}."""
+        from pattern_kernel.redis_link import connect  # redis: the kernel's optional extra
+
         counter = self.metrics("prediction_log_records_total",
                                "Prediction log records written (error: the sink was unavailable)")
         stream = self.params["prediction_log_stream"] or plog.stream_name(self.config.name)

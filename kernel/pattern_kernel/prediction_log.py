@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-import redis
 
 STREAM_PREFIX = "prediction_log:"
 
@@ -97,6 +96,8 @@ class Writer:
         self.records.append(fields)
 
     def flush(self) -> None:
+        import redis  # the kernel's optional extra: only a model that logs needs it
+
         records, self.records = self.records, []
         if not records:
             return
