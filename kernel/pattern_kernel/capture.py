@@ -185,14 +185,15 @@ class Capturer:
                 return whole
         # room for values and notes: the cap less the entry without them
         budget = self.max_bytes - size(fields(lambda t: t.encode(bare=True)))
-        omit = lambda t: t.encode(omitted=True)  # noqa: E731
-        candidates = [fields(omit), fields(omit, with_steps=False)]
         if budget >= 0:
             _share_out(real, budget)
-            candidates.insert(0, fields(lambda t: t.encode()))
-        for candidate in candidates:
-            if size(candidate) <= self.max_bytes:
-                return candidate
+            fitted = fields(lambda t: t.encode())
+            if size(fitted) <= self.max_bytes:
+                return fitted
+        for with_steps in (True, False):  # the tensors said omitted; then the steps' details left out
+            omitted = fields(lambda t: t.encode(omitted=True), with_steps=with_steps)
+            if size(omitted) <= self.max_bytes:
+                return omitted
         note = _dumps([{"omitted": f"{len(steps)} steps: over capture_max_bytes"}])
         return {**header, "inputs": "{}", "outputs": "{}", "steps": note, "truncated": "1"}
 

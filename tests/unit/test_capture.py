@@ -104,16 +104,33 @@ def test_text_bytes_bools_scalars_and_empty_tensors():
     assert out["E"] == {"dtype": "float64", "shape": [0, 3], "values": []}
 
 
-def test_whatever_the_steps_the_cap_holds():
-    """Many steps with long errors and big tensors: tensors are omitted, then the steps' details."""
+def _form(steps: list) -> str:
+    """How much of the steps a capture kept."""
+    if "step" not in steps[0]:
+        return "steps omitted"
+    if "inputs" not in steps[0]:
+        return "steps without tensors"
+    return "tensors omitted" if "omitted" in next(iter(steps[0]["inputs"].values())) else "values cut"
+
+
+@pytest.mark.parametrize("count, error, cap, form", [
+    (3, 5000, 20000, "values cut"),
+    (30, 5000, 20000, "tensors omitted"),
+    (30, 0, 4096, "steps without tensors"),
+    (30, 5000, MIN_BYTES, "steps omitted"),
+])
+def test_whatever_the_steps_the_cap_holds(count, error, cap, form):
+    """Many steps, long errors, big tensors: the values are cut, then the tensors omitted, then
+    the steps' tensors left out, then the steps themselves; the cap holds throughout."""
     big = np.ones((64, 1000), dtype=np.float32)
     steps = [StepRecord({"step": f"step-{i}", "model": "m" * 40, "version": i, "status": "skipped",
-                         "error": "x" * 5000}, {f"IN{i}": big + i}, {f"OUT{i}": big - i}) for i in range(30)]
-    for cap in (MIN_BYTES, 4096, 20000):
-        fields = Capturer("m", 1, cap).entry("r" * 1000, {"BIG": big}, {"LABEL": LABEL}, steps, 1, True, "step_skipped")
-        assert size(fields) <= cap, cap
-        assert fields["truncated"] == "1" and fields["reason"] == "step_skipped" and fields["fallback"] == "1"
-        assert len(fields["request_id"]) <= 300
+                         **({"error": "x" * error} if error else {})}, {f"IN{i}": big + i}, {f"OUT{i}": big - i})
+             for i in range(count)]
+    fields = Capturer("m", 1, cap).entry("r" * 1000, {"BIG": big}, {"LABEL": LABEL}, steps, 1, True, "step_skipped")
+    assert size(fields) <= cap
+    assert fields["truncated"] == "1" and fields["reason"] == "step_skipped" and fields["fallback"] == "1"
+    assert len(fields["request_id"]) <= 300
+    assert _form(json.loads(fields["steps"])) == form
 
 
 def test_the_text_form_shows_each_step_and_the_cut():
@@ -126,3 +143,36 @@ def test_the_text_form_shows_each_step_and_the_cut():
     assert "in  EMBEDDING: = steps[0].outputs.EMBEDDING" in text
     assert "out EMBEDDING: float32[1, 5000] [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, ...]  (first " in text
     assert "out LABEL: int64[1, 1] [2]" in text
+
+
+class Counter:
+    """Records what `prediction_log.Writer` counts (the metric family's part)."""
+
+    def __init__(self):
+        self.counts: dict[str, float] = {}
+
+    def metric(self, result: str):
+        self.counts.setdefault(result, 0)
+
+    def increment(self, amount: float, result: str):
+        self.counts[result] += amount
+
+
+def test_a_capture_lost_to_redis_being_down_is_counted_not_raised():
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from pattern_kernel.prediction_log import Writer
+    from pattern_runtime.processes import free_ports
+
+    (port,) = free_ports(1)  # nothing listens there
+    counter = Counter()
+    writer = Writer(redis.Redis(port=port, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)), "prediction_log:m", 100, counter)
+    assert counter.counts == {"written": 0, "error": 0}  # both series exist from the start
+    writer.add(capture(MIN_BYTES, np.ones((1, 8), dtype=np.float32)))
+    writer.add(capture(MIN_BYTES, np.ones((1, 8), dtype=np.float32)))
+    writer.flush()
+    assert counter.counts == {"written": 0, "error": 2} and writer.records == []
+    writer.flush()  # nothing buffered: no round trip, nothing counted
+    assert counter.counts == {"written": 0, "error": 2}
