@@ -13,12 +13,14 @@ a backend defines one of:
 - `async answer(request, inputs)`: the requests of a batch concurrently on asyncio.
 
 Each returns the response's outputs ({name: array}). `batch_done()` runs after each batch.
+`prediction_log()` opens the model's prediction-log stream (`prediction_log.Writer`).
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from pattern_kernel import prediction_log as plog
 from pattern_kernel.model_config import parse_model_config
 from pattern_kernel.specs import SPECS
 from pattern_kernel.triton_glue import (
@@ -56,6 +58,16 @@ class PatternModel:
     def metrics(self, name: str, description: str, kind: str = "counter", **labels: str) -> Metrics:
         """A metric family labelled with this model (plus `labels`)."""
         return Metrics(name, description, {"model": self.config.name, **labels}, kind=kind)
+
+    def prediction_log(self) -> plog.Writer:
+        """This model's prediction-log stream (parameters `spec.PREDICTION_LOG` and `spec.REDIS`),
+        its records counted in prediction_log_records_total{model, result}."""
+        from pattern_kernel.redis_link import connect  # redis: the kernel's optional extra
+
+        counter = self.metrics("prediction_log_records_total",
+                               "Prediction log records written (error: the sink was unavailable)")
+        stream = self.params["prediction_log_stream"] or plog.stream_name(self.config.name)
+        return plog.Writer(connect(self.config), stream, self.params["prediction_log_maxlen"], counter)
 
     def batch_done(self) -> None:
         """Called after each batch of requests has been answered."""

@@ -281,6 +281,8 @@ def parser() -> argparse.ArgumentParser:
     _delegated(sub, "perf", "perf_analyzer on one model: input data, libraries and URL set up "
                             "(further arguments go to perf_analyzer)", "pattern_tools.perf")
     _delegated(sub, "drift", "monitor job: recent logged inputs vs the training statistics (exit 1: drift)", "pattern_jobs.drift")
+    _delegated(sub, "captures", "a serial or parallel model's sampled captures: each step's inputs and outputs",
+               "pattern_tools.captures")
 
     metrics = sub.add_parser("metrics", help="print Triton's and the patterns' Prometheus metrics")
     metrics.add_argument("--url", default=None, help="metrics address (default $TRITON_PATTERNS_METRICS_URL or 127.0.0.1:8002)")
