@@ -480,27 +480,35 @@ def batch_job_setup(url: str) -> Setup:
                  lambda: batch_bench.measure(url, rows=90, concurrency=2).agree, server="triton")
 
 
-def async_setup(http: str, url: str, redis_url: str) -> Setup:
-    """The asynchronous pattern (issue 6): iris jobs through `iris_async_submit`, a Redis Stream
-    and worker processes; `c` = workers. The point is the drain rate (queue filled first); its
-    `extra` has the live rate (submitted while running) and in-process onnxruntime on the rows."""
+def async_setup(url: str, redis_url: str) -> Setup:
+    """The asynchronous pattern (issues 6, 16): one-row iris jobs submitted through
+    `iris_async_submit` over gRPC at the run's top concurrency, a Redis Stream and batched worker
+    processes; `c` = workers. The point is the drain rate (queue filled first); its `extra` has
+    the live rate (submitted while running), the synchronous iris gRPC rate measured just before
+    on the same rows and concurrency, and (2 workers) the submit -> end notification latency at c=1."""
 
     def measure(workers: int) -> Point:
-        report = async_bench.measure_async(http, url, redis_url, (workers,), jobs=60 if ARGS.quick else 600)
+        report = async_bench.measure_async(
+            url, redis_url, (workers,), jobs=60 if ARGS.quick else 4000, concurrency=ARGS.top,
+            reference_s=ARGS.duration, latency_jobs=(10 if ARGS.quick else 300) if workers == 2 else 0,
+            latency_workers=workers)
         drain, live = (next(r for r in report["async"] if r["mode"] == m) for m in ("drain", "live"))
+        latency = report["latency"] or {}
         return Point("async_jobs", workers, 1, drain["done"], drain["jobs"] - drain["done"] + drain["wrong"],
                      drain["jobs"] / drain["jobs_per_s"] if drain["jobs_per_s"] else 0.0, drain["jobs_per_s"],
-                     drain["p50_total_ms"], float("nan"), float("nan"),
-                     extra={"live_jobs_per_s": live["jobs_per_s"], "live_p50_total_ms": live["p50_total_ms"],
-                            "inprocess_rows_per_s": report["inprocess_rows_per_s"]})
+                     latency.get("p50_ms", float("nan")), float("nan"), latency.get("p99_ms", float("nan")),
+                     extra={"live_jobs_per_s": live["jobs_per_s"], "live_wrong": live["wrong"] + live["jobs"] - live["done"],
+                            "sync_rows_per_s": report["sync_rows_per_s"], "concurrency": report["concurrency"],
+                            "mean_batch_jobs": drain["mean_batch_jobs"], "latency": latency})
 
     def check() -> bool:
-        report = async_bench.measure_async(http, url, redis_url, (1,), jobs=8)
-        return all(r["done"] == r["jobs"] and not r["wrong"] for r in report["async"])
+        report = async_bench.measure_async(url, redis_url, (1,), jobs=8, concurrency=2, reference_s=0.5,
+                                           latency_jobs=2, latency_workers=1)
+        return all(r["done"] == r["jobs"] and not r["wrong"] for r in report["async"]) and not report["latency"]["wrong"]
 
-    return Setup("async_jobs", "triton", "iris", "asynchronous: iris jobs via Redis Stream + workers "
-                 "(c = worker processes; p50 = job created to done)", measure, check, concurrencies=[1, 2],
-                 server="triton")
+    return Setup("async_jobs", "triton", "iris", "asynchronous: iris jobs via Redis Stream + batched workers "
+                 "(c = worker processes; rows/s = jobs/s draining; p50/p99 = submit to end notification at c=1, "
+                 "2 workers)", measure, check, concurrencies=[2] if ARGS.quick else [1, 2, 4], server="triton")
 
 
 def perf_setups(url: str, data: Data, inputs: dict[str, Path]) -> list[Setup]:
@@ -551,7 +559,7 @@ class Outcome:
         return self.correct and not self.error and all(p.requests > 0 and p.errors == 0 for p in self.points)
 
 
-ARGS = argparse.Namespace(duration=8.0, warmup=2.0, quick=False)
+ARGS = argparse.Namespace(duration=8.0, warmup=2.0, quick=False, top=32)
 
 
 def run_setups(setups: list[Setup], concurrencies: list[int], progress, task) -> list[Outcome]:
@@ -589,6 +597,7 @@ def run(args) -> list[Outcome]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     ARGS.duration, ARGS.warmup, ARGS.quick = args.duration, args.warmup, args.quick
+    ARGS.top = max(args.concurrency)
     data = Data()
     log_dir = args.out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -596,7 +605,7 @@ def run(args) -> list[Outcome]:
     phases = [("limit", None), ("triton", None), ("fastapi", 1), ("fastapi", 2)]
     limit = select(inprocess_setups(data, args), args.setups)
     perf_models = {m: PERF_MIRRORS[m] for m in (["iris"] if args.quick else PERF_MIRRORS)}
-    probe = triton_setups("", "", data) + gateway_setups(dict.fromkeys(GATEWAYS, ("", True)), data) + [batch_job_setup(""), async_setup("", "", "")] + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
+    probe = triton_setups("", "", data) + gateway_setups(dict.fromkeys(GATEWAYS, ("", True)), data) + [batch_job_setup(""), async_setup("", "")] + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
     n_triton = len(select(probe, args.setups))
     n_peer = len(select(peer_setups(1, 0, data) + peer_setups(2, 0, data), args.setups))
     total = sum(len(s.concurrencies or []) for s in limit) + (n_triton + n_peer) * len(args.concurrency)
@@ -617,7 +626,7 @@ def run(args) -> list[Outcome]:
                     chosen = triton_setups(stack.grpc_url, f"http://{stack.http_url}", data) + gateway_setups(
                         gateways, data) + [
                         batch_job_setup(stack.grpc_url),
-                        async_setup(stack.http_url, stack.grpc_url, stack.redis_url)] + [s for s in perf_setups(stack.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
+                        async_setup(stack.grpc_url, stack.redis_url)] + [s for s in perf_setups(stack.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
                     # tracing every request under load crashed the 2.51 server here (server #7795, fixed in 2.57):
                     # those rows run last, so a crash costs no other row
                     chosen.sort(key=lambda s: s.name in TRACE_EVERY_REQUEST)

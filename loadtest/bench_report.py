@@ -116,12 +116,7 @@ def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
             f"{batch.concurrency} (reported, no goal)", "-", batch.rows_per_s / inprocess, None,
             f"{batch.rows_per_s:,.0f} rows/s vs {inprocess:,.0f} rows/s (inference alone, no store: "
             f"{batch.extra['inference_only_rows_per_s']:,.0f} rows/s)")
-    jobs = _best(_points(outcomes, "async_jobs"))
-    if jobs:
-        add(f"asynchronous jobs/s with {jobs.concurrency} worker(s) vs in-process onnxruntime on the same rows "
-            "(reported, no goal)", "-", jobs.rows_per_s / jobs.extra["inprocess_rows_per_s"], None,
-            f"{jobs.rows_per_s:,.0f} jobs/s draining a filled queue, {jobs.extra['live_jobs_per_s']:,.0f} jobs/s "
-            f"submitted live, vs {jobs.extra['inprocess_rows_per_s']:,.0f} rows/s in process")
+    found += async_targets(_points(outcomes, "async_jobs"))
     for c in sorted({low, top}):
         direct, through, proxy, tls = (_at(outcomes, n, c) for n in (
             "triton_iris_http", "gateway_iris_http", "gateway_proxy_iris_http", "gateway_tls_iris_http"))
@@ -144,6 +139,29 @@ def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
             bool(goal and value is not None and value <= goal) if goal else None,
             f"{num} {getattr(a, metric):,.2f} {unit} vs {den} {getattr(b, metric):,.2f} {unit}" if a and b
             else "not measured")
+    return found
+
+
+def async_targets(points: list[Point]) -> list[Target]:
+    """Issue 16: batched async workers against the synchronous endpoint measured beside them."""
+    two = next((p for p in points if p.concurrency == 2), None)
+    if two is None:
+        return [Target("asynchronous jobs/s, 2 workers, vs synchronous iris gRPC", ">= 0.5x", None, None, "not measured")]
+    sync, c = two.extra["sync_rows_per_s"], two.extra["concurrency"]
+    others = "; ".join(f"{p.concurrency} worker(s): {p.rows_per_s:,.0f} draining, {p.extra['live_jobs_per_s']:,.0f} live "
+                       f"(vs {p.extra['sync_rows_per_s']:,.0f})" for p in points if p is not two)
+    found = []
+    for mode, rate in (("draining a filled queue", two.rows_per_s), ("submitted live", two.extra["live_jobs_per_s"])):
+        ratio = rate / sync if sync else float("nan")
+        found.append(Target(f"asynchronous jobs/s, 2 workers, {mode}, vs synchronous iris gRPC c={c}", ">= 0.5x",
+                            ratio, ratio >= 0.5, f"{rate:,.0f} jobs/s vs {sync:,.0f} rows/s measured just before"
+                            + (f"; {others}" if others and mode == "submitted live" else "")))
+    latency = two.extra.get("latency") or {}
+    if latency:
+        found.append(Target("asynchronous submit -> end notification, c=1, 2 workers: p50 (reported, no goal)", "-",
+                            latency["p50_ms"], None, f"p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f} ms; "
+                            f"the synchronous call on the same rows p50 {latency['sync_p50_ms']:.2f} ms, "
+                            f"p99 {latency['sync_p99_ms']:.2f} ms"))
     return found
 
 
@@ -222,6 +240,15 @@ def plots(outcomes: list[Outcome], out: Path) -> list[Path]:
     made.append(out / "latency.png")
     fig.savefig(made[-1], dpi=90)
     plt.close(fig)
+    jobs = _points(outcomes, "async_jobs")
+    if jobs:
+        from .async_bench import plot as async_plot
+
+        rounds = [{"workers": p.concurrency, "mode": mode, "jobs_per_s": rate} for p in jobs
+                  for mode, rate in (("drain", p.rows_per_s), ("live", p.extra["live_jobs_per_s"]))]
+        sync = max(jobs, key=lambda p: p.concurrency == 2).extra
+        made.append(async_plot({"async": rounds, "sync_rows_per_s": sync["sync_rows_per_s"],
+                                "concurrency": sync["concurrency"]}, out / "async_workers.png"))
     return made
 
 
@@ -242,7 +269,7 @@ def markdown(outcomes: list[Outcome], found: list[Target], info: dict, args, plo
         "| | |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in info.items()],
         "",
-        "## Targets (issues 3-5, 15, 17), from this run",
+        "## Targets (issues 3-5, 15, 16, 17), from this run",
         "",
         "| target | goal | this run | result | from |", "|---|---|---|---|---|",
         *[f"| {t.name} | {t.goal} | {_fmt(t.value, 2)} | "
@@ -282,6 +309,8 @@ def markdown(outcomes: list[Outcome], found: list[Target], info: dict, args, plo
                          f"{_fmt(own.p99_ms if own else None, 2)} |")
     lines += ["", "## Plots", "", f"![throughput]({plot_dir}/throughput.png)", "",
               f"![latency]({plot_dir}/latency.png)", ""]
+    if _points(outcomes, "async_jobs"):
+        lines += [f"![asynchronous jobs/s against workers]({plot_dir}/async_workers.png)", ""]
     return "\n".join(lines)
 
 

@@ -12,23 +12,36 @@ Parameters (pattern_kernel.specs.async_queue):
                   change (default 3600)
   redis_url       env TRITON_PATTERNS_REDIS_URL overrides; redis_timeout_ms (default 50)
 submit: the target's inputs (checked: rows, finite numbers, non-empty texts) in; JOB_ID out at
-once, the job stored as `queued` and added to the stream. result: JOB_ID [n] in; STATUS [n]
+once (one per row: a batching model answers per row), the job stored as `queued` and added to
+the stream; the jobs of one dynamic batch go to Redis in one pipelined call. The request
+parameter `idempotency_key` (1-200 printable characters) makes a retry safe: a second submit
+with the same key to the same submit model within ttl_seconds answers the first job's id and
+queues nothing (INVALID_ARG if the key was used for other inputs or another target). result: JOB_ID [n] in; STATUS [n]
 (queued, running, done, failed) and RESULT [n] (JSON: outputs with dtype and shape, model
 version, attempts, timings, error). An unknown or expired job id is INVALID_ARG naming it;
 Redis unreachable is UNAVAILABLE.
-Metric: async_jobs_submitted_total{model, target}.
+Metrics: async_jobs_submitted_total{model, target} (jobs queued),
+async_jobs_deduplicated_total{model, target} (submits answered by an idempotency key's job).
+The result model owns its namespace's queue gauges (one result model per namespace;
+pattern_kernel.queue_metrics), read from Redis every metrics_interval_s (default 5; 0: none) by a daemon thread stopped in finalize:
+async_queue_depth{model, namespace, state="waiting"|"pending"|"dead"},
+async_oldest_job_age_seconds{model, namespace}, async_queue_workers{model, namespace} and
+async_queue_up{model, namespace} (0 while Redis cannot be read: the others keep their last values).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import redis
+import triton_python_backend_utils as pb_utils
 
 from pattern_kernel.errors import InputError, StepError
-from pattern_kernel.job_queue import check_job_inputs, queue_for
+from pattern_kernel.job_queue import Submission, Submitted, check_idempotency_key, check_job_inputs, queue_for
 from pattern_kernel.pattern_model import PatternModel
+from pattern_kernel.queue_metrics import QueuePoller, QueueStats, read_stats
 from pattern_kernel.validation import parse_targets, utf8_values
 
 
@@ -49,23 +62,53 @@ class TritonPythonModel(PatternModel):
 
     def setup(self, args):
         self.queue = queue_for(self.config)
-        self.handle = self._submit if self.params["mode"] == "submit" else self._result
         if self.params["mode"] == "submit":
+            self.handle_batch = self._submit
             self.targets = parse_targets(self.required("targets"))
             self.submitted = self.metrics("async_jobs_submitted_total", "Jobs accepted by an async submit model, "
                                                                         "by target")
+            self.deduplicated = self.metrics("async_jobs_deduplicated_total",
+                                             "Submits answered with the job of their idempotency key, by target")
             for model, _ in self.targets:
                 self.submitted.metric(target=model)
+                self.deduplicated.metric(target=model)
+        else:
+            self.handle = self._result
+        self.poller = None
+        if self.params["mode"] == "result" and self.params["metrics_interval_s"] > 0:
+            self._start_queue_gauges()
 
-    def _submit(self, request, inputs):
-        check_job_inputs(inputs, self.params["max_rows"])
-        model, version = pick_target(self.targets, json.loads(request.parameters() or "{}").get("target"))
+    def _submit(self, items) -> list:
+        """The jobs of a dynamic batch, checked one by one, queued in one Redis round trip."""
+        answers: list = [None] * len(items)
+        jobs, places = [], []
+        for place, (request, inputs) in enumerate(items):
+            try:
+                check_job_inputs(inputs, self.params["max_rows"])
+                parameters = json.loads(request.parameters() or "{}")
+                model, version = pick_target(self.targets, parameters.get("target"))
+                key = parameters.get("idempotency_key")
+                jobs.append(Submission(model, version, inputs, self.config.name,
+                                       "" if key is None else check_idempotency_key(key)))
+                places.append(place)
+            except InputError as exc:
+                answers[place] = exc
         try:
-            job_id = self.queue.submit(model, version, inputs, self.config.name)
+            submitted = self.queue.submit_many(jobs) if jobs else []
         except redis.RedisError as exc:
-            raise StepError("enqueue", model, version, f"the job queue (Redis) is unavailable: {exc}") from None
-        self.submitted.increment(target=model)
-        return {"JOB_ID": np.array([job_id.encode()], dtype=object)}
+            submitted = [StepError("enqueue", job.model, job.version, f"the job queue (Redis) is unavailable: {exc}")
+                         for job in jobs]
+        counts: Counter = Counter()
+        for place, job, outcome in zip(places, jobs, submitted):
+            if isinstance(outcome, Submitted):
+                counts[outcome.created, job.model] += 1
+                rows = len(next(iter(job.inputs.values()))) if self.config.batching else 1
+                outcome = {"JOB_ID": np.array([[outcome.job_id.encode()]] * rows, dtype=object).reshape(
+                    (rows, 1) if self.config.batching else (1,))}
+            answers[place] = outcome
+        for (created, target), count in counts.items():  # a metric update is a call into Triton: once per batch
+            (self.submitted if created else self.deduplicated).increment(count, target=target)
+        return answers
 
     def _result(self, request, inputs):
         ids = utf8_values("JOB_ID", inputs["JOB_ID"])
@@ -80,3 +123,38 @@ class TritonPythonModel(PatternModel):
             "STATUS": np.array([s.status.encode() for s in states], dtype=object),
             "RESULT": np.array([json.dumps(s.as_json()).encode() for s in states], dtype=object),
         }
+
+    # -- the namespace's queue gauges (result mode)
+
+    def _start_queue_gauges(self):
+        namespace = self.queue.namespace
+        self.depth_gauges = self.metrics("async_queue_depth", "Jobs of an async namespace by state: waiting (not "
+                                         "yet taken), pending (taken, not ended), dead (dead letters)",
+                                         kind="gauge", namespace=namespace)
+        self.age_gauge = self.metrics("async_oldest_job_age_seconds", "Age of the oldest job not yet ended "
+                                      "(0: none)", kind="gauge", namespace=namespace)
+        self.workers_gauge = self.metrics("async_queue_workers", "Workers Redis has seen within the last minute",
+                                          kind="gauge", namespace=namespace)
+        self.up_gauge = self.metrics("async_queue_up", "1 when the last read of the queue from Redis worked",
+                                     kind="gauge", namespace=namespace)
+        for state in QueueStats(0, 0, 0, 0.0, 0).depths():
+            self.depth_gauges.metric(state=state)
+        for gauge in (self.age_gauge, self.workers_gauge, self.up_gauge):
+            gauge.metric()
+        self.poller = QueuePoller(lambda: read_stats(self.queue), self._publish_queue_stats,
+                                  self.params["metrics_interval_s"], pb_utils.Logger.log_warn,
+                                  name=f"{self.config.name}-queue-metrics").start()
+
+    def _publish_queue_stats(self, stats: QueueStats | None):
+        """Redis down (None): async_queue_up 0, the other gauges keep their last values."""
+        self.up_gauge.set(0 if stats is None else 1)
+        if stats is None:
+            return
+        for state, jobs in stats.depths().items():
+            self.depth_gauges.set(jobs, state=state)
+        self.age_gauge.set(stats.oldest_age_s)
+        self.workers_gauge.set(stats.workers)
+
+    def finalize(self):
+        if self.poller is not None:
+            self.poller.stop()

@@ -32,7 +32,6 @@ import os
 import time
 
 import numpy as np
-import redis
 import triton_python_backend_utils as pb_utils
 
 from pattern_kernel import breaker as cb
@@ -40,7 +39,6 @@ from pattern_kernel import prediction_log as plog
 from pattern_kernel.batching import request_batch_size, to_config_rank
 from pattern_kernel.errors import InputError
 from pattern_kernel.pattern_model import PatternModel
-from pattern_kernel.redis_link import connect
 from pattern_kernel.triton_glue import call_model_async, fallback_metrics
 
 
@@ -67,15 +65,8 @@ class TritonPythonModel(PatternModel):
         )
         self.state_gauge.set(cb.STATE_VALUES[cb.CLOSED])
 
-        self.records: list = []  # this batch's prediction-log records, written by batch_done
-        self.log_stream = None
-        if p["prediction_log"] == "redis":
-            self.redis = connect(c)
-            self.log_stream = p["prediction_log_stream"] or plog.stream_name(c.name)
-            self.log_records = self.metrics("prediction_log_records_total",
-                                            "Prediction log records written (error: the sink was unavailable)")
-            for result in ("written", "error"):
-                self.log_records.metric(result=result)
+        # this batch's prediction-log records, written after it (batch_done)
+        self.log = self.prediction_log() if p["prediction_log"] == "redis" else None
 
     def _flagged(self, outputs, rows: int, reason: str):
         lead = (rows,) if self.config.batching else ()
@@ -123,8 +114,8 @@ class TritonPythonModel(PatternModel):
         if reason:
             self.fallbacks.increment(reason=reason)
         answer = self._flagged(outputs, rows, reason)
-        if self.log_stream:
-            self.records.append(plog.record(
+        if self.log:
+            self.log.add(plog.record(
                 self.config.name, self.target, self.version, inputs,
                 {s.name: answer[s.name] for s in self.model_outputs},
                 (time.perf_counter() - start) * 1000, bool(reason), reason,
@@ -133,12 +124,5 @@ class TritonPythonModel(PatternModel):
         return answer
 
     def batch_done(self) -> None:
-        records, self.records = self.records, []
-        if not records:
-            return
-        try:
-            written = plog.append(self.redis, self.log_stream, records, self.params["prediction_log_maxlen"])
-            if written:
-                self.log_records.increment(written, result="written")
-        except redis.RedisError:
-            self.log_records.increment(len(records), result="error")
+        if self.log:
+            self.log.flush()

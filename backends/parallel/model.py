@@ -9,6 +9,8 @@ Parameters (pattern_kernel.specs.parallel):
   min_answers        answers needed; with fewer, the default answer is returned
   default_label      class id of the default answer (its scores are uniform)
 Deadlines are enforced here with asyncio (the BLS `timeout` only bounds queueing in the callee).
+  capture_rate, capture_max_bytes  sampled capture of each target's answer to the prediction-log
+                     stream (pattern_kernel.capture; prediction_log_stream, redis_url)
 Outputs: the config's label and scores outputs, plus REPORT (JSON: which targets answered, timed
 out or failed, their latencies, and whether the default was used).
 Metrics: pattern_fallbacks_total{model, pattern="parallel", reason="min_answers"} (default answers).
@@ -24,6 +26,7 @@ import numpy as np
 
 from pattern_kernel.aggregation import aggregate
 from pattern_kernel.batching import request_batch_size
+from pattern_kernel.capture import Capturer, StepRecord
 from pattern_kernel.pattern_model import PatternModel
 from pattern_kernel.triton_glue import StepTimeout, call_model_async, fallback_metrics
 from pattern_kernel.validation import parse_list, parse_targets
@@ -42,6 +45,9 @@ class TritonPythonModel(PatternModel):
         self.timeouts_s = [t / 1000 for t in (timeouts * len(self.targets) if len(timeouts) == 1 else timeouts)]
         self.classes = next(s.dims[-1] for s in self.config.outputs if s.name == SCORES)
         self.fallbacks = fallback_metrics(self.config.name, "parallel", ("min_answers",))
+        rate = self.params["capture_rate"]
+        self.capturer = Capturer(self.config.name, rate, self.params["capture_max_bytes"])
+        self.log = self.prediction_log() if rate > 0 else None
 
     async def _target(self, index: int, inputs):
         model, version = self.targets[index]
@@ -86,8 +92,17 @@ class TritonPythonModel(PatternModel):
             "fallback": fallback, "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
             "targets": report,
         }
-        return {
-            LABEL: labels.astype(np.int64).reshape(rows, 1),
-            SCORES: scores.astype(np.float32),
-            "REPORT": np.array([json.dumps(summary).encode()] * rows, dtype=object).reshape(rows, 1),
-        }
+        outputs = {LABEL: labels.astype(np.int64).reshape(rows, 1), SCORES: scores.astype(np.float32)}
+        if self.capturer.sampled():
+            steps = [StepRecord({"step": f"target {i}", "model": e.pop("target"), **e}, inputs,
+                                {SCORES: task.result()[1]} if e["status"] == "answered" else {})
+                     for i, (e, task) in enumerate(zip([dict(e) for e in report], tasks))]
+            self.log.add(self.capturer.entry(request.request_id(), inputs, outputs, steps,
+                                             (time.perf_counter() - started) * 1000, fallback,
+                                             "min_answers" if fallback else ""))
+        outputs["REPORT"] = np.array([json.dumps(summary).encode()] * rows, dtype=object).reshape(rows, 1)
+        return outputs
+
+    def batch_done(self) -> None:
+        if self.log is not None:
+            self.log.flush()

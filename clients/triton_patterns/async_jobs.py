@@ -34,9 +34,12 @@ class JobResult(JobState):
 
     @property
     def class_id(self) -> int | None:
-        if "LABEL" not in self.outputs:
-            return None
-        return int(np.asarray(self.outputs["LABEL"]).reshape(-1)[0])
+        """The first row's class index: CLASS_ID, else an integer LABEL (None without either)."""
+        for name in ("CLASS_ID", "LABEL"):
+            ids = np.asarray(self.outputs.get(name, []))
+            if ids.size and ids.dtype.kind in "iu":
+                return int(ids.reshape(-1)[0])
+        return None
 
     @property
     def label(self) -> str | None:

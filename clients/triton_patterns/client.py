@@ -256,6 +256,11 @@ class _Base:
         value = result.as_numpy("JOB_ID").reshape(-1)[0]
         return value.decode() if isinstance(value, bytes) else str(value)
 
+    @staticmethod
+    def _submit_parameters(target: str | None, idempotency_key: str | None) -> dict | None:
+        parameters = {"target": target, "idempotency_key": idempotency_key}
+        return {k: v for k, v in parameters.items() if v is not None} or None
+
     def _job_id_input(self, job_id: str):
         tensor = self._mod.InferInput("JOB_ID", [1], "BYTES")
         tensor.set_data_from_numpy(np.array([job_id.encode()], dtype=np.object_))
@@ -316,13 +321,17 @@ class PatternClient(_Base, asynchronous=False):
             self._input_specs[model] = self._metadata_spec(model, self.client.get_model_metadata(model, **self._json))
         return self._input_specs[model]
 
-    def submit(self, value: Any, model: str = "iris_async_submit", target: str | None = None) -> str:
+    def submit(self, value: Any, model: str = "iris_async_submit", target: str | None = None,
+               idempotency_key: str | None = None) -> str:
         """Queue a job (one row or a batch of rows) and return its id at once. `target` picks
-        one of the submit model's allowed targets (e.g. "iris_slow", "iris:1")."""
+        one of the submit model's allowed targets (e.g. "iris_slow", "iris:1").
+        `idempotency_key` (your own, e.g. a uuid per logical job) makes a retry safe: a submit
+        with a key already used within the job's time-to-live returns that job's id and queues
+        nothing (PatternError if the key was used for other inputs)."""
         spec = self._input_spec(model)
         inputs, _ = self._request(spec, value)
         try:
-            result = self.client.infer(model, inputs, parameters={"target": target} if target else None)
+            result = self.client.infer(model, inputs, parameters=self._submit_parameters(target, idempotency_key))
         except InferenceServerException as exc:
             raise self._error(spec, exc) from None
         return self._job_id(result)
@@ -406,7 +415,8 @@ class AsyncPatternClient(_Base, asynchronous=True):
         latency = (time.perf_counter() - start) * 1000
         return to_predictions(spec, result, await self.labels(spec.model), latency, trace_id)
 
-    async def submit(self, value: Any, model: str = "iris_async_submit", target: str | None = None) -> str:
+    async def submit(self, value: Any, model: str = "iris_async_submit", target: str | None = None,
+                     idempotency_key: str | None = None) -> str:
         """`PatternClient.submit` as a coroutine: the job's id, at once."""
         if model not in self._input_specs:
             metadata = await self.client.get_model_metadata(model, **self._json)
@@ -414,7 +424,8 @@ class AsyncPatternClient(_Base, asynchronous=True):
         spec = self._input_specs[model]
         inputs, _ = self._request(spec, value)
         try:
-            result = await self.client.infer(model, inputs, parameters={"target": target} if target else None)
+            result = await self.client.infer(model, inputs,
+                                             parameters=self._submit_parameters(target, idempotency_key))
         except InferenceServerException as exc:
             raise self._error(spec, exc) from None
         return self._job_id(result)

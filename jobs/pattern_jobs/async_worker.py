@@ -1,10 +1,14 @@
 """Workers of the asynchronous pattern: read jobs from the Redis Stream (consumer group), run
-each on its target model through Triton gRPC, store the result, notify, acknowledge.
+them on their target models through Triton gRPC, store the results, notify, acknowledge.
 
     triton-patterns worker --processes 2 --url 127.0.0.1:8001 --redis redis://127.0.0.1:6379/0
     make worker WORKERS=2
 
-One process handles one job at a time (`--prefetch` jobs are read at once and held). Jobs
+A worker reads up to `--prefetch` jobs at once and runs them as a batch: jobs for the same model,
+version and input layout go to the model in one request (cut at its max_batch_size rows), their
+starts and ends are pipelined to Redis, and each job still has its own state, retries and dead
+letter: when a batched request fails with an error a row can cause (INVALID_ARGUMENT,
+INTERNAL), its halves are retried apart until the failing job is alone. Jobs
 pending longer than `--idle-timeout-ms` (their worker died, or a retry is due) are taken over
 with XAUTOCLAIM; a worker keeps the jobs in its hands fresh (XCLAIM JUSTID) so that a slow job
 is not taken from a live worker. A failed attempt is retried up to `--max-attempts` deliveries,
@@ -39,6 +43,8 @@ from triton_patterns.endpoints import DEFAULT_REDIS, server_url
 
 LOG = logging.getLogger("pattern_jobs.async_worker")
 NOT_RETRYABLE = ("StatusCode.INVALID_ARGUMENT",)
+# errors one row of a batched request can cause: the batch is split to find that row's job
+ROW_ERRORS = ("StatusCode.INVALID_ARGUMENT", "StatusCode.INTERNAL")
 
 
 @dataclass
@@ -50,7 +56,7 @@ class WorkerSettings:
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     idle_timeout_ms: int = 30000
     max_attempts: int = 3
-    prefetch: int = 1
+    prefetch: int = 64
     block_ms: int = 1000
     job_timeout_s: float = 60.0
 
@@ -65,6 +71,7 @@ class Worker:
         # keys ($TRITON_PATTERNS_API_KEY) and TLS ($TRITON_PATTERNS_GRPC_ROOT_CERT) as the SDK's
         self.triton = authorize(grpcclient.InferenceServerClient(settings.triton_url, **grpc_client_options()))
         self.outputs: dict[tuple[str, int], list[str]] = {}
+        self.max_batch: dict[tuple[str, int], int] = {}
         self.in_hand: dict[str, Job] = {}
         self.lock = threading.Lock()
         self.counts = {"done": 0, "failed": 0, "retried": 0, "duplicate": 0}
@@ -72,6 +79,7 @@ class Worker:
     # -- the loop
 
     def run(self, stop: threading.Event) -> dict[str, int]:
+        self._triton_up()  # connect before joining: the first jobs do not wait for the channel to Triton
         self.queue.register(self.s.name)
         heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
         heartbeat.start()
@@ -87,8 +95,7 @@ class Worker:
                 if not jobs:
                     jobs = self.queue.read(self.s.name, self.s.prefetch, self.s.block_ms)
                 self._hold(jobs)
-                for job in jobs:  # in hand: finished even when stop is set meanwhile
-                    self.handle(job, stop)
+                self.handle_batch(jobs, stop)  # in hand: finished even when stop is set meanwhile
             except redis.ConnectionError as exc:
                 LOG.warning("worker %s: Redis unreachable (%s); retrying in 1 s", self.s.name, exc)
                 stop.wait(1.0)
@@ -98,10 +105,6 @@ class Worker:
     def _hold(self, jobs: list[Job]) -> None:
         with self.lock:
             self.in_hand.update((j.entry_id, j) for j in jobs)
-
-    def _release(self, job: Job) -> None:
-        with self.lock:
-            self.in_hand.pop(job.entry_id, None)
 
     def _heartbeat(self, stop: threading.Event) -> None:
         interval = max(self.s.idle_timeout_ms / 3000, 0.05)
@@ -116,40 +119,132 @@ class Worker:
             if stop.is_set() and not ids:
                 return
 
-    # -- one job
+    # -- a batch of jobs
 
     def handle(self, job: Job, stop: threading.Event) -> str:
+        """One job: `handle_batch` of one."""
+        return self.handle_batch([job], stop)[0]
+
+    def handle_batch(self, jobs: list[Job], stop: threading.Event) -> list[str]:
+        """The jobs read at once. Those for the same model, version and input layout go to the
+        model together, in requests of at most its max_batch_size rows; each job is started and
+        ended on its own (a batch's starts and ends in one Redis round trip each). Returns each
+        job's outcome: done, failed, retried, duplicate or left (stopping during an outage)."""
+        outcomes: dict[str, str] = {}
         try:
-            if job.deliveries > self.s.max_attempts:  # e.g. its workers kept dying
-                last = self.queue.state(job.job_id)
-                attempts = job.deliveries - 1
-                error = f"{last.error if last and last.error else 'its worker died'} (after {attempts} attempts)"
-                return self._count("failed" if self.queue.fail(job, error, attempts=attempts) else "duplicate")
-            if not self.queue.start(job, self.s.name):
-                self.queue.acknowledge(job)
-                return self._count("duplicate")
-            started = time.time()
-            try:
-                outputs, version, infer_ms = self.call(job, stop)
-            except _Outage:
-                return "left"  # stopping during an outage: another worker takes it over later
-            except InferenceServerException as exc:
-                message = f"{exc.message()} ({exc.status()})"
-                error = message if job.model in message else f"model '{job.model}': {message}"
-                timings = _timings(job.created, started)
-                if decide(job.deliveries, self.s.max_attempts, exc.status() not in NOT_RETRYABLE) == "retry":
-                    self.queue.retry_later(job, error)
-                    return self._count("retried")
-                return self._count("failed" if self.queue.fail(job, error, timings) else "duplicate")
-            timings = {**_timings(job.created, started), "infer_ms": infer_ms}
-            written = self.queue.complete(job, outputs, version, timings)
-            return self._count("done" if written else "duplicate")
+            runnable = []
+            for job in jobs:
+                if job.deliveries > self.s.max_attempts:  # e.g. its workers kept dying
+                    outcomes[job.entry_id] = self._give_up(job)
+                else:
+                    runnable.append(job)
+            for chunk in self._chunks(runnable):
+                outcomes.update(self._run_chunk(chunk, stop))
+        except _Outage:
+            pass  # stopping during an outage: another worker takes the rest over later
         finally:
-            self._release(job)
+            with self.lock:
+                for job in jobs:
+                    self.in_hand.pop(job.entry_id, None)
+        return [outcomes.get(job.entry_id, "left") for job in jobs]
+
+    def _give_up(self, job: Job) -> str:
+        last = self.queue.state(job.job_id)
+        attempts = job.deliveries - 1
+        error = f"{last.error if last and last.error else 'its worker died'} (after {attempts} attempts)"
+        return self._count("failed" if self.queue.fail(job, error, attempts=attempts) else "duplicate")
+
+    def _chunks(self, jobs: list[Job]) -> list[list[Job]]:
+        """Jobs grouped by model, version and input layout (names, dtypes, row shapes), in the
+        order read, each group cut at the model's max_batch_size rows (one job per request for a
+        model that does not batch)."""
+        groups: dict[tuple, list[Job]] = {}
+        for job in jobs:
+            layout = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(job.inputs.items()))
+            groups.setdefault((job.model, job.version, layout), []).append(job)
+        chunks = []
+        for (model, version, _), group in groups.items():
+            limit, chunk, rows = self._max_batch_size(model, version) if len(group) > 1 else 0, [], 0
+            for job in group:
+                size = _rows(job)
+                if chunk and (limit == 0 or rows + size > limit):
+                    chunks.append(chunk)
+                    chunk, rows = [], 0
+                chunk.append(job)
+                rows += size
+            chunks.append(chunk)
+        return chunks
+
+    def _run_chunk(self, chunk: list[Job], stop: threading.Event) -> dict[str, str]:
+        started_ok = self.queue.start_many(chunk, self.s.name)
+        duplicates = [job for job, ok in zip(chunk, started_ok) if not ok]
+        if duplicates:
+            self.queue.acknowledge(duplicates)
+        jobs = [job for job, ok in zip(chunk, started_ok) if ok]
+        outcomes = {job.entry_id: self._count("duplicate") for job in duplicates}
+        if not jobs:
+            return outcomes
+        started = time.time()
+        answers = self._attempt(jobs, stop)
+        pipe, planned = self.queue.pipeline(), []
+        for job in jobs:
+            answer = answers[job.entry_id]
+            timings = _timings(job.created, started)
+            if isinstance(answer, InferenceServerException):
+                planned.append(self._plan_failure(job, answer, timings, pipe))
+            else:
+                outputs, version, infer_ms = answer
+                self.queue.complete(job, outputs, version, {**timings, "infer_ms": infer_ms}, pipe=pipe)
+                planned.append("done")
+        for job, what, written in zip(jobs, planned, pipe.execute()):
+            outcomes[job.entry_id] = self._count(what if written or what == "retried" else "duplicate")
+        return outcomes
+
+    def _plan_failure(self, job: Job, exc: InferenceServerException, timings: dict, pipe) -> str:
+        message = f"{exc.message()} ({exc.status()})"
+        error = message if job.model in message else f"model '{job.model}': {message}"
+        if decide(job.deliveries, self.s.max_attempts, exc.status() not in NOT_RETRYABLE) == "retry":
+            self.queue.retry_later(job, error, pipe=pipe)
+            return "retried"
+        self.queue.fail(job, error, timings, pipe=pipe)
+        return "failed"
+
+    def _attempt(self, jobs: list[Job], stop: threading.Event) -> dict[str, tuple | InferenceServerException]:
+        """Each job's (outputs, model version, infer ms) or error, from one request with all
+        their rows. When it fails for a reason a row can cause (bad input, the model's own
+        error), the halves are tried apart until the failing jobs are alone: one bad row fails
+        its own job only."""
+        try:
+            outputs, version, infer_ms = self.call(_merged(jobs), stop)
+        except InferenceServerException as exc:
+            if len(jobs) == 1 or exc.status() not in ROW_ERRORS:
+                return {job.entry_id: exc for job in jobs}
+            half = len(jobs) // 2
+            return {**self._attempt(jobs[:half], stop), **self._attempt(jobs[half:], stop)}
+        if len(jobs) == 1:
+            return {jobs[0].entry_id: (outputs, version, infer_ms)}
+        answers, offset = {}, 0
+        for job in jobs:
+            rows = _rows(job)
+            answers[job.entry_id] = ({n: a[offset:offset + rows] for n, a in outputs.items()}, version, infer_ms)
+            offset += rows
+        return answers
 
     def _count(self, what: str) -> str:
         self.counts[what] += 1
         return what
+
+    def _max_batch_size(self, model: str, version: int) -> int:
+        """The model's max_batch_size (0: one job per request, also when its config is unreadable:
+        each job then fails or succeeds on its own)."""
+        key = (model, version)
+        if key not in self.max_batch:
+            try:
+                config = self.triton.get_model_config(model, _version(version), as_json=True)["config"]
+                self.max_batch[key] = int(config.get("max_batch_size", 0))
+            except InferenceServerException:
+                return 0
+        return self.max_batch[key]
 
     def _output_names(self, model: str, version: int) -> list[str]:
         key = (model, version)
@@ -201,6 +296,20 @@ def _version(version: int) -> str:
     return "" if version is None or int(version) < 0 else str(version)
 
 
+def _rows(job: Job) -> int:
+    return len(next(iter(job.inputs.values()))) if job.inputs else 0
+
+
+def _merged(jobs: list[Job]) -> Job:
+    """One request's worth: the jobs' inputs concatenated along the batch dimension."""
+    if len(jobs) == 1:
+        return jobs[0]
+    first = jobs[0]
+    inputs = {name: np.concatenate([job.inputs[name] for job in jobs]) for name in first.inputs}
+    return Job(first.entry_id, f"{first.job_id} and {len(jobs) - 1} more", first.model, first.version, inputs,
+               min(job.created for job in jobs), max(job.deliveries for job in jobs))
+
+
 def _timings(created: float, started: float) -> dict[str, float]:
     now = time.time()
     return {"queue_ms": (started - created) * 1000, "total_ms": (now - created) * 1000}
@@ -226,15 +335,18 @@ def worker_command(name: str, grpc_url: str, redis_url: str, *options: str) -> l
 def start_workers(names: list[str], grpc_url: str, redis_url: str, log_dir, *options: str,
                   timeout: float = 60.0) -> list:
     """Worker processes (logs `<log_dir>/<name>.log`), returned once each is a consumer of the
-    queue; if they do not all join within `timeout`, they are stopped (by pid) and RuntimeError."""
+    queue (an earlier worker's name, holding no job, is removed first so that the new one is seen
+    joining); if they do not all join within `timeout`, they are stopped (by pid) and RuntimeError."""
     from pathlib import Path
 
     from pattern_runtime.processes import ManagedProcess, wait_for
 
-    workers = [ManagedProcess(worker_command(n, grpc_url, redis_url, *options), Path(log_dir) / f"{n}.log")
-               for n in names]
     with redis.Redis.from_url(redis_url) as client:
-        joined = wait_for(lambda: set(names) <= JobQueue(client).consumers(), timeout=timeout, interval=0.1)
+        queue = JobQueue(client)
+        queue.forget_idle_consumers(names)
+        workers = [ManagedProcess(worker_command(n, grpc_url, redis_url, *options), Path(log_dir) / f"{n}.log")
+                   for n in names]
+        joined = wait_for(lambda: set(names) <= queue.consumers(), timeout=timeout, interval=0.1)
     if not joined:
         for worker in workers:
             worker.terminate(timeout=5)

@@ -9,11 +9,15 @@ Keys, under a namespace (default "async"):
                    (done or failed) is announced
   <ns>:dead        the dead-letter stream: jobs that failed for good, with their last error and
                    inputs (enough to inspect or replay them)
+  <ns>:idem:<submitter>:<key>  a client's idempotency key: the first job's id and a fingerprint
+                   of its request, for `ttl` seconds; a second submit with the key gets that id
 States: queued -> running -> done | failed. A retryable failure puts a job back to queued with
 its error; it stays in the stream's pending list and is reclaimed (XAUTOCLAIM) after the idle
 timeout, like the job of a worker that died. The end of a job (result, dead letter, XACK, XDEL
 and notification) is one Lua script that does nothing but acknowledge once the job has ended,
 so a job completes exactly once in the result store however often it was delivered.
+Submits, starts and ends of many jobs go to Redis in one pipelined round trip each
+(`submit_many`, `start_many`, `finish_many`): the workers run what they read as batches.
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import redis
 
-from pattern_kernel.cache_codec import decode_outputs, encode_outputs
+from pattern_kernel.cache_codec import cache_key, decode_outputs, encode_outputs
 from pattern_kernel.errors import InputError
 from pattern_kernel.validation import check_finite
 
@@ -35,6 +39,23 @@ QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 ENDED = (DONE, FAILED)
 GROUP = "workers"
 TIMING_FIELDS = ("queue_ms", "infer_ms", "total_ms")
+
+# KEYS: job hash, jobs stream, [idempotency key]. ARGV: ttl, the key's value (job id and
+# fingerprint), job id, model, version, submitted by, rows, created, encoded inputs. Returns the
+# key's value when the key names a job already (nothing written), else 0.
+_SUBMIT = """
+if #KEYS == 3 then
+  local first = redis.call('GET', KEYS[3])
+  if first then return first end
+  redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[1])
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'model', ARGV[4], 'submitted_by', ARGV[6],
+           'requested_version', ARGV[5], 'rows', ARGV[7], 'created', ARGV[8], 'attempts', 0)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[3], 'model', ARGV[4], 'version', ARGV[5], 'created', ARGV[8],
+           'inputs', ARGV[9])
+return 0
+"""
 
 # KEYS[1] job hash. ARGV: ttl, then field/value pairs. Returns 0 when the job already ended.
 _START = """
@@ -79,6 +100,26 @@ class Job:
     deliveries: int = 1
 
 
+@dataclass(frozen=True)
+class Submission:
+    """A job to queue: its target, inputs, the model that queues it and the client's optional
+    idempotency key (a retry with the same key gets the first job's id)."""
+
+    model: str
+    version: int
+    inputs: Mapping[str, np.ndarray]
+    submitted_by: str = ""
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A submit's answer: the job id; `created` False when the idempotency key had a job."""
+
+    job_id: str
+    created: bool = True
+
+
 @dataclass
 class JobState:
     """A job's hash, decoded: what `async_result` and the SDK return."""
@@ -94,6 +135,7 @@ class JobState:
     error: str = ""
     worker: str = ""
     created: float = 0.0
+    batch_jobs: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -110,6 +152,7 @@ class JobState:
             "error": self.error,
             "worker": self.worker,
             "created": self.created,
+            "batch_jobs": self.batch_jobs,
             "timings": self.timings,
             "outputs": {name: tensor_json(a) for name, a in self.outputs.items()},
         }
@@ -155,6 +198,19 @@ def check_job_inputs(inputs: Mapping[str, np.ndarray], max_rows: int) -> int:
     return rows or 0
 
 
+IDEMPOTENCY_KEY_MAX = 200
+
+
+def check_idempotency_key(key) -> str:
+    """A client's idempotency key: 1 to 200 printable characters, no white space."""
+    if not isinstance(key, str) or not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not key.isprintable() or any(
+        c.isspace() for c in key
+    ):
+        raise InputError("idempotency_key", f"expected 1 to {IDEMPOTENCY_KEY_MAX} printable characters without "
+                                            f"white space, got {key!r:.60}", kind="request parameter")
+    return key
+
+
 def decide(deliveries: int, max_attempts: int, retryable: bool) -> str:
     """After a failed attempt: "retry" (left pending, reclaimed after the idle timeout) or
     "dead" (failed for good: the dead-letter stream)."""
@@ -163,6 +219,34 @@ def decide(deliveries: int, max_attempts: int, retryable: bool) -> str:
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class ScriptBatch:
+    """Lua script calls sent in one pipelined round trip (EVALSHA; redis-py's own script
+    pipelining asks SCRIPT EXISTS first: a second round trip every time). When Redis has lost
+    the scripts (a restart), they are loaded and the calls sent again: none of them ran."""
+
+    def __init__(self, client: redis.Redis, scripts: tuple):
+        self.client, self.scripts, self.calls = client, scripts, []
+
+    def script(self, script, keys: list, args: list) -> None:
+        self.calls.append((script.sha, keys, args))
+
+    def execute(self) -> list:
+        if not self.calls:
+            return []
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for sha, keys, args in self.calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in self.scripts:
+                    self.client.script_load(script.script)
+        raise AssertionError("unreachable")
 
 
 class JobQueue:
@@ -174,6 +258,7 @@ class JobQueue:
         self.ttl = int(ttl_seconds)
         self.stream = f"{namespace}:jobs"
         self.dead = f"{namespace}:dead"
+        self._submit = client.register_script(_SUBMIT)
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
 
@@ -194,23 +279,40 @@ class JobQueue:
                 raise
 
     def submit(self, model: str, version: int, inputs: Mapping[str, np.ndarray], submitted_by: str = "") -> str:
-        """State `queued` and the stream entry in one transaction; returns the job id.
+        """One job queued (state `queued` and its stream entry); returns its id.
         `submitted_by`: the model that queued it (the SDK takes class names from its config)."""
-        job_id = uuid.uuid4().hex
-        now = time.time()
-        rows = len(next(iter(inputs.values()))) if inputs else 0
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.key(job_id), mapping={
-            "status": QUEUED, "model": model, "submitted_by": submitted_by, "requested_version": version, "rows": rows,
-            "created": repr(now), "attempts": 0,
-        })
-        pipe.expire(self.key(job_id), self.ttl)
-        pipe.xadd(self.stream, {
-            "job_id": job_id, "model": model, "version": version, "created": repr(now),
-            "inputs": encode_outputs(inputs),
-        })
-        pipe.execute()
-        return job_id
+        return self.submit_many([Submission(model, version, inputs, submitted_by)])[0].job_id
+
+    def submit_many(self, jobs: Iterable[Submission]) -> list[Submitted | InputError]:
+        """Jobs queued in one pipelined round trip, each atomically (one script: the key, the
+        state, the entry). Per job: its Submitted, or an InputError when its idempotency key
+        was used for a different request."""
+        jobs = list(jobs)
+        pipe = self.pipeline()
+        fingerprints = []
+        for job in jobs:
+            job_id = uuid.uuid4().hex
+            rows = len(next(iter(job.inputs.values()))) if job.inputs else 0
+            keys = [self.key(job_id), self.stream]
+            fingerprint = ""
+            if job.idempotency_key:
+                keys.append(f"{self.namespace}:idem:{job.submitted_by}:{job.idempotency_key}")
+                fingerprint = cache_key("", job.model, job.version, job.inputs).rsplit(":", 1)[-1]
+            fingerprints.append((job_id, fingerprint))
+            pipe.script(self._submit, keys, [self.ttl, f"{job_id} {fingerprint}", job_id, job.model, job.version,
+                                             job.submitted_by, rows, repr(time.time()), encode_outputs(job.inputs)])
+        answers = []
+        for job, (job_id, fingerprint), first in zip(jobs, fingerprints, pipe.execute()):
+            if not first:
+                answers.append(Submitted(job_id))
+                continue
+            first_id, _, first_fingerprint = _text(first).partition(" ")
+            if first_fingerprint != fingerprint:
+                answers.append(InputError("idempotency_key", f"{job.idempotency_key!r} was used for another "
+                                                             f"request (job {first_id})", kind="request parameter"))
+            else:
+                answers.append(Submitted(first_id, created=False))
+        return answers
 
     # -- reading states (the result backend, the SDK, tests)
 
@@ -241,6 +343,7 @@ class JobQueue:
             error=get("error"),
             worker=get("worker"),
             created=float(get("created", "0")),
+            batch_jobs=int(get("batch_jobs", "0")),
             timings={name: float(get(name)) for name in TIMING_FIELDS if name in h},
             outputs=decode_outputs(h["outputs"]) if "outputs" in h else {},
         )
@@ -271,6 +374,18 @@ class JobQueue:
         except redis.ResponseError:
             return set()
 
+    def forget_idle_consumers(self, names: list[str]) -> None:
+        """Remove these consumers if they hold no job (a stopped worker's name stays in the group:
+        a new worker of that name is then seen joining). One holding jobs is kept: they are
+        reclaimed after the idle timeout."""
+        try:
+            found = self.redis.xinfo_consumers(self.stream, GROUP)
+        except redis.ResponseError:
+            return
+        for consumer in found:
+            if _text(consumer["name"]) in names and int(consumer["pending"]) == 0:
+                self.redis.xgroup_delconsumer(self.stream, GROUP, consumer["name"])
+
     def read(self, consumer: str, count: int = 1, block_ms: int = 1000) -> list[Job]:
         """New jobs for this consumer (XREADGROUP >); they stay pending until `finish`."""
         try:
@@ -293,7 +408,11 @@ class JobQueue:
             self.ensure_group()
             return []
         entries = [(eid, fields) for eid, fields in reply[1] if fields]
-        return [self._job(eid, fields, self.deliveries(eid)) for eid, fields in entries]
+        pipe = self.redis.pipeline(transaction=False)
+        for eid, _ in entries:
+            pipe.xpending_range(self.stream, GROUP, eid, eid, 1)
+        counts = [int(p[0]["times_delivered"]) if p else 1 for p in pipe.execute()] if entries else []
+        return [self._job(eid, fields, n) for (eid, fields), n in zip(entries, counts)]
 
     def deliveries(self, entry_id) -> int:
         pending = self.redis.xpending_range(self.stream, GROUP, entry_id, entry_id, 1)
@@ -305,35 +424,57 @@ class JobQueue:
         if entry_ids:
             self.redis.xclaim(self.stream, GROUP, consumer, 0, entry_ids, justid=True)
 
-    def start(self, job: Job, worker: str) -> bool:
-        """State `running`; False when the job already ended (a duplicate delivery)."""
-        return bool(self._start(keys=[self.key(job.job_id)], args=[
+    def pipeline(self) -> ScriptBatch:
+        """For many starts or ends in one round trip: pass it as `pipe`, then `execute()` it
+        (one answer per call, in order)."""
+        return ScriptBatch(self.redis, (self._submit, self._start, self._finish))
+
+    def _script(self, script, keys: list, args: list, pipe: ScriptBatch | None) -> bool | None:
+        if pipe is None:
+            one = self.pipeline()
+            one.script(script, keys, args)
+            return bool(one.execute()[0])
+        pipe.script(script, keys, args)
+        return None
+
+    def start(self, job: Job, worker: str, batch_jobs: int = 1, pipe=None) -> bool | None:
+        """State `running`; False when the job already ended (a duplicate delivery).
+        `batch_jobs`: how many jobs share its request to the model."""
+        return self._script(self._start, [self.key(job.job_id)], [
             self.ttl, "status", RUNNING, "worker", worker, "attempts", job.deliveries,
-            "started", repr(time.time()), "error", "",
-        ]))
+            "started", repr(time.time()), "error", "", "batch_jobs", batch_jobs,
+        ], pipe)
 
-    def retry_later(self, job: Job, error: str) -> bool:
+    def start_many(self, jobs: list[Job], worker: str) -> list[bool]:
+        """`start` for jobs that go to the model in one request, in one round trip."""
+        pipe = self.pipeline()
+        for job in jobs:
+            self.start(job, worker, len(jobs), pipe)
+        return [bool(x) for x in pipe.execute()]
+
+    def retry_later(self, job: Job, error: str, pipe=None) -> bool | None:
         """Back to `queued` with the attempt's error; the entry stays pending for a reclaim."""
-        return bool(self._start(keys=[self.key(job.job_id)], args=[self.ttl, "status", QUEUED, "error", error]))
+        return self._script(self._start, [self.key(job.job_id)], [self.ttl, "status", QUEUED, "error", error], pipe)
 
-    def finish(self, job: Job, fields: Mapping[str, object], dead_letter: Mapping[str, object] | None = None) -> bool:
+    def finish(self, job: Job, fields: Mapping[str, object], dead_letter: Mapping[str, object] | None = None,
+               pipe=None) -> bool | None:
         """End the job once (state, optional dead letter, notification) and acknowledge it.
         Returns False when it had already ended (nothing written, still acknowledged)."""
         flat = [x for kv in fields.items() for x in kv]
         dead = [x for kv in (dead_letter or {}).items() for x in kv]
         message = json.dumps({"job_id": job.job_id, "status": fields.get("status")})
-        return bool(self._finish(
-            keys=[self.key(job.job_id), self.stream, self.dead],
-            args=[GROUP, job.entry_id, self.ttl, message, len(flat), *flat, *dead],
-        ))
+        return self._script(self._finish, [self.key(job.job_id), self.stream, self.dead],
+                            [GROUP, job.entry_id, self.ttl, message, len(flat), *flat, *dead], pipe)
 
-    def complete(self, job: Job, outputs: Mapping[str, np.ndarray], model_version: str, timings: Mapping[str, float]) -> bool:
+    def complete(self, job: Job, outputs: Mapping[str, np.ndarray], model_version: str, timings: Mapping[str, float],
+                 pipe=None) -> bool | None:
         return self.finish(job, {
             "status": DONE, "outputs": encode_outputs(outputs), "model_version": model_version,
             "error": "", "finished": repr(time.time()), **{k: round(v, 3) for k, v in timings.items()},
-        })
+        }, pipe=pipe)
 
-    def fail(self, job: Job, error: str, timings: Mapping[str, float] | None = None, attempts: int | None = None) -> bool:
+    def fail(self, job: Job, error: str, timings: Mapping[str, float] | None = None, attempts: int | None = None,
+             pipe=None) -> bool | None:
         """State `failed` and a dead letter with the error, attempts (default: deliveries) and inputs."""
         now = time.time()
         attempts = job.deliveries if attempts is None else attempts
@@ -343,13 +484,15 @@ class JobQueue:
              **{k: round(v, 3) for k, v in (timings or {}).items()}},
             dead_letter={"job_id": job.job_id, "model": job.model, "version": job.version, "error": error,
                          "attempts": attempts, "failed_at": repr(now), "inputs": encode_outputs(job.inputs)},
+            pipe=pipe,
         )
 
-    def acknowledge(self, job: Job) -> None:
-        """Drop an entry whose job already ended (a duplicate delivery)."""
+    def acknowledge(self, jobs: list[Job]) -> None:
+        """Drop the entries of jobs that already ended (duplicate deliveries)."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(self.stream, GROUP, job.entry_id)
-        pipe.xdel(self.stream, job.entry_id)
+        for job in jobs:
+            pipe.xack(self.stream, GROUP, job.entry_id)
+            pipe.xdel(self.stream, job.entry_id)
         pipe.execute()
 
     def dead_letters(self, count: int = 100) -> list[dict]:

@@ -8,17 +8,21 @@ a backend defines one of:
 - `run(inputs)`: the inputs of a whole dynamic batch merged into one call when the model
   batches (a failing merged call is retried request by request);
 - `handle(request, inputs)`: one request at a time;
+- `handle_batch(items)`: the (request, inputs) pairs of a batch in one call, returning one
+  outputs dict or exception per item (e.g. one round trip to a store for a whole batch);
 - `async answer(request, inputs)`: the requests of a batch concurrently on asyncio.
 
 Each returns the response's outputs ({name: array}). `batch_done()` runs after each batch.
-BLS calls made while answering a request carry its trace (`triton_glue.traced`); those of a
-merged batch (`run`) carry the first request's.
+`prediction_log()` opens the model's prediction-log stream (`prediction_log.Writer`).
+BLS calls made while answering a request carry its trace (`triton_glue.traced`); those made for
+a whole batch (`run`, `handle_batch`) carry the batch's first request's.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from pattern_kernel import prediction_log as plog
 from pattern_kernel.model_config import parse_model_config
 from pattern_kernel.specs import SPECS
 from pattern_kernel.triton_glue import (
@@ -58,6 +62,16 @@ class PatternModel:
         """A metric family labelled with this model (plus `labels`)."""
         return Metrics(name, description, {"model": self.config.name, **labels}, kind=kind)
 
+    def prediction_log(self) -> plog.Writer:
+        """This model's prediction-log stream (parameters `spec.PREDICTION_LOG` and `spec.REDIS`),
+        its records counted in prediction_log_records_total{model, result}."""
+        from pattern_kernel.redis_link import connect  # redis: the kernel's optional extra
+
+        counter = self.metrics("prediction_log_records_total",
+                               "Prediction log records written (error: the sink was unavailable)")
+        stream = self.params["prediction_log_stream"] or plog.stream_name(self.config.name)
+        return plog.Writer(connect(self.config), stream, self.params["prediction_log_maxlen"], counter)
+
     def batch_done(self) -> None:
         """Called after each batch of requests has been answered."""
 
@@ -69,6 +83,9 @@ class PatternModel:
         if hasattr(self, "run"):
             with traced(requests[0]):
                 responses = execute_requests(requests, self.config.inputs, self.run, self.config.batching)
+        elif hasattr(self, "handle_batch"):
+            with traced(requests[0]):
+                responses = self._handle_batch(requests)
         else:
             responses = [self._handle_one(r) for r in requests]
         self.batch_done()
@@ -80,6 +97,21 @@ class PatternModel:
                 return response(self.handle(request, read_inputs(request, self.config.inputs)))
         except Exception as exc:  # noqa: BLE001 - this request's error; the others still succeed
             return error_response(exc)
+
+    def _handle_batch(self, requests) -> list:
+        read = []
+        for request in requests:
+            try:
+                read.append(read_inputs(request, self.config.inputs))
+            except Exception as exc:  # noqa: BLE001 - this request's error
+                read.append(exc)
+        readable = [(r, i) for r, i in zip(requests, read) if not isinstance(i, Exception)]
+        try:
+            answers = iter(self.handle_batch(readable) if readable else [])
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed: each request says why
+            answers = iter([exc] * len(readable))
+        outcomes = [i if isinstance(i, Exception) else next(answers) for i in read]
+        return [error_response(o) if isinstance(o, Exception) else response(o) for o in outcomes]
 
     async def _answer_one(self, request):
         try:

@@ -3,7 +3,9 @@ latency, fallback) appended to a Redis stream, capped at about `maxlen` records.
 
 Small tensors (at most `max_values` values per row) are logged as their values, so a monitor
 job can recompute feature statistics (`pattern_jobs.drift`); larger ones as a summary (shape,
-mean, std, min, max). Writing never fails a request: a Redis error is counted by the caller.
+mean, std, min, max). Writing never fails a request: `Writer` counts a Redis error instead.
+The serial and parallel backends write their sampled captures (`pattern_kernel.capture`) to
+the same kind of stream, as entries with the field kind=capture.
 """
 
 from __future__ import annotations
@@ -77,6 +79,32 @@ def append(client, stream: str, records: Iterable[Mapping[str, str]], maxlen: in
         pipe.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)
     pipe.execute()
     return len(records)
+
+
+class Writer:
+    """A model's log stream: records added while a batch is answered (`add`) are written in one
+    round trip after it (`flush`), each counted by `counter.increment(n, result="written")`, or
+    result="error" when Redis is unavailable (the records are then dropped)."""
+
+    def __init__(self, client, stream: str, maxlen: int, counter):
+        self.client, self.stream, self.maxlen, self.counter = client, stream, maxlen, counter
+        self.records: list = []
+        for result in ("written", "error"):
+            counter.metric(result=result)
+
+    def add(self, fields: Mapping[str, str]) -> None:
+        self.records.append(fields)
+
+    def flush(self) -> None:
+        import redis  # the kernel's optional extra: only a model that logs needs it
+
+        records, self.records = self.records, []
+        if not records:
+            return
+        try:
+            self.counter.increment(append(self.client, self.stream, records, self.maxlen), result="written")
+        except redis.RedisError:
+            self.counter.increment(len(records), result="error")
 
 
 def read_recent(client, stream: str, count: int) -> list[dict]:

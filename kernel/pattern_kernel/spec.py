@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pattern_kernel.capture import MIN_BYTES as MIN_CAPTURE_BYTES
 from pattern_kernel.pipeline import parse_steps
 from pattern_kernel.validation import parse_targets
 
@@ -156,6 +157,25 @@ REDIS = (
     Parameter("redis_url", default="redis://127.0.0.1:6379/0",
               doc="Redis; the environment variable TRITON_PATTERNS_REDIS_URL overrides it"),
     Parameter("redis_timeout_ms", "float", 50, "socket timeout: Redis being down costs a request at most this", min=0),
+)
+
+
+def prediction_log_parameters(maxlen: int = 10000) -> tuple[Parameter, Parameter]:
+    """What `pattern_model.PatternModel.prediction_log` reads (with REDIS)."""
+    return (Parameter("prediction_log_stream", doc="the stream (default prediction_log:<model>)"),
+            Parameter("prediction_log_maxlen", "int", maxlen, "the stream is trimmed to about this many records",
+                      min=1))
+
+
+# What `capture.Capturer` reads: the pipelines' sampled capture of intermediate tensors.
+CAPTURE = (
+    Parameter("capture_rate", "float", 0, "fraction of requests whose every step's inputs and outputs are "
+                                          "written to the prediction-log stream (0: off; 1: every request)",
+              min=0, max=1),
+    Parameter("capture_max_bytes", "int", 65536, "the most one capture may take: larger tensors are truncated "
+                                                 "(said in the capture), never written whole", min=MIN_CAPTURE_BYTES),
+    *prediction_log_parameters(maxlen=1000),  # at most ~1000 x capture_max_bytes in Redis
+    *REDIS,
 )
 LABELS = Parameter("labels", doc="comma list of class names, indexed by LABEL (read by clients and the checker)")
 ONNX_OPTIONS = (

@@ -102,14 +102,16 @@ def own_model(triton, request):
     test's own (repository API: the config and the version's files sent with the load) and
     returns that name; the copy is unloaded after the test. Its statistics count this test's
     requests only, whatever else the session calls meanwhile (a test that counts a shared model's
-    statistics races every background call to it)."""
+    statistics races every background call to it). `parameters` {key: value} set or replace
+    config parameters of the copy (e.g. a feature switched on for this test only)."""
     loaded = []
     client = httpclient.InferenceServerClient(triton.http_url)
 
-    def load(source: str, version: int = 1) -> str:
+    def load(source: str, version: int = 1, parameters: dict[str, str] | None = None) -> str:
         name = re.sub(r"\W+", "_", f"{source}_{request.node.name}")[:60] + f"_{len(loaded)}"
         config = client.get_model_config(source)
         config.update(name=name, version_policy={"specific": {"versions": [version]}})
+        config.setdefault("parameters", {}).update({k: {"string_value": v} for k, v in (parameters or {}).items()})
         folder = paths.MODEL_REPOSITORY / source / str(version)
         files = {f"file:{version}/{f.name}": f.read_bytes() for f in folder.iterdir() if f.is_file()}
         client.load_model(name, headers=triton.access.headers(), config=json.dumps(config), files=files)

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from pattern_jobs.async_worker import worker_command
 from pattern_kernel.job_queue import GROUP, JobQueue
+from pattern_kernel.redis_link import REDIS_URL_ENV
+from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import ManagedProcess, wait_for
+from pattern_runtime.redis_server import RedisServer
+from pattern_tools import monitoring
+from triton_patterns import paths
 from triton_patterns.client import PatternError
 
 pytestmark = pytest.mark.e2e
@@ -206,3 +214,190 @@ def test_native_async_infer_on_http_and_grpc(triton, client):
         assert done.acquire(timeout=30)
     assert [answers[i] for i in range(len(ROWS))] == expected
     grpc.close()
+
+
+# --------------------------------------------------------------------------- batched workers, idempotency
+
+
+def _inference_requests(triton, model: str) -> int:
+    """Requests the model has answered (error responses of Python models count too: DESIGN 7)."""
+    with grpcclient.InferenceServerClient(triton.grpc_url) as c:
+        [stats] = c.get_inference_statistics(model, as_json=True)["model_stats"]
+    return int(stats["inference_stats"]["success"].get("count", 0))
+
+
+def test_a_poison_row_in_a_batch_fails_only_its_own_job(triton, client, queue, start_worker):
+    rows = [ROWS[i % len(ROWS)] for i in range(20)]
+    poison = 13
+    rows[poison] = [5.1, 3.5, 99.0, 0.2]  # petal length above iris_web_single's range: its request is refused
+    ids = [client.submit(row, target="iris_web_single") for row in rows]
+    before = _inference_requests(triton, "iris_web_single")
+    start_worker("batcher", prefetch=32, idle_ms=5000)  # reads the 20 jobs as one batch
+    results = [client.wait(job_id, timeout_s=30) for job_id in ids]
+    requests_sent = _inference_requests(triton, "iris_web_single") - before
+
+    assert [r.status for r in results] == ["done"] * poison + ["failed"] + ["done"] * (len(rows) - poison - 1)
+    bad = results[poison]
+    assert (bad.attempts, bad.completions) == (1, 1) and "petal_length" in bad.error, bad
+    [letter] = queue.dead_letters()
+    assert letter["job_id"] == ids[poison] and np.allclose(letter["inputs"]["FEATURES"], [rows[poison]])
+    for row, result in zip(rows, results):
+        if result.status == "done":
+            expected = client.predict("web_single", row)[0]
+            assert result.completions == 1 and (result.class_id, result.label) == (expected.class_id, expected.label)
+    assert all(r.batch_jobs == len(rows) for r in results), "the 20 jobs went to the model as one batch"
+    # one request for the batch, then halves until the poison row's job was alone: far fewer than 20
+    assert 2 < requests_sent < len(rows), requests_sent
+    assert queue.depth() == {"stream": 0, "pending": 0, "dead": 1}
+
+
+def test_a_worker_killed_holding_a_batch_loses_none_and_none_completes_twice(client, queue, start_worker):
+    ids = [client.submit(row, target="iris_slow") for row in ROWS * 3]  # one 12-row request, 1.5 s
+    victim = start_worker("victim", prefetch=32, idle_ms=1000)
+    running = lambda: [client.result(j) for j in ids]  # noqa: E731
+    assert wait_for(lambda: all(r.status == "running" and r.batch_jobs == len(ids) for r in running()),
+                    timeout=30, interval=0.05), "the worker never started the 12 jobs as one batch"
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait(10) == -signal.SIGKILL
+    start_worker("rescuer", prefetch=32, idle_ms=1000)
+    for job_id, row in zip(ids, ROWS * 3):
+        result = client.wait(job_id, timeout_s=30)
+        assert (result.status, result.completions, result.worker) == ("done", 1, "rescuer"), result
+        assert result.attempts >= 2 and result.label == client.synchronous(row, version=2).label
+    assert queue.depth() == {"stream": 0, "pending": 0, "dead": 0}
+
+
+def test_an_idempotency_key_makes_a_retried_submit_return_the_first_job(triton, client, queue, start_worker):
+    import requests
+    import uuid
+
+    key = f"order-{uuid.uuid4().hex}"
+    first = client.submit(ROWS[0], idempotency_key=key)
+    assert client.submit(ROWS[0], idempotency_key=key) == first  # a client's retry after a timeout
+    body = {"parameters": {"idempotency_key": key},  # the same over plain KServe v2 HTTP (curl)
+            "inputs": [{"name": "FEATURES", "datatype": "FP32", "shape": [1, 4], "data": ROWS[0]}]}
+    answer = requests.post(f"http://{triton.http_url}/v2/models/iris_async_submit/infer", json=body, timeout=30)
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [first]
+    assert queue.depth()["stream"] == 1, "the retries queued nothing"
+
+    other = client.submit(ROWS[0], idempotency_key=f"{key}-2")
+    assert other != first
+    with pytest.raises(PatternError, match="idempotency_key.*another request.*" + first):
+        client.submit(ROWS[1], idempotency_key=key)  # same key, other inputs: refused, not silently merged
+    with pytest.raises(PatternError, match="idempotency_key.*printable"):
+        client.submit(ROWS[0], idempotency_key="two words")
+
+    start_worker("w1", idle_ms=5000)
+    results = {job_id: client.wait(job_id, timeout_s=30) for job_id in (first, other)}
+    assert all((r.status, r.completions) == ("done", 1) for r in results.values())
+    assert client.submit(ROWS[0], idempotency_key=key) == first, "still the first job after it ended"
+    assert queue.depth() == {"stream": 0, "pending": 0, "dead": 0}
+
+
+# --------------------------------------------------------------------------- queue gauges on Triton's /metrics
+
+
+def _queue_gauges(triton) -> dict[str, float | None]:
+    """The async namespace's gauges on Triton's /metrics (exported by async_result)."""
+    samples = monitoring.scrape(triton.metrics_url)
+    of = {"model": "async_result", "namespace": "async"}
+    gauges = {state: monitoring.value(samples, "async_queue_depth", state=state, **of)
+              for state in ("waiting", "pending", "dead")}
+    for key, name in (("age", "async_oldest_job_age_seconds"), ("workers", "async_queue_workers"),
+                      ("up", "async_queue_up")):
+        gauges[key] = monitoring.value(samples, name, **of)
+    return gauges
+
+
+def test_queue_depth_and_oldest_job_age_are_on_tritons_metrics(triton, client, queue, start_worker):
+    jobs = [client.submit(row) for row in ROWS] + [client.submit(ROWS[0], target="iris_failing")]
+    seen: list = [None]
+
+    def gauges_show(**expected) -> bool:
+        seen[0] = _queue_gauges(triton)
+        return all(seen[0][k] == v for k, v in expected.items())
+
+    # no worker: every job waits and the oldest one ages
+    assert wait_for(lambda: gauges_show(waiting=5, pending=0, dead=0, workers=0, up=1), 30, interval=0.5), seen[0]
+    first_age = seen[0]["age"]
+    assert first_age > 0
+    assert wait_for(lambda: gauges_show(waiting=5) and seen[0]["age"] >= first_age + 2, 30, interval=0.5), seen[0]
+    start_worker("w1", idle_ms=300)
+    for job_id in jobs:
+        client.wait(job_id, timeout_s=30)
+    # drained: nothing waits or is in hand, the poison job is a dead letter, the worker is seen
+    assert wait_for(lambda: gauges_show(waiting=0, pending=0, dead=1, age=0, workers=1, up=1), 30, interval=0.5), \
+        seen[0]
+
+
+@pytest.fixture(scope="module")
+def fast_gauges(tmp_path_factory):
+    """async_result alone on a tritonserver and a Redis of their own, its gauges read every 2 ms."""
+    folder = tmp_path_factory.mktemp("fast_gauges")
+    shutil.copytree(paths.MODEL_REPOSITORY / "async_result", folder / "models" / "async_result")
+    config = folder / "models" / "async_result" / "config.pbtxt"
+    config.write_text(config.read_text() + 'parameters { key: "metrics_interval_s", value: { string_value: "0.002" } }\n')
+    redis_server = RedisServer(directory=folder / "redis").start()
+    try:
+        with TritonServer(model_repository=folder / "models", load_models=["async_result"],
+                          env={REDIS_URL_ENV: redis_server.url}, log_dir=folder / "logs") as server:
+            yield server, redis_server
+    finally:
+        redis_server.stop()
+
+
+def test_gauges_set_off_the_request_thread_while_requests_fail_do_not_crash_the_server(fast_gauges):
+    """The poller sets the gauges on its own thread while each failing request counts itself on
+    execute's thread (the router saw the 2.51 server crash from metric updates off the event loop):
+    here the gauges every 2 ms against four clients of unknown job ids for 15 s."""
+    server, _ = fast_gauges
+    failed, unexpected = [0] * 4, []
+    deadline = time.monotonic() + 15
+
+    def unknown_ids(index: int) -> None:
+        job = httpclient.InferInput("JOB_ID", [1], "BYTES")
+        job.set_data_from_numpy(np.array([b"no-such-job"], dtype=object))
+        with httpclient.InferenceServerClient(server.http_url) as c:
+            while time.monotonic() < deadline:
+                try:
+                    c.infer("async_result", [job])
+                    unexpected.append("answered")
+                except InferenceServerException as exc:
+                    if "no job 'no-such-job'" not in str(exc):
+                        unexpected.append(str(exc))
+                        return
+                    failed[index] += 1
+
+    clients = [threading.Thread(target=unknown_ids, args=(i,)) for i in range(4)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    samples = monitoring.scrape(server.metrics_url)
+    assert unexpected == [] and server.deaths == [] and server.is_ready()
+    counted = monitoring.value(samples, "pattern_request_failures_total", model="async_result", reason="client_error")
+    assert counted == sum(failed) > 1000
+    assert monitoring.value(samples, "async_queue_up", model="async_result") == 1
+
+
+def test_redis_down_the_gauges_keep_their_values_with_up_0_and_the_poller_recovers(fast_gauges):
+    server, redis_server = fast_gauges
+    queue = JobQueue(redis_server.client(), "async")
+    for row in ROWS[:2]:
+        queue.submit("iris", 2, {"FEATURES": np.array([row], dtype=np.float32)})
+    seen: list = [None]
+
+    def gauges_show(**expected) -> bool:
+        seen[0] = _queue_gauges(server)
+        return all(seen[0][k] == v for k, v in expected.items())
+
+    assert wait_for(lambda: gauges_show(waiting=2, up=1), 15, interval=0.1), seen[0]
+    redis_server.stop()
+    assert wait_for(lambda: gauges_show(up=0), 15, interval=0.1), seen[0]
+    down = seen[0]
+    assert down["waiting"] == 2 and down["age"] > 0
+    time.sleep(0.5)  # some 250 failed reads later: the same values
+    assert gauges_show(**down), seen[0]
+    redis_server.start()  # a new, empty Redis on the same port
+    assert wait_for(lambda: gauges_show(waiting=0, pending=0, dead=0, age=0, workers=0, up=1), 15, interval=0.1), \
+        seen[0]

@@ -19,6 +19,8 @@ from pattern_kernel.job_queue import (
     QUEUED,
     RUNNING,
     JobQueue,
+    Submission,
+    Submitted,
     check_job_inputs,
     decide,
     state_from_json,
@@ -191,3 +193,51 @@ def test_a_job_whose_workers_keep_dying_ends_dead_after_max_attempts(queue):
     assert _attempt(queue, worker) == "failed"
     state = queue.state(job_id)
     assert state.status == FAILED and state.error == "its worker died (after 3 attempts)" and state.attempts == 3
+
+
+def test_submits_of_one_batch_share_a_round_trip_and_an_idempotency_key_makes_one_job(queue):
+    row = {"FEATURES": ROWS[:1]}
+    answers = queue.submit_many([
+        Submission("iris", 2, row, "iris_async_submit", "k1"),
+        Submission("iris", 2, row, "iris_async_submit", "k1"),  # the same key in the same batch
+        Submission("iris", 2, row, "iris_async_submit"),
+        Submission("iris", 2, {"FEATURES": ROWS[1:]}, "iris_async_submit", "k1"),  # other inputs
+        Submission("iris", 1, row, "iris_async_submit", "k1"),  # other target
+        Submission("iris", 2, row, "text_async_submit", "k1"),  # another submit model's key
+    ])
+    first = answers[0]
+    assert isinstance(first, Submitted) and first.created
+    assert answers[1] == Submitted(first.job_id, created=False)
+    assert answers[2].created and answers[2].job_id != first.job_id
+    for refused in answers[3:5]:
+        assert isinstance(refused, InputError) and f"used for another request (job {first.job_id})" in str(refused)
+    assert answers[5].created and answers[5].job_id != first.job_id
+    assert queue.depth()["stream"] == 3
+    assert 0 < queue.redis.ttl(f"t:idem:iris_async_submit:k1") <= 60
+
+
+def test_a_batch_that_fails_on_one_row_is_split_until_that_job_is_alone(queue):
+    """The worker's search for a poison row: one call for the batch, then halves."""
+    calls = []
+
+    class PoisonModel(FakeWorker):
+        def call(self, job, stop):
+            rows = job.inputs["FEATURES"]
+            calls.append(len(rows))
+            if (rows[:, 0] < 0).any():
+                raise _failure("StatusCode.INVALID_ARGUMENT")
+            return {"LABEL": np.arange(len(rows))}, "2", 1.0
+
+    worker = PoisonModel(queue, [])
+    worker._max_batch_size = lambda model, version: 64
+    rows = [np.array([[float(i), 1, 1, 1]], dtype=np.float32) for i in range(8)]
+    rows[5] = -rows[5] - 1
+    ids = [queue.submit("iris", 2, {"FEATURES": r}) for r in rows]
+    jobs = queue.read("fake", 10, 10)
+    outcomes = worker.handle_batch(jobs, threading.Event())
+    assert outcomes == ["done"] * 5 + ["failed"] + ["done"] * 2
+    assert calls == [8, 4, 4, 2, 1, 1, 2]  # all, first half (good), second half: its halves, depth first
+    states = queue.states(ids)
+    assert [int(s.outputs["LABEL"][0]) for s in states if s.status == DONE] == [0, 1, 2, 3, 0, 0, 1]
+    assert states[5].status == FAILED and states[5].attempts == 1
+    assert all(s.batch_jobs == 8 for s in states)

@@ -21,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 from export import iris
 from pattern_jobs import drift
 from pattern_kernel import errors, prediction_log
+from pattern_kernel.job_queue import JobQueue
 from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import wait_for
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.e2e
 
 DASHBOARD = paths.PROJECT_ROOT / "deploy" / "grafana" / "dashboards" / "triton-patterns.json"
 ALERTS = paths.PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml"
+ALERT_TESTS = ALERTS.with_name("alerts_test.yml")  # promtool unit tests of the rules
 STREAM = prediction_log.stream_name("iris_breaker")
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
 
@@ -129,7 +131,8 @@ def test_drift_job_reports_shifted_inputs_and_not_unshifted_ones(client, redis_s
 # (every panel must return data); BLS callees are listed, an ensemble loads its steps.
 OWN_MODELS = ["iris", "iris_failing", "iris_cascade_strict", "digits", "iris_slow", "iris_parallel_strict",
               "iris_flaky", "iris_breaker", "iris_cached_v1", "digits_by_id", "iris_async_submit",
-              "iris_time_difference", "iris_canary", "iris_shadow", "digits_cached"]
+              "iris_time_difference", "iris_canary", "iris_shadow", "digits_cached",
+              "async_result"]  # the async namespace's queue gauges
 FAILURES = "pattern_request_failures_total"
 ENSEMBLES = {m.name for m in paths.MODEL_REPOSITORY.iterdir()
              if (m / "config.pbtxt").is_file() and load_config(m / "config.pbtxt").platform == "ensemble"}
@@ -243,12 +246,15 @@ def test_every_python_based_model_counts_its_failures(triton):
     assert loaded - ENSEMBLES and sorted(loaded - ENSEMBLES - counting) == []
 
 
-def test_alert_rules_pass_promtool_and_load():
+def test_alert_rules_pass_promtool_and_its_unit_tests():
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool is missing: apt-get install prometheus")
     checked = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run([promtool, "test", "rules", ALERT_TESTS.name], capture_output=True, text=True,
+                            cwd=ALERT_TESTS.parent)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
 def _alert_rules() -> list[dict]:
@@ -313,3 +319,26 @@ def test_the_failing_step_of_an_ensemble_is_found_by_its_step_models_count(prome
     query = monitoring.ensemble_step_failures_query(paths.MODEL_REPOSITORY, "digits", WINDOW)
     failed_steps = {(m, r) for (m, _, r), v in _series(prometheus, query).items() if v > 0}
     assert failed_steps == {("digits_preprocess", errors.CLIENT_ERROR)}
+
+
+def test_jobs_with_no_worker_make_the_no_worker_alert_pending(prometheus, own_triton, redis_server):
+    """The async_result model's gauges through a real Prometheus: jobs queued with no worker are
+    counted as waiting, the oldest ages, and AsyncQueueNoWorkers is pending for the namespace."""
+    queue = JobQueue(redis_server.client(), "async")
+    queue.redis.delete(queue.stream, queue.dead)  # the group with it: no worker of an earlier test is seen
+    features = np.array([SETOSA], dtype=np.float32)
+    try:
+        with httpclient.InferenceServerClient(own_triton.http_url) as c:
+            assert [_infer(c, "iris_async_submit", "FEATURES", features, "FP32") for _ in range(3)] == [None] * 3
+        _await(prometheus, 'max by (namespace) (async_queue_depth{namespace="async", state="waiting"})', 3)
+        _await(prometheus, 'max by (namespace) (async_queue_workers{namespace="async"})', 0)
+
+        def no_worker_alert() -> list:
+            return [a for a in prometheus.api("alerts")["alerts"] if a["labels"]["alertname"] == "AsyncQueueNoWorkers"]
+
+        assert wait_for(lambda: [(a["labels"]["namespace"], a["state"], float(a["value"])) for a in no_worker_alert()]
+                        == [("async", "pending", 3.0)], 30, interval=0.5), no_worker_alert()
+        age = prometheus.query('max by (namespace) (async_oldest_job_age_seconds{namespace="async"})')
+        assert [v for _, v in age] and all(v > 0 for _, v in age), age
+    finally:
+        queue.redis.delete(queue.stream, queue.dead)

@@ -114,7 +114,7 @@ def cmd_submit(args) -> int:
         try:
             text = client._input_spec(args.model).datatype == "BYTES"
             value = args.value if text else [float(x) for x in args.value.split(",")]
-            print(client.submit(value, model=args.model, target=args.target))
+            print(client.submit(value, model=args.model, target=args.target, idempotency_key=args.idempotency_key))
         except ValueError:
             raise SystemExit(f"{args.model}: expected comma-separated numbers, got {args.value!r}") from None
         except PatternError as exc:
@@ -278,6 +278,8 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("value", help="comma-separated features, or text for a text model")
     submit.add_argument("--model", default="iris_async_submit", help="submit model (e.g. text_async_submit)")
     submit.add_argument("--target", default=None, help="one of the model's targets, e.g. iris_slow or iris:1")
+    submit.add_argument("--idempotency-key", default=None,
+                        help="your key for this job: submitting it again (a retry) prints the first job's id")
     submit.set_defaults(func=cmd_submit)
     result = sub.add_parser("result", help="asynchronous pattern: a job's state and result now")
     wait = sub.add_parser("wait", help="asynchronous pattern: a job's result once it ends (Redis notification)")
@@ -294,6 +296,8 @@ def parser() -> argparse.ArgumentParser:
     _delegated(sub, "perf", "perf_analyzer on one model: input data, libraries and URL set up "
                             "(further arguments go to perf_analyzer)", "pattern_tools.perf")
     _delegated(sub, "drift", "monitor job: recent logged inputs vs the training statistics (exit 1: drift)", "pattern_jobs.drift")
+    _delegated(sub, "captures", "a serial or parallel model's sampled captures: each step's inputs and outputs",
+               "pattern_tools.captures")
 
     metrics = sub.add_parser("metrics", help="print Triton's and the patterns' Prometheus metrics")
     metrics.add_argument("--url", default=None, help="metrics address (default $TRITON_PATTERNS_METRICS_URL or 127.0.0.1:8002)")

@@ -11,6 +11,8 @@ SPEC = BackendSpec(
         Parameter("targets", doc="submit: comma list of model[:version] a job may run on; the first is the "
                                  "default, the request parameter `target` picks another (required for submit)"),
         Parameter("max_rows", "int", 64, "submit: rows per job", min=1),
+        Parameter("metrics_interval_s", "float", 5.0, "result: seconds between reads of the namespace's queue "
+                                                      "depth and oldest job age for its gauges (0: no gauges)", min=0),
         *job_queue_parameters("async"),
     ),
     extra_outputs=(

@@ -1,6 +1,14 @@
 """The circuit_breaker backend: a target model behind a breaker, with a default answer."""
 
-from pattern_kernel.spec import REDIS, BackendSpec, Output, Parameter, Reference, model_parameters
+from pattern_kernel.spec import (
+    REDIS,
+    BackendSpec,
+    Output,
+    Parameter,
+    Reference,
+    model_parameters,
+    prediction_log_parameters,
+)
 
 SPEC = BackendSpec(
     "circuit_breaker",
@@ -25,8 +33,7 @@ SPEC = BackendSpec(
                                                    "overrides (true/all, false/none, or a comma list of models)"),
         Parameter("prediction_log", default="off", choices=("off", "redis"),
                   doc="redis: one record per request to a Redis stream"),
-        Parameter("prediction_log_stream", doc="the stream (default prediction_log:<model>)"),
-        Parameter("prediction_log_maxlen", "int", 10000, "the stream is trimmed to about this many records", min=1),
+        *prediction_log_parameters(),
         Parameter("prediction_log_reference", default="", doc="model:version whose manifest holds the training "
                                                               "statistics (for `triton-patterns drift`)"),
         *REDIS,

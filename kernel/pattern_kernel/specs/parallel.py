@@ -1,7 +1,7 @@
 """The parallel backend: one request fans out to several models, the answers are aggregated."""
 
 from pattern_kernel.aggregation import POLICIES
-from pattern_kernel.spec import LABELS, BackendSpec, Output, Parameter, Reference
+from pattern_kernel.spec import CAPTURE, LABELS, BackendSpec, Output, Parameter, Reference
 
 SPEC = BackendSpec(
     "parallel",
@@ -19,6 +19,7 @@ SPEC = BackendSpec(
         Parameter("default_label", "int", 0, "class id of the default answer (its scores are uniform)", min=0,
                   template=True),
         LABELS,
+        *CAPTURE,
     ),
     extra_outputs=(
         Output("REPORT", "TYPE_STRING", (1,), "JSON: which targets answered, timed out or failed, their "
