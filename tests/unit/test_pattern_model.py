@@ -173,8 +173,9 @@ def test_bls_requests_carry_the_trace_of_the_request_they_are_made_for(pattern_m
     assert [bls_request.trace for _, bls_request in built] == [r.trace_handle for r, _ in built]
     assert len(built) == 4
 
-    built.clear()  # a merged batch's calls carry the first request's trace
+    built.clear()  # calls made for a whole batch carry its first request's trace
     _model(pattern_model, {"run": lambda self, inputs: bls(requests[0], inputs)}).execute(requests)
-    assert built[0][1].trace is requests[0].trace_handle
+    _model(pattern_model, {"handle_batch": lambda self, items: [bls(r, i) for r, i in items]}).execute(requests)
+    assert [bls_request.trace for _, bls_request in built] == [requests[0].trace_handle] * 3
     # outside a request (a thread pool, after the response): no trace at all
     assert not hasattr(glue._bls_request("iris", 1, {"X": np.ones((1, 2))}, ["Y"]), "trace")
