@@ -137,3 +137,13 @@ def test_the_launchers_trace_file_is_absolute_beside_its_log(tmp_path, monkeypat
     path = flag.split("file=", 1)[1]
     assert path == server.trace.file and path.startswith(str(tmp_path / "logs" / "trace-"))
     assert "WARNING" in _describe_trace(server.trace) and "WARNING" not in _describe_trace(TraceConfig(rate=1000))
+
+
+def test_the_cli_takes_trace_settings_and_refuses_bad_ones(capsys):
+    from pattern_tools import cli
+
+    assert cli.parser().parse_args(["serve", "--trace", "rate=5"]).trace == TraceConfig(rate=5)
+    assert cli.parser().parse_args(["predict", "serial", "rain", "--trace"]).trace is True
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["serve", "--trace", "rate=1,mode=opentelemetry"])
+    assert "needs url=" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def cmd_predict(args) -> int:
 
     spec = PATTERNS[args.pattern]
     parameters = dict(p.split("=", 1) for p in args.param)
-    with PatternClient(args.url, protocol=args.protocol) as client:
+    with PatternClient(args.url, protocol=args.protocol, trace=args.trace) as client:
         try:
             predictions = client.predict(args.pattern, _value(spec, args.value), args.model_version, args.model,
                                          parameters)
@@ -241,6 +241,8 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default=None, help="another model of the same pattern (e.g. iris_cascade_degraded)")
     predict.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                          help="request parameter, e.g. user_id=u1 for canary/ab_test, target=v1 for route (repeatable)")
+    predict.add_argument("--trace", action="store_true",
+                         help="send a W3C traceparent; the answer's trace_id finds the request's spans (OpenTelemetry mode)")
     predict.set_defaults(func=cmd_predict)
 
     models = sub.add_parser("models", help="repository index: models, versions, readiness")
