@@ -16,14 +16,15 @@ once (one per row: a batching model answers per row), the job stored as `queued`
 the stream; the jobs of one dynamic batch go to Redis in one pipelined call. The request
 parameter `idempotency_key` (1-200 printable characters) makes a retry safe: a second submit
 with the same key to the same submit model within ttl_seconds answers the first job's id and
-queues nothing (INVALID_ARG if the key was used for other inputs or another target). result: JOB_ID [n] in; STATUS [n]
-(queued, running, done, failed) and RESULT [n] (JSON: outputs with dtype and shape, model
+queues nothing (INVALID_ARG if the key was used for other inputs or another target).
+result: JOB_ID [n] in; STATUS [n] (queued, running, done, failed) and RESULT [n] (JSON: outputs with dtype and shape, model
 version, attempts, timings, error). An unknown or expired job id is INVALID_ARG naming it;
 Redis unreachable is UNAVAILABLE.
 Metrics: async_jobs_submitted_total{model, target} (jobs queued),
 async_jobs_deduplicated_total{model, target} (submits answered by an idempotency key's job).
 The result model owns its namespace's queue gauges (one result model per namespace;
-pattern_kernel.queue_metrics), read from Redis every metrics_interval_s (default 5; 0: none) by a daemon thread stopped in finalize:
+pattern_kernel.queue_metrics), read from Redis every metrics_interval_s (default 5; 0: none)
+by a daemon thread stopped in finalize:
 async_queue_depth{model, namespace, state="waiting"|"pending"|"dead"},
 async_oldest_job_age_seconds{model, namespace}, async_queue_workers{model, namespace} and
 async_queue_up{model, namespace} (0 while Redis cannot be read: the others keep their last values).
