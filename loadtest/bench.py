@@ -14,7 +14,9 @@ Benchmark variants live only in the temporary repository (committed configs are 
 `iris_nobatch` and `heavy_mlp_nobatch` (no dynamic batching), `heavy_mlp_t2` (2 intra-op
 threads), `heavy_mlp_cache` (`response_cache { enable: true }`), `iris_parallel_vote` (the
 parallel BLS on the `iris_vote` ensemble's pipeline), `iris_redis_cache` (long TTL) and
-`digits_by_id_store` (data cache off). perf_analyzer measures a few of the same models on the
+`digits_by_id_store` (data cache off); the tracing cost's copies of `text_classify` and
+`iris_parallel_vote` (TRACED: traced through the trace API, triton mode, to the server's trace
+file, at one request in 1000 and at every request). perf_analyzer measures a few of the same models on the
 same server as a cross-check of the harness's own load generator. The report is written by
 `loadtest.bench_report`.
 """
@@ -276,6 +278,12 @@ def triton_setups(url: str, http: str, data: Data) -> list[Setup]:
                    data, _model_call("text", "text_classify", lambda: data.text)),
         grpc_setup("text_bls_grpc", "serial BLS `text_classify_bls` on the same three steps", url, "text", data,
                    _model_call("text", "text_classify_bls", lambda: data.text)),
+        *(grpc_setup(f"text_trace{rate}_grpc", f"`text_classify` traced, one request in {rate} (trace API, to a file)",
+                     url, "text", data, _model_call("text", f"text_classify_trace{rate}", lambda: data.text))
+          for rate in (1000, 1)),
+        *(grpc_setup(f"parallel_trace{rate}_grpc", f"parallel BLS (v1 + v2) traced, one request in {rate}, callees "
+                     "as children", url, "iris", data, _model_call("iris", f"iris_parallel_vote_trace{rate}", fixed("iris")))
+          for rate in (1000, 1)),
         grpc_setup("text_redis_hit_grpc", "Redis prediction cache on the text pipeline, the same text", url, "text",
                    data, _model_call("text", "text_classify_cached", lambda: data.text)),
         grpc_setup("text_redis_miss_grpc", "Redis prediction cache on the text pipeline, a new text each time", url,
@@ -383,6 +391,35 @@ def _variant(tmp: Path, source: str, name: str, edit: Callable[[str], str]) -> N
     (dest / "config.pbtxt").write_text(edit(config))
 
 
+def _parallel_vote(config: str) -> str:
+    return config.replace('"iris:1,iris:2,iris_slow,iris_failing"', '"iris:1,iris:2"').replace(
+        'string_value: "majority"', 'string_value: "mean"')
+
+
+# the cost of tracing (issue 17): copies traced at one request in N (their own trace settings, set
+# through the trace API once the server runs: triton mode, to the server's trace file)
+TRACED = {f"{name}_trace{rate}": (source, rate) for name, source in (
+    ("text_classify", "text_classify"), ("iris_parallel_vote", "iris_parallel")) for rate in (1000, 1)}
+
+
+TRACE_EVERY_REQUEST = ("text_trace1_grpc", "parallel_trace1_grpc")
+
+
+def trace_variants(http_url: str) -> None:
+    """Turn tracing on for the TRACED copies, each at its rate, written 100 traces to a file."""
+    import tritonclient.http as httpclient
+
+    from triton_patterns.credentials import authorize
+
+    client = authorize(httpclient.InferenceServerClient(http_url))
+    try:
+        for name, (_, rate) in TRACED.items():
+            client.update_trace_settings(name, {"trace_level": ["TIMESTAMPS"], "trace_rate": str(rate),
+                                                "trace_count": "-1", "log_frequency": "100"})
+    finally:
+        client.close()
+
+
 def bench_repository(tmp: Path) -> Path:
     """A temporary repository: the benchmarked models (version folders symlinked) and variants."""
     no_batching = lambda text: re.sub(r"(?m)^dynamic_batching\s*\{[^}]*\}\s*$", "", text)  # noqa: E731
@@ -406,9 +443,9 @@ def bench_repository(tmp: Path) -> Path:
         "dynamic_batching { preferred_batch_size: [ 16 ] max_queue_delay_microseconds: 20000 }"))
     _variant(tmp, "heavy_mlp", "heavy_mlp_cache", lambda t: t + "response_cache { enable: true }\n")
     # the parallel BLS on the same pipeline as the `iris_vote` ensemble: v1 and v2, mean of scores
-    _variant(tmp, "iris_parallel", "iris_parallel_vote", lambda t: t.replace(
-        '"iris:1,iris:2,iris_slow,iris_failing"', '"iris:1,iris:2"').replace(
-        'string_value: "majority"', 'string_value: "mean"'))
+    _variant(tmp, "iris_parallel", "iris_parallel_vote", _parallel_vote)
+    for name, (source, _) in TRACED.items():
+        _variant(tmp, source, name, _parallel_vote if source == "iris_parallel" else lambda t: t)
     # the Redis prediction cache on iris v2, with a TTL longer than a run
     _variant(tmp, "iris_cached_v2", "iris_redis_cache", lambda t: t.replace(
         'key: "ttl_seconds", value: { string_value: "2" }', 'key: "ttl_seconds", value: { string_value: "600" }'))
@@ -584,11 +621,15 @@ def run(args) -> list[Outcome]:
                 progress.update(task, description="starting tritonserver")
                 with bench_stack(log_dir) as stack, tempfile.TemporaryDirectory(prefix="bench-tls-") as tls_dir, \
                         bench_gateways(stack, Path(tls_dir)) as gateways:
+                    trace_variants(stack.http_url)
                     inputs = perf.write_inputs(args.out / "perf-inputs", tuple(perf_models))
                     chosen = triton_setups(stack.grpc_url, f"http://{stack.http_url}", data) + gateway_setups(
                         gateways, data) + [
                         batch_job_setup(stack.grpc_url),
                         async_setup(stack.grpc_url, stack.redis_url)] + [s for s in perf_setups(stack.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
+                    # tracing every request under load crashed the 2.51 server here (server #7795, fixed in 2.57):
+                    # those rows run last, so a crash costs no other row
+                    chosen.sort(key=lambda s: s.name in TRACE_EVERY_REQUEST)
                     outcomes += run_setups(select(chosen, args.setups), args.concurrency, progress, task)
             else:
                 chosen = select(peer_setups(workers, 0, data), args.setups)

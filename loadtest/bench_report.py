@@ -51,7 +51,7 @@ class Target:
     detail: str
 
 
-# (what, numerator setup, denominator setup, level "low"|"top", metric, goal: ratio <= goal, None = reported)
+# (what, numerator setup, denominator setup, level "low"|"top"|a concurrency, metric, goal: ratio <= goal, None = reported)
 COMPARISONS = [
     ("prep-pred BLS vs ensemble (digits), p50", "digits_bls_grpc", "digits_ensemble_grpc", "low", "p50_ms", 1.3),
     ("serial BLS vs ensemble (text pipeline), p50", "text_bls_grpc", "text_ensemble_grpc", "low", "p50_ms", 1.3),
@@ -68,12 +68,17 @@ COMPARISONS = [
      None),
     ("data cache, Redis hit vs store read, throughput", "data_cache_redis_grpc", "data_cache_store_grpc", "top",
      "rows_per_s", None),
+    # the cost of tracing (issue 17): one request in 1000 within 5% of off; every request reported
+    *((f"tracing {what} vs off, {pipeline}, p50", f"{prefix}_trace{rate}_grpc", off, c, "p50_ms", goal)
+      for pipeline, prefix, off in (("text_classify", "text", "text_ensemble_grpc"),
+                                    ("parallel BLS", "parallel", "parallel_bls_grpc"))
+      for rate, what, goal in ((1000, "1 in 1000", 1.05), (1, "every request", None)) for c in (1, 8)),
 ]
 UNITS = {"p50_ms": "ms", "p99_ms": "ms", "rows_per_s": "/s"}
 
 
 def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
-    """The ratios of issues 3-5 and 15 (the gateway), from this run's points (None when a setup was not measured)."""
+    """The ratios of issues 3-5, 15 (the gateway) and 17 (tracing), from this run's points (None when a setup was not measured)."""
     found = []
 
     def add(name, goal, value, passed, detail):
@@ -126,7 +131,7 @@ def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
         else:
             add(f"nginx gateway vs direct, iris HTTP JSON, c={c}", ">= 0.85x", None, None, "not measured")
     for what, num, den, level, metric, goal in COMPARISONS:
-        c = low if level == "low" else top
+        c = {"low": low, "top": top}.get(level, level)
         a, b = _at(outcomes, num, c), _at(outcomes, den, c)
         value = getattr(a, metric) / getattr(b, metric) if a and b else None
         unit = UNITS[metric]
@@ -264,7 +269,7 @@ def markdown(outcomes: list[Outcome], found: list[Target], info: dict, args, plo
         "| | |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in info.items()],
         "",
-        "## Targets (issues 3-5, 15, 16), from this run",
+        "## Targets (issues 3-5, 15, 16, 17), from this run",
         "",
         "| target | goal | this run | result | from |", "|---|---|---|---|---|",
         *[f"| {t.name} | {t.goal} | {_fmt(t.value, 2)} | "

@@ -27,7 +27,7 @@ import triton_python_backend_utils as pb_utils
 from pattern_kernel.batching import request_batch_size, to_config_rank
 from pattern_kernel.job_queue import check_job_inputs, queue_for
 from pattern_kernel.pattern_model import PatternModel
-from pattern_kernel.triton_glue import call_model_async, error_response, read_inputs, response
+from pattern_kernel.triton_glue import call_model_async, error_response, read_inputs, response, traced
 
 
 class TritonPythonModel(PatternModel):
@@ -65,6 +65,10 @@ class TritonPythonModel(PatternModel):
 
     async def _stream(self, request) -> None:
         """Decoupled: send the fast answer, then the slow one, then close the stream."""
+        with traced(request):  # both calls end before the final response: the request (and its trace) lives on
+            await self._stream_answers(request)
+
+    async def _stream_answers(self, request) -> None:
         sender = request.get_response_sender()
         try:
             inputs = read_inputs(request, self.config.inputs)

@@ -17,6 +17,10 @@ $TRITON_PATTERNS_API_KEY) and the admin key (`admin_key`, else $TRITON_PATTERNS_
 local key file) when known, as the headers (gRPC metadata) the server's restricted APIs check;
 gRPC goes over TLS with `ssl=True` and/or `root_certificates` (else $TRITON_PATTERNS_GRPC_ROOT_CERT);
 HTTP too, through the gateway (Triton 2.51 has no HTTPS of its own; docs/deploy.md).
+
+Tracing (traceparent.py): with `trace=True` (the client's, or `predict(..., trace=True)` per call)
+each request carries a W3C `traceparent`, and its Prediction's `trace_id` names the trace in which
+a server tracing in OpenTelemetry mode records it (docs/patterns/monitoring.md).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from triton_patterns.credentials import authorize, client_headers, grpc_client_o
 from triton_patterns.endpoints import server_url
 from triton_patterns.methods import add_pattern_methods
 from triton_patterns.patterns import RESULT_FIELDS, PatternSpec, ResultField, pattern
+from triton_patterns.traceparent import HEADER, traceparent
 
 _SYNC = {"http": http_sync, "grpc": grpc_sync}
 _ASYNC = {"http": http_aio, "grpc": grpc_aio}
@@ -90,6 +95,7 @@ class Prediction:
     scores: np.ndarray
     latency_ms: float
     outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    trace_id: str | None = None  # the W3C trace id the request was sent with (trace=True)
 
     def _flag(self, name: str) -> bool | None:
         """A one-boolean output as bool, or None when the model has no such output."""
@@ -109,6 +115,7 @@ class Prediction:
             "scores": [round(float(s), 4) for s in self.scores],
             "latency_ms": round(self.latency_ms, 2),
             **{name: value for name, value in extras.items() if value is not None},
+            **({"trace_id": self.trace_id} if self.trace_id else {}),
         }
 
 
@@ -147,7 +154,7 @@ def _response_meta(result) -> tuple[str, str]:
 
 
 def to_predictions(
-    spec: PatternSpec, result, labels: Sequence[str], latency_ms: float
+    spec: PatternSpec, result, labels: Sequence[str], latency_ms: float, trace_id: str | None = None
 ) -> list[Prediction]:
     model, version = _response_meta(result)
     outputs = {name: result.as_numpy(name) for name in spec.outputs}
@@ -170,6 +177,7 @@ def to_predictions(
                 scores=np.asarray(scores[row]),
                 latency_ms=latency_ms,
                 outputs={name: arr[row] for name, arr in outputs.items()},
+                trace_id=trace_id,
             )
         )
     return predictions
@@ -193,7 +201,8 @@ class _Base:
             add_pattern_methods(cls, asynchronous)
 
     def __init__(self, url: str | None, protocol: str, modules: dict, api_key: str | None = None,
-                 admin_key: str | None = None, ssl: bool | None = None, root_certificates: str | None = None):
+                 admin_key: str | None = None, ssl: bool | None = None, root_certificates: str | None = None,
+                 trace: bool = False):
         if protocol not in modules:
             raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
         self.url, self.protocol = url or server_url(protocol), protocol
@@ -202,6 +211,7 @@ class _Base:
         self._input_specs: dict[str, PatternSpec] = {}
         self._json = {"as_json": True} if protocol == "grpc" else {}
         self.headers = client_headers(api_key, admin_key)
+        self.trace = trace
         self._tls = (grpc_client_options(ssl, root_certificates) if protocol == "grpc" else
                      http_client_options(ssl, root_certificates, asynchronous=self._mod.__name__.endswith(".aio")))
 
@@ -221,6 +231,13 @@ class _Base:
             raise ValueError(f"{spec.name} needs a gRPC client: {type(self).__name__}(url, protocol='grpc')")
         spec = dataclasses.replace(spec, model=model)
         return (spec, *self._request(spec, value))
+
+    def _trace(self, trace: bool | None) -> tuple[dict[str, str] | None, str | None]:
+        """A call's extra headers and trace id: a fresh traceparent when tracing (`trace`, else the client's)."""
+        if not (self.trace if trace is None else trace):
+            return None, None
+        header, trace_id = traceparent()
+        return {HEADER: header}, trace_id
 
     @staticmethod
     def _error(spec: PatternSpec, exc: InferenceServerException) -> PatternError:
@@ -255,8 +272,8 @@ class PatternClient(_Base, asynchronous=False):
 
     def __init__(self, url: str | None = None, protocol: str = "http", timeout_s: float = 60.0, *,
                  api_key: str | None = None, admin_key: str | None = None, ssl: bool | None = None,
-                 root_certificates: str | None = None):
-        super().__init__(url, protocol, _SYNC, api_key, admin_key, ssl, root_certificates)
+                 root_certificates: str | None = None, trace: bool = False):
+        super().__init__(url, protocol, _SYNC, api_key, admin_key, ssl, root_certificates, trace)
         self.client = self._new_client(**({"network_timeout": timeout_s} if protocol == "http" else {}))
 
     def close(self) -> None:
@@ -278,21 +295,23 @@ class PatternClient(_Base, asynchronous=False):
 
     def predict(
         self, pattern_name: str, value: Any, version: int | str | None = None, model: str | None = None,
-        parameters: dict[str, Any] | None = None,
+        parameters: dict[str, Any] | None = None, trace: bool | None = None,
     ) -> list[Prediction]:
         """Every pattern through one call: one Prediction per input row. `model` calls another
         model of the same pattern (e.g. a differently configured pipeline); `parameters` are the
-        request's parameters (e.g. {"user_id": "u1"} for a router)."""
+        request's parameters (e.g. {"user_id": "u1"} for a router); `trace` sends a traceparent
+        (default: the client's `trace`), whose trace id the Predictions carry."""
         spec = pattern(pattern_name, model)
         inputs, outputs = self._request(spec, value)
+        headers, trace_id = self._trace(trace)
         start = time.perf_counter()
         try:
             result = self.client.infer(spec.model, inputs, model_version=str(version or ""), outputs=outputs,
-                                       parameters=parameters or None)
+                                       parameters=parameters or None, headers=headers)
         except InferenceServerException as exc:
             raise self._error(spec, exc) from None
         latency = (time.perf_counter() - start) * 1000
-        return to_predictions(spec, result, self.labels(spec.model), latency)
+        return to_predictions(spec, result, self.labels(spec.model), latency, trace_id)
 
     # -- asynchronous and time-difference patterns (async_jobs.py, backends/async_queue)
 
@@ -357,8 +376,9 @@ class AsyncPatternClient(_Base, asynchronous=True):
     """asyncio client with the same calls as PatternClient, as coroutines."""
 
     def __init__(self, url: str | None = None, protocol: str = "http", *, api_key: str | None = None,
-                 admin_key: str | None = None, ssl: bool | None = None, root_certificates: str | None = None):
-        super().__init__(url, protocol, _ASYNC, api_key, admin_key, ssl, root_certificates)
+                 admin_key: str | None = None, ssl: bool | None = None, root_certificates: str | None = None,
+                 trace: bool = False):
+        super().__init__(url, protocol, _ASYNC, api_key, admin_key, ssl, root_certificates, trace)
         self.client = self._new_client()
 
     async def close(self) -> None:
@@ -381,18 +401,19 @@ class AsyncPatternClient(_Base, asynchronous=True):
 
     async def predict(
         self, pattern_name: str, value: Any, version: int | str | None = None, model: str | None = None,
-        parameters: dict[str, Any] | None = None,
+        parameters: dict[str, Any] | None = None, trace: bool | None = None,
     ) -> list[Prediction]:
         spec = pattern(pattern_name, model)
         inputs, outputs = self._request(spec, value)
+        headers, trace_id = self._trace(trace)
         start = time.perf_counter()
         try:
             result = await self.client.infer(spec.model, inputs, model_version=str(version or ""), outputs=outputs,
-                                             parameters=parameters or None)
+                                             parameters=parameters or None, headers=headers)
         except InferenceServerException as exc:
             raise self._error(spec, exc) from None
         latency = (time.perf_counter() - start) * 1000
-        return to_predictions(spec, result, await self.labels(spec.model), latency)
+        return to_predictions(spec, result, await self.labels(spec.model), latency, trace_id)
 
     async def submit(self, value: Any, model: str = "iris_async_submit", target: str | None = None,
                      idempotency_key: str | None = None) -> str:

@@ -12,6 +12,7 @@ launcher's flags, configured by environment variables.
 | TRITON_PATTERNS_GRPC_TLS_CERT, _KEY, _ROOT_CERT, _MUTUAL | gRPC over TLS (PEM files, e.g. a mounted Secret) | plain gRPC |
 | MODEL_CONTROL_MODE, LOAD_MODELS | none / explicit / poll; with explicit, a comma list of models to load ("*" all) | none |
 | CACHE_SIZE_BYTES | Triton's local response cache (0: none) | 67108864 |
+| TRITON_PATTERNS_TRACE | request tracing, as `serve --trace`: e.g. `rate=1000,mode=opentelemetry,url=http://otel-collector:4318/v1/traces` (`pattern_kernel.trace_config`) | off |
 | TRITON_ARGS | more tritonserver flags (shell words), before those on the command line | |
 
 Stdlib only: the NGC image has no tritonclient.
@@ -27,6 +28,9 @@ from collections.abc import Mapping
 
 from pattern_kernel.access import ADMIN_KEY_ENV, API_KEY_ENV, Access, new_key, tls_from_env
 from pattern_kernel.server_command import CONTAINER_MODELS, DEFAULT_CACHE_SIZE_BYTES, container_command
+from pattern_kernel.trace_config import TraceConfig
+
+TRACE_ENV = "TRITON_PATTERNS_TRACE"
 
 
 def command_from_env(environ: Mapping[str, str], argv: list[str]) -> list[str]:
@@ -40,6 +44,7 @@ def command_from_env(environ: Mapping[str, str], argv: list[str]) -> list[str]:
         cache_size_bytes=int(environ.get("CACHE_SIZE_BYTES", DEFAULT_CACHE_SIZE_BYTES)),
         access=Access(admin_key=admin_key, api_key=environ.get(API_KEY_ENV) or None),
         grpc_tls=tls_from_env(environ),
+        trace=TraceConfig.parse(environ[TRACE_ENV]) if environ.get(TRACE_ENV) else None,
         extra_args=[*shlex.split(environ.get("TRITON_ARGS", "")), *argv],
     )
 

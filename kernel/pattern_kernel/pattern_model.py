@@ -14,6 +14,8 @@ a backend defines one of:
 
 Each returns the response's outputs ({name: array}). `batch_done()` runs after each batch.
 `prediction_log()` opens the model's prediction-log stream (`prediction_log.Writer`).
+BLS calls made while answering a request carry its trace (`triton_glue.traced`); those made for
+a whole batch (`run`, `handle_batch`) carry the batch's first request's.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pattern_kernel.triton_glue import (
     execute_requests,
     read_inputs,
     response,
+    traced,
 )
 
 
@@ -78,9 +81,11 @@ class PatternModel:
         if hasattr(self, "answer"):
             return self._answer_all(requests)  # a coroutine: the stub runs it on its event loop
         if hasattr(self, "run"):
-            responses = execute_requests(requests, self.config.inputs, self.run, self.config.batching)
+            with traced(requests[0]):
+                responses = execute_requests(requests, self.config.inputs, self.run, self.config.batching)
         elif hasattr(self, "handle_batch"):
-            responses = self._handle_batch(requests)
+            with traced(requests[0]):
+                responses = self._handle_batch(requests)
         else:
             responses = [self._handle_one(r) for r in requests]
         self.batch_done()
@@ -88,7 +93,8 @@ class PatternModel:
 
     def _handle_one(self, request):
         try:
-            return response(self.handle(request, read_inputs(request, self.config.inputs)))
+            with traced(request):
+                return response(self.handle(request, read_inputs(request, self.config.inputs)))
         except Exception as exc:  # noqa: BLE001 - this request's error; the others still succeed
             return error_response(exc)
 
@@ -109,7 +115,8 @@ class PatternModel:
 
     async def _answer_one(self, request):
         try:
-            return response(await self.answer(request, read_inputs(request, self.config.inputs)))
+            with traced(request):
+                return response(await self.answer(request, read_inputs(request, self.config.inputs)))
         except Exception as exc:  # noqa: BLE001 - this request's error; the others still succeed
             return error_response(exc)
 

@@ -1,5 +1,5 @@
 """The tritonserver command line of a server image: the flags every runtime passes (model control,
-readiness, response cache, access keys, gRPC TLS) and the container's command.
+readiness, response cache, access keys, gRPC TLS, tracing) and the container's command.
 
 Stdlib only: the server images run it (`pattern_kernel.container`) without the rest of the project.
 """
@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pattern_kernel.access import Access, GrpcTls
+from pattern_kernel.trace_config import TraceConfig
 
 DEFAULT_CACHE_SIZE_BYTES = 64 * 1024 * 1024
 CONTAINER_MODELS = "/models"
@@ -26,6 +27,7 @@ def common_server_flags(
     exit_on_error: bool = True,
     access: Access | None = None,
     grpc_tls: GrpcTls | None = None,
+    trace: TraceConfig | None = None,
 ) -> list[str]:
     """Flags both runtimes pass to tritonserver (everything except paths and ports).
 
@@ -33,7 +35,8 @@ def common_server_flags(
     waiting for it waits for the models. `--exit-on-error=true` (the default): a model that
     fails to load at startup stops the server at once, and the launcher reports the log
     instead of waiting out its deadline on a server that will never be ready.
-    `access`: the restricted-API flags (`Access.server_flags`); `grpc_tls`: gRPC over TLS.
+    `access`: the restricted-API flags (`Access.server_flags`); `grpc_tls`: gRPC over TLS;
+    `trace`: request tracing (`TraceConfig.server_flags`).
     """
     if model_control_mode not in ("none", "explicit", "poll"):
         raise ValueError(f"model_control_mode must be none, explicit or poll, not {model_control_mode!r}")
@@ -57,6 +60,8 @@ def common_server_flags(
         flags += access.server_flags()
     if grpc_tls is not None:
         flags += grpc_tls.server_flags()
+    if trace is not None:
+        flags += trace.server_flags()
     return flags
 
 

@@ -1,12 +1,15 @@
 """The only helper module that touches `triton_python_backend_utils` (available inside Triton).
 
 It reads request inputs into numpy, builds responses and error responses, and wraps BLS calls
-so that every failure names the model that failed.
+so that every failure names the model that failed and every call carries the trace of the
+request it is made for (`traced`), so Triton records the callee as a child of that request.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import re
 from collections.abc import Iterable, Mapping
 
@@ -65,14 +68,34 @@ def _callee_code(error) -> int:
     return code
 
 
+# The trace of the request being answered (`request.trace()`), set by `traced`. Every BLS request
+# built while it is set carries it, so Triton spawns the callee's trace as its child. A call made
+# where it is not set (a thread pool: run_in_executor does not copy it; after the response) carries
+# none, on purpose: python_backend hands the parent's trace over as a raw pointer, which Triton
+# frees with the parent request, so a call that may outlive its request must not use it.
+_request_trace: contextvars.ContextVar = contextvars.ContextVar("request_trace", default=None)
+
+
+@contextlib.contextmanager
+def traced(request):
+    """BLS calls made inside this block (in this thread or task) are children of `request`'s trace."""
+    token = _request_trace.set(request.trace())
+    try:
+        yield
+    finally:
+        _request_trace.reset(token)
+
+
 def _bls_request(model, version, inputs, output_names, queue_timeout_us: int = 0):
     # timeout: how long the request may wait in the callee's queue (with allow_timeout_override)
+    trace = _request_trace.get()
     return pb_utils.InferenceRequest(
         model_name=model,
         model_version=version,
         inputs=[pb_utils.Tensor(n, np.ascontiguousarray(a)) for n, a in inputs.items()],
         requested_output_names=output_names,
         timeout=int(queue_timeout_us),
+        **({} if trace is None else {"trace": trace}),
     )
 
 

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import pattern_kernel
 from pattern_kernel.access import ADMIN_KEY_ENV, API_KEY_ENV, Access, GrpcTls
+from pattern_kernel.trace_config import TraceConfig
 from pattern_kernel.server_command import (
     CONTAINER_BACKENDS,
     CONTAINER_MODELS,
@@ -467,6 +468,9 @@ class TritonServer(_Endpoints):
     inference needs it too. `grpc_tls` serves gRPC over TLS.
     The Python stubs run the `python3` of `server_venv` (default `server_venv()`: the checkout's
     `.venv-server`, `make server-venv`), where only the kernel package is of the project.
+    `trace` (a `TraceConfig` or its text, e.g. "rate=1000"): request tracing; by default off, in
+    triton mode with a file beside the log (`trace_file`), so the trace API can turn it on per
+    model (`triton-patterns trace`).
     """
 
     def __init__(
@@ -499,6 +503,7 @@ class TritonServer(_Endpoints):
         restrict_admin_apis: bool = True,
         grpc_tls: GrpcTls | None = None,
         server_venv: Path | str | None = None,
+        trace: TraceConfig | str | None = None,
     ):
         self.model_repository = Path(model_repository).resolve()
         self.server_venv = Path(server_venv) if server_venv is not None else None  # None: server_venv()
@@ -513,6 +518,11 @@ class TritonServer(_Endpoints):
         self.access = resolve_access(admin_key, api_key, restrict_admin_apis)
         self.grpc_tls = grpc_tls
         self.model_control_mode = model_control_mode
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.log_path = Path(log_dir or paths.BUILD / "logs") / f"tritonserver-{stamp}-{self.http_port}.log"
+        trace = TraceConfig.parse(trace) if isinstance(trace, str) else trace or TraceConfig()
+        trace = trace.with_defaults(file=str(self.log_path.with_name(f"trace-{stamp}-{self.http_port}.json")))
+        self.trace = dataclasses.replace(trace, file=str(Path(trace.file).absolute()))  # the server runs in log_dir
         self.flags = common_server_flags(
             model_control_mode=model_control_mode,
             load_models=load_models,
@@ -522,6 +532,7 @@ class TritonServer(_Endpoints):
             exit_on_error=exit_on_error,
             access=self.access,
             grpc_tls=grpc_tls,
+            trace=self.trace,
         )
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args)
@@ -529,8 +540,6 @@ class TritonServer(_Endpoints):
         self.backend_directory = Path(backend_directory) if backend_directory else self._default_backend_directory()
         # the python backend names its /dev/shm regions <prefix><uuid>: ours, to clean after a crash
         self.shm_prefix = f"triton_patterns_{os.getpid()}_{self.http_port}_"
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.log_path = Path(log_dir or paths.BUILD / "logs") / f"tritonserver-{stamp}-{self.http_port}.log"
         self.restart_on_death = restart_on_death
         self.max_restarts = max_restarts
         self.restart_backoff = restart_backoff
@@ -840,6 +849,19 @@ def _describe_access(server: TritonServer) -> str:
     return "; ".join(parts)
 
 
+TRACE_RATE_SAFE = 100  # below: the banner warns (docs/patterns/monitoring.md, tracing)
+
+
+def _describe_trace(trace: TraceConfig) -> str:
+    where = trace.file + ".N" if trace.mode == "triton" else trace.url
+    if not trace.on:
+        return f"off (triton-patterns trace turns it on per model; traces to {where})" if trace.mode == "triton" \
+            else "off"
+    risky = "; WARNING: tracing this often under load crashed Triton 2.51 here (server #7795, fixed in 2.57)" \
+        if trace.rate < TRACE_RATE_SAFE else ""
+    return f"1 request in {trace.rate}, {trace.mode} mode, to {where}{risky}"
+
+
 def _print_banner(server: TritonServer, notes: Sequence[str] = ()) -> None:
     print(f"tritonserver pid {server.pid} ready")
     print(f"  HTTP     http://{server.http_url}")
@@ -848,6 +870,7 @@ def _print_banner(server: TritonServer, notes: Sequence[str] = ()) -> None:
     print(f"  log      {server.log_path}")
     print(f"  stubs    {server.stub_python} (the server virtualenv: pattern_kernel and the backends' libraries)")
     print(f"  access   {_describe_access(server)}")
+    print(f"  trace    {_describe_trace(server.trace)}")
     for note in notes:
         print(f"  {note}")
     try:

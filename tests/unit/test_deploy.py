@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from pattern_kernel import access, probe, server_command
+from pattern_kernel import access, container, probe, server_command
 from pattern_runtime import launcher
 from pattern_tools import cli
 from triton_patterns.paths import PROJECT_ROOT
@@ -238,8 +238,24 @@ def test_compose_commands_and_healthchecks_parse_and_point_at_services():
     assert int(port) in exposed[host]
 
 
+def test_compose_traces_go_from_triton_through_the_collector_to_jaeger():
+    services = compose()["services"]
+    exposed = {name: container_ports(s) for name, s in services.items()}
+    trace = re.sub(r"\$\{\w+:-(\w+)\}", r"\1", services["triton"]["environment"][container.TRACE_ENV])  # defaults
+    command = container.command_from_env({container.TRACE_ENV: trace}, [])
+    assert "--trace-config=mode=opentelemetry" in command and "--trace-config=rate=1000" in command
+    url = next(a.split("url=", 1)[1] for a in command if a.startswith("--trace-config=opentelemetry,url="))
+    host, port, path = re.match(r"http://([^:/]+):(\d+)(/.*)", url).groups()
+    assert int(port) in exposed[host] and path == "/v1/traces"
+    collector = yaml.safe_load((COMPOSE_DIR / "otel-collector.yaml").read_text())
+    assert collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(f":{port}")
+    for exporter in collector["service"]["pipelines"]["traces"]["exporters"]:
+        host, port = collector["exporters"][exporter]["endpoint"].split(":")
+        assert int(port) in exposed[host], (exporter, host, port)
+
+
 def container_ports(service: dict) -> set[int]:
-    ports = {int(str(p).rsplit(":", 1)[-1]) for p in service.get("ports", [])}
+    ports = {int(str(p).rsplit(":", 1)[-1]) for p in [*service.get("ports", []), *service.get("expose", [])]}
     if service.get("build"):  # the Dockerfile's EXPOSE
         dockerfile = (COMPOSE_DIR / service["build"]["context"] / service["build"]["dockerfile"]).resolve()
         ports |= {int(p) for i in instructions(dockerfile) if i[0] == "EXPOSE" for p in i[1].split()}

@@ -54,6 +54,10 @@ class _Family:
 class _Request:
     def __init__(self, **inputs):
         self.inputs = inputs
+        self.trace_handle = object()  # what request.trace() returns: the parent of its BLS calls
+
+    def trace(self):
+        return self.trace_handle
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +65,7 @@ def pattern_model():
     fake = types.ModuleType("triton_python_backend_utils")
     fake.Tensor = lambda name, array: types.SimpleNamespace(name=name, array=array)
     fake.InferenceResponse, fake.TritonError, fake.MetricFamily = _Response, _Error, _Family
+    fake.InferenceRequest = lambda **kwargs: types.SimpleNamespace(**kwargs)  # a BLS request, as built
     fake.get_input_tensor_by_name = lambda request, name: (
         types.SimpleNamespace(as_numpy=lambda: request.inputs[name]) if name in request.inputs else None)
     saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.startswith("pattern_kernel.")
@@ -148,3 +153,29 @@ def test_a_bad_parameter_fails_initialize_naming_it(pattern_model):
         _model(pattern_model, {}, {"failure_rate": "2"})
     with pytest.raises(ValueError, match="model 'm': config parameter 'target_model' is required"):
         _model(pattern_model, {}, {"target_model": ""})
+
+
+def test_bls_requests_carry_the_trace_of_the_request_they_are_made_for(pattern_model):
+    glue = sys.modules["pattern_kernel.triton_glue"]
+    built = []  # (the request being answered, the BLS request built for it)
+
+    def bls(request, inputs):
+        built.append((request, glue._bls_request("iris", 1, inputs, ["Y"])))
+        return {"Y": inputs["X"]}
+
+    async def answer(self, request, inputs):
+        await asyncio.sleep(0.01)  # the other request's task runs meanwhile
+        return bls(request, inputs)
+
+    requests = [_Request(X=np.ones((1, 2))), _Request(X=np.zeros((1, 2)))]
+    _model(pattern_model, {"handle": lambda self, request, inputs: bls(request, inputs)}).execute(requests)
+    asyncio.run(_model(pattern_model, {"answer": answer}).execute(requests))
+    assert [bls_request.trace for _, bls_request in built] == [r.trace_handle for r, _ in built]
+    assert len(built) == 4
+
+    built.clear()  # calls made for a whole batch carry its first request's trace
+    _model(pattern_model, {"run": lambda self, inputs: bls(requests[0], inputs)}).execute(requests)
+    _model(pattern_model, {"handle_batch": lambda self, items: [bls(r, i) for r, i in items]}).execute(requests)
+    assert [bls_request.trace for _, bls_request in built] == [requests[0].trace_handle] * 3
+    # outside a request (a thread pool, after the response): no trace at all
+    assert not hasattr(glue._bls_request("iris", 1, {"X": np.ones((1, 2))}, ["Y"]), "trace")

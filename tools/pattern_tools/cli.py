@@ -36,7 +36,7 @@ def cmd_predict(args) -> int:
 
     spec = PATTERNS[args.pattern]
     parameters = dict(p.split("=", 1) for p in args.param)
-    with PatternClient(args.url, protocol=args.protocol) as client:
+    with PatternClient(args.url, protocol=args.protocol, trace=args.trace) as client:
         try:
             predictions = client.predict(args.pattern, _value(spec, args.value), args.model_version, args.model,
                                          parameters)
@@ -81,7 +81,16 @@ def cmd_serve(args) -> int:
             notes = [*notes, *gateway_notes]
         return serve(**where, metrics_port=args.metrics_port, grpc_tls=tls, env=env, notes=notes,
                      restrict_admin_apis=not args.open_admin_apis, model_repository=args.model_repository,
-                     project_backends=args.backends, server_venv=args.server_venv)
+                     project_backends=args.backends, server_venv=args.server_venv, trace=args.trace)
+
+
+def _trace_config(text: str):
+    from pattern_kernel.trace_config import TraceConfig
+
+    try:
+        return TraceConfig.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_seed_store(args) -> int:
@@ -215,6 +224,10 @@ def parser() -> argparse.ArgumentParser:
                        help="no admin key for the model-repository, shared-memory, logging and trace APIs, for "
                             "local tools that cannot send headers (model-analyzer); the server listens on "
                             "127.0.0.1 only (docs/tuning.md)")
+    serve.add_argument("--trace", default=None, type=_trace_config, metavar="SETTINGS",
+                       help="trace requests: rate=N (one in N; 1 every request), in triton mode to a file beside "
+                            "the log (file=PATH), or mode=opentelemetry,url=http://HOST:4318/v1/traces (OTLP/HTTP); "
+                            "also count=N, log_frequency=N, service=NAME (docs/patterns/monitoring.md)")
     serve.set_defaults(func=cmd_serve)
 
     predict = sub.add_parser(
@@ -228,6 +241,8 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default=None, help="another model of the same pattern (e.g. iris_cascade_degraded)")
     predict.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                          help="request parameter, e.g. user_id=u1 for canary/ab_test, target=v1 for route (repeatable)")
+    predict.add_argument("--trace", action="store_true",
+                         help="send a W3C traceparent; the answer's trace_id finds the request's spans (OpenTelemetry mode)")
     predict.set_defaults(func=cmd_predict)
 
     models = sub.add_parser("models", help="repository index: models, versions, readiness")
@@ -277,6 +292,8 @@ def parser() -> argparse.ArgumentParser:
     wait.add_argument("--redis", default=None, help="Redis URL for the notification (default $TRITON_PATTERNS_REDIS_URL)")
 
     _delegated(sub, "worker", "asynchronous pattern: run job workers until SIGTERM", "pattern_jobs.async_worker")
+    _delegated(sub, "trace", "one traced request: its waterfall (every model, queue, compute, nested under the step "
+                             "that called it) as text and PNG", "pattern_tools.trace")
     _delegated(sub, "check", "check the model repository statically (configs, files, references)", "pattern_tools.repo_check")
     _delegated(sub, "perf", "perf_analyzer on one model: input data, libraries and URL set up "
                             "(further arguments go to perf_analyzer)", "pattern_tools.perf")
