@@ -21,7 +21,8 @@ import redis
 from pattern_kernel.job_queue import GROUP, JobQueue
 
 # A consumer of the group counts as a live worker when Redis has seen it (a read, a claim, a
-# touch) this recently; workers read with a block of about a second, so a live one is seen often.
+# touch) this recently. Redis 7.0 (Debian 12's) counts a read only when it delivers: an idle
+# worker on an empty queue drops out after this; it is seen again with the first job it reads.
 WORKER_SEEN_MS = 60_000
 
 
