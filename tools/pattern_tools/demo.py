@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -210,6 +211,11 @@ def run_async_patterns(url: str, grpc_url: str, redis_url: str) -> bool:
         ok &= _job_row(table, "async (poison job)", "target iris_failing", "failed",
                        lambda: client.wait(poison, 30, redis_url))
         poison_error = client.result(poison).error
+        key = f"demo-{uuid.uuid4().hex[:12]}"  # a client's retry after a timeout: the same key, one job
+        first, retried = (client.submit(IRIS_SAMPLES[1][0], idempotency_key=key) for _ in range(2))
+        ok &= first == retried
+        console.print(f"idempotency key {key}: submitted twice, answered {first[:8]} and {retried[:8]}: "
+                      f"{'one job' if first == retried else 'TWO JOBS (wrong)'}")
         features, species = IRIS_SAMPLES[2]
         fast = client.time_difference(features)
         state_then = client.result(fast.job_id).status
