@@ -246,7 +246,7 @@ def plots(outcomes: list[Outcome], out: Path) -> list[Path]:
 
         rounds = [{"workers": p.concurrency, "mode": mode, "jobs_per_s": rate} for p in jobs
                   for mode, rate in (("drain", p.rows_per_s), ("live", p.extra["live_jobs_per_s"]))]
-        sync = max(jobs, key=lambda p: p.concurrency == 2).extra
+        sync = next((p for p in jobs if p.concurrency == 2), jobs[0]).extra  # the targets' reference
         made.append(async_plot({"async": rounds, "sync_rows_per_s": sync["sync_rows_per_s"],
                                 "concurrency": sync["concurrency"]}, out / "async_workers.png"))
     return made

@@ -39,6 +39,7 @@ import numpy as np
 import redis
 import triton_python_backend_utils as pb_utils
 
+from pattern_kernel.batching import request_batch_size
 from pattern_kernel.errors import InputError, StepError
 from pattern_kernel.job_queue import Submission, Submitted, check_idempotency_key, check_job_inputs, queue_for
 from pattern_kernel.pattern_model import PatternModel
@@ -103,9 +104,9 @@ class TritonPythonModel(PatternModel):
         for place, job, outcome in zip(places, jobs, submitted):
             if isinstance(outcome, Submitted):
                 counts[outcome.created, job.model] += 1
-                rows = len(next(iter(job.inputs.values()))) if self.config.batching else 1
-                outcome = {"JOB_ID": np.array([[outcome.job_id.encode()]] * rows, dtype=object).reshape(
-                    (rows, 1) if self.config.batching else (1,))}
+                job_id = np.array([outcome.job_id.encode()], dtype=object)
+                outcome = {"JOB_ID": np.tile(job_id, (request_batch_size(job.inputs), 1))
+                           if self.config.batching else job_id}
             answers[place] = outcome
         for (created, target), count in counts.items():  # a metric update is a call into Triton: once per batch
             (self.submitted if created else self.deduplicated).increment(count, target=target)

@@ -36,6 +36,7 @@ import redis
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from pattern_kernel.batching import request_batch_size
 from pattern_kernel.job_queue import Job, JobQueue, decide
 from pattern_kernel.redis_link import REDIS_URL_ENV
 from triton_patterns.credentials import authorize, grpc_client_options
@@ -166,7 +167,7 @@ class Worker:
         for (model, version, _), group in groups.items():
             limit, chunk, rows = self._max_batch_size(model, version) if len(group) > 1 else 0, [], 0
             for job in group:
-                size = _rows(job)
+                size = request_batch_size(job.inputs)
                 if chunk and (limit == 0 or rows + size > limit):
                     chunks.append(chunk)
                     chunk, rows = [], 0
@@ -225,7 +226,7 @@ class Worker:
             return {jobs[0].entry_id: (outputs, version, infer_ms)}
         answers, offset = {}, 0
         for job in jobs:
-            rows = _rows(job)
+            rows = request_batch_size(job.inputs)
             answers[job.entry_id] = ({n: a[offset:offset + rows] for n, a in outputs.items()}, version, infer_ms)
             offset += rows
         return answers
@@ -294,10 +295,6 @@ class _Outage(Exception):
 
 def _version(version: int) -> str:
     return "" if version is None or int(version) < 0 else str(version)
-
-
-def _rows(job: Job) -> int:
-    return len(next(iter(job.inputs.values()))) if job.inputs else 0
 
 
 def _merged(jobs: list[Job]) -> Job:

@@ -17,7 +17,8 @@ timeout, like the job of a worker that died. The end of a job (result, dead lett
 and notification) is one Lua script that does nothing but acknowledge once the job has ended,
 so a job completes exactly once in the result store however often it was delivered.
 Submits, starts and ends of many jobs go to Redis in one pipelined round trip each
-(`submit_many`, `start_many`, `finish_many`): the workers run what they read as batches.
+(`submit_many`, `start_many`, and `pipeline()` passed to `complete`/`fail`/`retry_later`): the
+workers run what they read as batches.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
+from pattern_kernel.batching import request_batch_size
 from pattern_kernel.cache_codec import cache_key, decode_outputs, encode_outputs
 from pattern_kernel.errors import InputError
 from pattern_kernel.validation import check_finite
@@ -292,7 +294,7 @@ class JobQueue:
         fingerprints = []
         for job in jobs:
             job_id = uuid.uuid4().hex
-            rows = len(next(iter(job.inputs.values()))) if job.inputs else 0
+            rows = request_batch_size(job.inputs)
             keys = [self.key(job_id), self.stream]
             fingerprint = ""
             if job.idempotency_key:
