@@ -38,7 +38,7 @@ import threading
 import time
 import urllib.request
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -59,11 +59,11 @@ from pattern_runtime.processes import (
     free_port,
     free_ports,
     http_status,
-    signal_name,
     tail,
     wait_for,
 )
 from pattern_runtime.stub_watchdog import StubWatchdog
+from pattern_runtime.supervision import ProcessDied, RestartPolicy
 from triton_patterns import paths
 from triton_patterns.credentials import admin_key_file, configured_admin_key
 
@@ -83,25 +83,10 @@ class TritonStartError(RuntimeError):
 
 
 @dataclass
-class ServerDied:
-    """A server process that ended without `stop()` having been called."""
+class ServerDied(ProcessDied):
+    """A tritonserver process that ended without `stop()` having been called."""
 
-    pid: int
-    returncode: int
-    description: str  # "killed by SIGSEGV", "exit code 1"
-    uptime_s: float
-    log_tail: str
-    restarting: bool
-    at: float = field(default_factory=time.time)
-
-    @property
-    def signal(self) -> str | None:
-        """Signal name (e.g. "SIGSEGV") if a signal ended it."""
-        return signal_name(-self.returncode) if self.returncode < 0 else None
-
-    def __str__(self) -> str:
-        then = "restarting" if self.restarting else "not restarting"
-        return f"tritonserver pid {self.pid} died ({self.description}) after {self.uptime_s:.1f}s; {then}"
+    name: str = "tritonserver"
 
 
 # --------------------------------------------------------------------------- the wheel's files
@@ -548,7 +533,7 @@ class TritonServer(_Endpoints):
 
         self.deaths: list[ServerDied] = []
         self.restarts = 0
-        self._quick_deaths = 0
+        self._restart_policy = RestartPolicy(max_restarts, restart_backoff)
         self._proc: ManagedProcess | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -777,7 +762,6 @@ class TritonServer(_Endpoints):
         died = ServerDied(
             pid=proc.pid,
             returncode=returncode,
-            description=describe_returncode(returncode),
             uptime_s=proc.uptime(),
             log_tail=proc.log_tail(LOG_TAIL_LINES),
             restarting=self.restart_on_death and self.restarts < self.max_restarts,
@@ -791,9 +775,8 @@ class TritonServer(_Endpoints):
                 LOG.exception("on_death callback failed")
 
     def _backoff(self, uptime: float) -> float:
-        """restart_backoff, doubled for each consecutive death within 30 s of a start (max 30 s)."""
-        self._quick_deaths = self._quick_deaths + 1 if uptime < 30 else 0
-        return min(self.restart_backoff * 2 ** max(0, self._quick_deaths - 1), 30.0)
+        """restart_backoff, doubled for each consecutive death soon after a start (`RestartPolicy`)."""
+        return self._restart_policy.next_backoff(uptime)
 
 
 # --------------------------------------------------------------------------- make serve

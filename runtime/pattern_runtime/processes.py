@@ -277,6 +277,11 @@ class LocalServer:
         return self._proc.pid if self._proc else None
 
     @property
+    def process(self) -> ManagedProcess | None:
+        """The process of the latest start (exited or not); None before a start and after stop()."""
+        return self._proc
+
+    @property
     def log_path(self) -> Path | None:
         return self.directory / self.log_name if self.directory else None
 
@@ -317,6 +322,18 @@ class LocalServer:
             self.stop(timeout=2)
             raise self.start_error(message)
         raise AssertionError("unreachable")
+
+    def restart(self):
+        """Start again after the process ended: the same port(s) and directory, so clients find it
+        where they did and it keeps its data (`pattern_runtime.supervision`)."""
+        if self._proc is not None:
+            self._proc.terminate(timeout=5)  # reaps it; SIGKILLs what is left of its process group
+        chosen = self._port_chosen
+        self._port_chosen = False  # the port is the one clients know now: never replaced
+        try:
+            return self.start()
+        finally:
+            self._port_chosen = chosen
 
     def stop(self, timeout: float = 10.0) -> None:
         """`_shutdown` (SIGTERM by default, SIGKILL after `timeout`) of the process it started;
