@@ -243,6 +243,7 @@ class LocalServer:
         self.binary = binary
         self._own_directory = directory is None
         self.directory = Path(directory) if directory else None
+        self.log_dir: Path | None = None  # where the log goes, when not in `directory` (a lasting log folder)
         self._proc: ManagedProcess | None = None
 
     def command(self) -> list[str]:  # pragma: no cover - subclasses
@@ -283,7 +284,8 @@ class LocalServer:
 
     @property
     def log_path(self) -> Path | None:
-        return self.directory / self.log_name if self.directory else None
+        folder = self.log_dir or self.directory
+        return Path(folder) / self.log_name if folder else None
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.is_running()

@@ -10,6 +10,7 @@ the environment for the server and the banner lines.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +20,18 @@ from pattern_kernel.redis_link import REDIS_URL_ENV
 from pattern_runtime.redis_server import RedisServer
 from triton_patterns.endpoints import DEFAULT_REDIS_PORT
 
+STATE_DIR_ENV = "TRITON_PATTERNS_STATE_DIR"
 SERVE_REDIS_MAXMEMORY = "256mb"
 # the data-cache configs' `store_path` (model_repository/digits_by_id*/config.pbtxt)
 DEFAULT_STORE = "/tmp/triton_patterns_data_store.sqlite"
+
+
+def default_state_dir() -> Path:
+    """Where `serve` keeps what must outlive it (the queue's Redis data, the logs):
+    $TRITON_PATTERNS_STATE_DIR, else $XDG_STATE_HOME/triton-patterns (~/.local/state/triton-patterns)."""
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV])
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "triton-patterns"
 
 
 def _port_taken(host: str, port: int) -> bool:
