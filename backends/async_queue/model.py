@@ -18,8 +18,9 @@ parameter `idempotency_key` (1-200 printable characters) makes a retry safe: a s
 with the same key to the same submit model within ttl_seconds answers the first job's id and
 queues nothing (INVALID_ARG if the key was used for other inputs or another target).
 result: JOB_ID [n] in; STATUS [n] (queued, running, done, failed) and RESULT [n] (JSON: outputs with dtype and shape, model
-version, attempts, timings, error). An unknown or expired job id is INVALID_ARG naming it;
-Redis unreachable is UNAVAILABLE.
+version, attempts, timings, error). A job id without a record is INVALID_ARG saying which: lost
+(younger than ttl_seconds: the job store lost it), expired, or unknown; Redis unreachable is
+UNAVAILABLE, and a full queue Redis (maxmemory, noeviction) refuses a submit as UNAVAILABLE saying so.
 Metrics: async_jobs_submitted_total{model, target} (jobs queued),
 async_jobs_deduplicated_total{model, target} (submits answered by an idempotency key's job).
 The result model owns its namespace's queue gauges (one result model per namespace;
@@ -41,7 +42,14 @@ import triton_python_backend_utils as pb_utils
 
 from pattern_kernel.batching import request_batch_size
 from pattern_kernel.errors import InputError, StepError
-from pattern_kernel.job_queue import Submission, Submitted, check_idempotency_key, check_job_inputs, queue_for
+from pattern_kernel.job_queue import (
+    Submission,
+    Submitted,
+    check_idempotency_key,
+    check_job_inputs,
+    missing_job,
+    queue_for,
+)
 from pattern_kernel.pattern_model import PatternModel
 from pattern_kernel.queue_metrics import QueuePoller, QueueStats, read_stats
 from pattern_kernel.validation import parse_targets, utf8_values
@@ -98,8 +106,9 @@ class TritonPythonModel(PatternModel):
         try:
             submitted = self.queue.submit_many(jobs) if jobs else []
         except redis.RedisError as exc:
-            submitted = [StepError("enqueue", job.model, job.version, f"the job queue (Redis) is unavailable: {exc}")
-                         for job in jobs]
+            problem = (f"the job queue is full (its Redis reached maxmemory; nothing accepted is evicted): job not "
+                       f"accepted, retry later" if isinstance(exc, redis.exceptions.OutOfMemoryError) else f"the job queue (Redis) is unavailable: {exc}")
+            submitted = [StepError("enqueue", job.model, job.version, problem) for job in jobs]
         counts: Counter = Counter()
         for place, job, outcome in zip(places, jobs, submitted):
             if isinstance(outcome, Submitted):
@@ -120,7 +129,7 @@ class TritonPythonModel(PatternModel):
             raise StepError("lookup", "redis", None, f"the job store (Redis) is unavailable: {exc}") from None
         for job_id, state in zip(ids, states):
             if state is None:
-                raise InputError("JOB_ID", f"no job {job_id!r} (unknown, or expired after ttl_seconds)")
+                raise InputError("JOB_ID", missing_job(job_id, self.queue.ttl))
         return {
             "STATUS": np.array([s.status.encode() for s in states], dtype=object),
             "RESULT": np.array([json.dumps(s.as_json()).encode() for s in states], dtype=object),

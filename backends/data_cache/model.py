@@ -5,7 +5,8 @@ Two variants (the seeds'): cache the input data, or also cache the preprocessed 
 Parameters (pattern_kernel.specs.data_cache):
   store_path          SQLite store (env TRITON_PATTERNS_DATA_STORE overrides; see
                       pattern_kernel.data_store)
-  redis_url           env TRITON_PATTERNS_REDIS_URL overrides; redis_timeout_ms (50)
+  redis_url           env TRITON_PATTERNS_CACHE_REDIS_URL, else TRITON_PATTERNS_REDIS_URL,
+                      overrides (the cache's Redis); redis_timeout_ms (50)
   ttl_seconds         lifetime of cached data (default 300; 0 turns the cache off: every read
                       goes to the store, for comparison); namespace (default "data")
   target_model, target_version, target_input   the model fed the raw data (input-data cache)
@@ -37,7 +38,7 @@ class TritonPythonModel(PatternModel):
 
     def setup(self, args):
         self.store = SQLiteStore(os.environ.get(DATA_STORE_ENV) or self.params["store_path"])
-        self.redis = connect(self.config)
+        self.redis = connect(self.config, cache=True)
         self.ttl = self.params["ttl_seconds"]
         self.outputs = [s.name for s in self.model_outputs]
         self.lookups = self.metrics("data_cache_lookups_total", "Data cache lookups in Redis by result (hit, miss, "

@@ -4,7 +4,8 @@ Parameters (pattern_kernel.specs.prediction_cache):
   target_model, target_version  the model behind the cache; the version must be explicit, so a
                                 new version (a config change) never gets the old one's answers
   redis_url                     default redis://127.0.0.1:6379/0; the environment variable
-                                TRITON_PATTERNS_REDIS_URL overrides it (the launcher sets it)
+                                TRITON_PATTERNS_CACHE_REDIS_URL, else TRITON_PATTERNS_REDIS_URL,
+                                overrides it (serve sets both: the cache's Redis is its own)
   ttl_seconds                   lifetime of a cached answer (default 300)
   namespace                     key prefix (default "prediction")
   redis_timeout_ms              socket timeout; Redis being down costs at most this (default 50)
@@ -38,7 +39,7 @@ class TritonPythonModel(PatternModel):
                 f"model '{self.config.name}': target_version must be an explicit version number, so "
                 "that a new version never gets the old one's cached answers"
             )
-        self.redis = connect(self.config)
+        self.redis = connect(self.config, cache=True)
         self.outputs = [s.name for s in self.model_outputs]
         self.lookups = self.metrics("prediction_cache_requests_total",
                                     "Prediction cache lookups by result (hit, miss, error)", target=self.target)

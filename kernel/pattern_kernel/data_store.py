@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Protocol
+from typing import Iterable, Protocol
 
 # The environment variable through which a server's backends find the store.
 DATA_STORE_ENV = "TRITON_PATTERNS_DATA_STORE"
@@ -39,6 +39,11 @@ class SQLiteStore:
     def put(self, record_id: str, kind: str, data: bytes) -> None:
         self._db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (record_id, kind, data))
         self._db.commit()
+
+    def put_many(self, records: Iterable[tuple[str, str, bytes]]) -> None:
+        """(id, kind, data) records in one transaction: all of them or none."""
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", records)
 
     def count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0]

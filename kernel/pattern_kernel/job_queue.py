@@ -11,6 +11,9 @@ Keys, under a namespace (default "async"):
                    inputs (enough to inspect or replay them)
   <ns>:idem:<submitter>:<key>  a client's idempotency key: the first job's id and a fingerprint
                    of its request, for `ttl` seconds; a second submit with the key gets that id
+A job id is 32 hex digits: its creation time in milliseconds (12) and 80 random bits, so a
+missing record can be told apart: younger than `ttl` it was lost (the store lost its data), older
+it expired (`missing_job`).
 States: queued -> running -> done | failed. A retryable failure puts a job back to queued with
 its error; it stays in the stream's pending list and is reclaimed (XAUTOCLAIM) after the idle
 timeout, like the job of a worker that died. The end of a job (result, dead letter, XACK, XDEL
@@ -24,8 +27,8 @@ workers run what they read as batches.
 from __future__ import annotations
 
 import json
+import secrets
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -59,8 +62,12 @@ redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[3], 'model', ARGV[4], 'version',
 return 0
 """
 
+# A job accepted must be able to end when the Redis is full (maxmemory, noeviction: only submits
+# are refused then), so the scripts that start and end jobs may write past maxmemory (Redis 7.0+).
+_ALLOW_OOM = "#!lua flags=allow-oom\n"
+
 # KEYS[1] job hash. ARGV: ttl, then field/value pairs. Returns 0 when the job already ended.
-_START = """
+_START = _ALLOW_OOM + """
 local s = redis.call('HGET', KEYS[1], 'status')
 if s == 'done' or s == 'failed' then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
@@ -71,7 +78,7 @@ return 1
 # KEYS: job hash, jobs stream, dead-letter stream. ARGV: group, entry id, ttl, message, n (the
 # number of hash field/value arguments), the n hash arguments, then the dead-letter entry's
 # field/value pairs (none: no dead letter). Writes the end once; always acknowledges the entry.
-_FINISH = """
+_FINISH = _ALLOW_OOM + """
 local s = redis.call('HGET', KEYS[1], 'status')
 local wrote = 0
 if s ~= 'done' and s ~= 'failed' then
@@ -87,6 +94,39 @@ redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[2])
 return wrote
 """
+
+
+ID_TIME_DIGITS = 12
+
+
+def new_job_id(now: float | None = None) -> str:
+    """Creation time in ms (12 hex digits) then 80 random bits (20 hex digits)."""
+    millis = int((time.time() if now is None else now) * 1000)
+    return f"{millis:0{ID_TIME_DIGITS}x}{secrets.token_hex(10)}"
+
+
+def job_created(job_id: str) -> float | None:
+    """When a job id of `new_job_id` was made (epoch seconds); None for any other text."""
+    if len(job_id) != 32 or any(c not in "0123456789abcdef" for c in job_id):
+        return None
+    return int(job_id[:ID_TIME_DIGITS], 16) / 1000
+
+
+CLOCK_SKEW_S = 60.0  # an id from a host whose clock is ahead by less than this is still believed
+
+
+def missing_job(job_id: str, ttl_seconds: int, now: float | None = None) -> str:
+    """What to say of a job id without a record: lost (created within `ttl_seconds`: the job
+    store lost it), expired (created longer ago), or unknown (no id this queue makes)."""
+    created = job_created(job_id)
+    age = (time.time() if now is None else now) - created if created is not None else None
+    if age is None or age < -CLOCK_SKEW_S:
+        return f"no job {job_id!r}: unknown (not an id this queue made)"
+    if age < ttl_seconds:
+        return (f"job {job_id!r} was lost: created {max(age, 0):.0f} s ago, within ttl_seconds ({ttl_seconds}), "
+                f"but its record is gone (the job store lost its data)")
+    return f"no job {job_id!r}: expired (created {age:.0f} s ago; a job is kept ttl_seconds ({ttl_seconds}) " \
+           f"after its last change)"
 
 
 @dataclass(frozen=True)
@@ -293,7 +333,7 @@ class JobQueue:
         pipe = self.pipeline()
         fingerprints = []
         for job in jobs:
-            job_id = uuid.uuid4().hex
+            job_id = new_job_id()
             rows = request_batch_size(job.inputs)
             keys = [self.key(job_id), self.stream]
             fingerprint = ""

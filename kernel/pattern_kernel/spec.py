@@ -152,11 +152,21 @@ class BackendSpec:
         return {p.name: p.shown_default() for p in self.parameters if p.template}
 
 
-# Parameters several backends share, by the kernel helper that reads them.
+# Parameters several backends share, by the kernel helper that reads them (redis_link.connect).
+REDIS_TIMEOUT = Parameter("redis_timeout_ms", "float", 50, "socket timeout: Redis being down costs a request at "
+                                                           "most this", min=0)
 REDIS = (
     Parameter("redis_url", default="redis://127.0.0.1:6379/0",
-              doc="Redis; the environment variable TRITON_PATTERNS_REDIS_URL overrides it"),
-    Parameter("redis_timeout_ms", "float", 50, "socket timeout: Redis being down costs a request at most this", min=0),
+              doc="the queue's Redis (kept, never evicted); the environment variable TRITON_PATTERNS_REDIS_URL "
+                  "overrides it"),
+    REDIS_TIMEOUT,
+)
+# The caches' Redis: only keys that may be evicted (redis_link.connect(config, cache=True)).
+CACHE_REDIS = (
+    Parameter("redis_url", default="redis://127.0.0.1:6379/0",
+              doc="the cache's Redis (evictable keys only); the environment variable "
+                  "TRITON_PATTERNS_CACHE_REDIS_URL, else TRITON_PATTERNS_REDIS_URL, overrides it"),
+    REDIS_TIMEOUT,
 )
 
 

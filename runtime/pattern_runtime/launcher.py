@@ -54,6 +54,7 @@ from pattern_kernel.server_command import (
 )
 from pattern_runtime.gateway import is_loopback
 from pattern_runtime.processes import (
+    LocalServer,
     ManagedProcess,
     describe_returncode,
     free_port,
@@ -63,7 +64,7 @@ from pattern_runtime.processes import (
     wait_for,
 )
 from pattern_runtime.stub_watchdog import StubWatchdog
-from pattern_runtime.supervision import ProcessDied, RestartPolicy
+from pattern_runtime.supervision import ProcessDied, RestartPolicy, Supervisor
 from triton_patterns import paths
 from triton_patterns.credentials import admin_key_file, configured_admin_key
 
@@ -782,11 +783,14 @@ class TritonServer(_Endpoints):
 # --------------------------------------------------------------------------- make serve
 
 
-def serve(wait_models: Iterable[str] = (), notes: Sequence[str] = (), **kwargs: Any) -> int:
+def serve(wait_models: Iterable[str] = (), notes: Sequence[str] = (), servers: Sequence[LocalServer] = (),
+          **kwargs: Any) -> int:
     """Run the embedded server, supervised, until SIGINT/SIGTERM; then stop it cleanly.
 
     Prints the URLs, `notes` (lines on what runs beside it, e.g. Redis) and the model index. Returns 0 after a requested stop, 1 if the server
     died and could not be restarted. TritonStartError propagates when the first start fails.
+    `servers` (started by the caller, e.g. the Redis of `services.serve_services`) are supervised
+    from this loop: one that dies is restarted on its port with its data; the caller stops them.
     """
     kwargs.setdefault("restart_on_death", True)
     kwargs.setdefault("max_restarts", 20)
@@ -796,6 +800,9 @@ def serve(wait_models: Iterable[str] = (), notes: Sequence[str] = (), **kwargs: 
                          "they load and run model code")
     server = TritonServer(**kwargs)
     watchdog = None
+    supervisor = Supervisor()
+    for local in servers:
+        supervisor.watch(local)
     stop_requested = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop_requested.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -804,13 +811,15 @@ def serve(wait_models: Iterable[str] = (), notes: Sequence[str] = (), **kwargs: 
         if server.model_control_mode == "explicit":  # a model whose Python stub dies is reloaded
             watchdog = StubWatchdog(server).start()
         _print_banner(server, notes)
-        while not stop_requested.wait(0.5):
+        while not stop_requested.wait(0.2):
+            supervisor.poll()
             if server.gave_up:
                 print(f"tritonserver gave up after {server.restarts} restarts: {server.deaths[-1]}", file=sys.stderr)
                 return 1
         print("stopping tritonserver ...", flush=True)
         return 0
     finally:
+        supervisor.forget_all()  # their stop (the caller's) is no death
         if watchdog is not None:
             watchdog.stop()
         server.stop()

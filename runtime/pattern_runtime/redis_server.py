@@ -13,6 +13,7 @@ from typing import Sequence
 from pattern_runtime.processes import LocalServer
 
 LOG_TAIL_LINES = 40
+APPENDFSYNC = ("everysec", "always")  # "no" (the OS decides when) is left out: no bound on what a crash loses
 
 
 class RedisStartError(RuntimeError):
@@ -22,8 +23,10 @@ class RedisStartError(RuntimeError):
 class RedisServer(LocalServer):
     """A `redis-server` child process in its own directory; only what it started is stopped.
 
-    No persistence by default (`--save ""`, `--appendonly no`); `maxmemory` (bytes or
-    "64mb") and `maxmemory_policy` (e.g. "allkeys-lru") are passed through when given.
+    No persistence by default (`--save ""`, `--appendonly no`); `appendfsync` ("everysec" or
+    "always") turns on the append-only file (no RDB snapshots) in `directory`, which then keeps
+    the data across restarts; `maxmemory` (bytes or "64mb") and `maxmemory_policy` (e.g.
+    "allkeys-lru", "noeviction") are passed through when given.
     """
 
     name = "redis-server"
@@ -40,6 +43,7 @@ class RedisServer(LocalServer):
         maxmemory: int | str | None = None,
         maxmemory_policy: str | None = None,
         persistence: bool = False,
+        appendfsync: str | None = None,
         extra_args: Sequence[str] = (),
         directory: Path | str | None = None,
         startup_timeout: float = 30.0,
@@ -48,7 +52,10 @@ class RedisServer(LocalServer):
         super().__init__(port, host, directory, startup_timeout, binary)
         self.maxmemory = maxmemory
         self.maxmemory_policy = maxmemory_policy
-        self.persistence = persistence
+        if appendfsync not in (None, *APPENDFSYNC):
+            raise ValueError(f"appendfsync: expected one of {', '.join(APPENDFSYNC)}, got {appendfsync!r}")
+        self.persistence = persistence or appendfsync is not None
+        self.appendfsync = appendfsync
         self.extra_args = list(extra_args)
 
     # -- what is run
@@ -62,7 +69,9 @@ class RedisServer(LocalServer):
             "--daemonize", "no",
             "--protected-mode", "yes",
         ]
-        if not self.persistence:
+        if self.appendfsync:
+            args += ["--save", "", "--appendonly", "yes", "--appendfsync", self.appendfsync]
+        elif not self.persistence:
             args += ["--save", "", "--appendonly", "no"]
         if self.maxmemory is not None:
             args += ["--maxmemory", str(self.maxmemory)]

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 from pattern_runtime.gateway import DEFAULT_BODY_LIMIT, DEFAULT_BURST, DEFAULT_RATE
-from pattern_runtime.services import DEFAULT_STORE
+from pattern_kernel.redis_link import CACHE_REDIS_URL_ENV
+from pattern_runtime.redis_server import APPENDFSYNC
+from pattern_runtime.services import CACHE_MAXMEMORY, DEFAULT_APPENDFSYNC, DEFAULT_STORE, QUEUE_MAXMEMORY
 from triton_patterns import paths
 from triton_patterns.endpoints import DEFAULT_REDIS_PORT, REDIS_URL_ENV, metrics_url, server_url
 from triton_patterns.patterns import PATTERNS
@@ -59,7 +61,7 @@ def cmd_serve(args) -> int:
     from pattern_kernel.access import GrpcTls
     from pattern_runtime.gateway import GatewayTls, is_loopback, serve_gateway
     from pattern_runtime.launcher import serve
-    from pattern_runtime.services import serve_services
+    from pattern_runtime.services import RedisSettings, serve_services
 
     tls = None
     if args.grpc_tls_cert or args.grpc_tls_key:
@@ -71,7 +73,10 @@ def cmd_serve(args) -> int:
         raise SystemExit("serve: --tls-cert and --tls-key go together")
     gateway = args.gateway or bool(args.tls_cert) or not is_loopback(args.host)
     with contextlib.ExitStack() as stack:
-        env, notes = stack.enter_context(serve_services(args.redis_url, args.redis_port, args.data_store))
+        parts = stack.enter_context(serve_services(
+            args.redis_url, args.redis_port, args.data_store, args.cache_redis_url,
+            RedisSettings(args.data_dir, args.appendfsync, args.redis_maxmemory, args.cache_maxmemory)))
+        notes = parts.notes
         where = {"host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port}
         if gateway:
             gateway_tls = GatewayTls(Path(args.tls_cert), Path(args.tls_key)) if args.tls_cert else None
@@ -79,7 +84,8 @@ def cmd_serve(args) -> int:
                 args.host, args.http_port, args.grpc_port, gateway_tls, rate=args.rate, burst=args.burst,
                 body_limit=args.body_limit))
             notes = [*notes, *gateway_notes]
-        return serve(**where, metrics_port=args.metrics_port, grpc_tls=tls, env=env, notes=notes,
+        return serve(**where, metrics_port=args.metrics_port, grpc_tls=tls, env=parts.env, notes=notes,
+                     servers=parts.servers, load_models=args.load_model or None,
                      restrict_admin_apis=not args.open_admin_apis, model_repository=args.model_repository,
                      project_backends=args.backends, server_venv=args.server_venv, trace=args.trace)
 
@@ -218,6 +224,21 @@ def parser() -> argparse.ArgumentParser:
                        help=f"use this Redis (default ${REDIS_URL_ENV}; unset: start redis-server on --redis-port)")
     serve.add_argument("--redis-port", type=int, default=DEFAULT_REDIS_PORT,
                        help="port of the embedded redis-server (default %(default)s; 0: a free port)")
+    serve.add_argument("--cache-redis-url", default=os.environ.get(CACHE_REDIS_URL_ENV) or None,
+                       help=f"the caches' Redis (default ${CACHE_REDIS_URL_ENV}; unset: --redis-url if given, "
+                            "else a redis-server of its own on a free port)")
+    serve.add_argument("--data-dir", default=None,
+                       help="the queue's Redis data (append-only file), kept across restarts (default "
+                            "$TRITON_PATTERNS_STATE_DIR/redis, else ~/.local/state/triton-patterns/redis)")
+    serve.add_argument("--appendfsync", default=DEFAULT_APPENDFSYNC, choices=APPENDFSYNC,
+                       help="the queue's Redis flushes its file to disk every second (default: a power cut loses "
+                            "up to ~1 s of jobs) or on every write (always: slower, loses none; docs/reliability.md)")
+    serve.add_argument("--redis-maxmemory", default=QUEUE_MAXMEMORY,
+                       help="the queue's Redis memory; when full, submits are refused (default %(default)s)")
+    serve.add_argument("--cache-maxmemory", default=CACHE_MAXMEMORY,
+                       help="the caches' Redis memory; when full, the least recently used keys go (default %(default)s)")
+    serve.add_argument("--load-model", action="append", metavar="NAME",
+                       help="load only this model (repeat for more; default: every model of the repository)")
     serve.add_argument("--data-store", default=DEFAULT_STORE,
                        help="the data cache's SQLite store, seeded when empty (default %(default)s)")
     serve.add_argument("--open-admin-apis", action="store_true",

@@ -1,6 +1,6 @@
 """The prediction_cache backend: answers to repeated inputs from Redis."""
 
-from pattern_kernel.spec import LABELS, REDIS, BackendSpec, Output, Parameter, Reference, model_parameters
+from pattern_kernel.spec import CACHE_REDIS, LABELS, BackendSpec, Output, Parameter, Reference, model_parameters
 
 SPEC = BackendSpec(
     "prediction_cache",
@@ -13,7 +13,7 @@ SPEC = BackendSpec(
         Parameter("ttl_seconds", "int", 300, "lifetime of a cached answer", min=1, template=True),
         Parameter("namespace", default="prediction", doc="key prefix", template=True),
         LABELS,
-        *REDIS,
+        *CACHE_REDIS,
     ),
     extra_outputs=(Output("CACHE_HIT", "TYPE_BOOL", (1,), "whether the answer came from the cache"),),
     references=(Reference("target_model", version="target_version"),),
