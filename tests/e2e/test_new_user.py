@@ -1,5 +1,6 @@
 """What a new user runs, run for real (issue 13, section 4): `triton-patterns serve` as a
-subprocess on free ports (with the embedded Redis it starts and the data store it seeds), every
+subprocess on free ports (with the embedded Redis it starts, its data in the test's folder, and
+the data store it seeds), every
 command of the fenced shell blocks in README.md and docs/patterns/*.md against it, `triton-patterns
 perf`, and SIGTERM stopping the server and its Redis.
 
@@ -94,19 +95,35 @@ class Served:
                     "TRITON_PATTERNS_METRICS_URL": f"127.0.0.1:{self.metrics}",
                     "TRITON_PATTERNS_REDIS_URL": f"redis://127.0.0.1:{self.redis}/0",
                     "TRITON_PATTERNS_BATCH_DB": f"sqlite:///{tmp / 'batch.sqlite'}"}
-        serve_env = {k: v for k, v in self.env.items() if k != "TRITON_PATTERNS_REDIS_URL"}  # its own Redis
+        self.argv = [str(VENV_BIN / "triton-patterns"), "serve", "--http-port", str(self.http), "--grpc-port",
+                     str(self.grpc), "--metrics-port", str(self.metrics), "--redis-port", str(self.redis),
+                     "--data-store", str(tmp / "store.sqlite"), "--data-dir", str(tmp / "redis-data"), *serve_args]
         self.log = tmp / "serve.log"
-        self.proc = subprocess.Popen(
-            [str(VENV_BIN / "triton-patterns"), "serve", "--http-port", str(self.http), "--grpc-port",
-             str(self.grpc), "--metrics-port", str(self.metrics), "--redis-port", str(self.redis),
-             "--data-store", str(tmp / "store.sqlite"), *serve_args],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=serve_env, cwd=paths.PROJECT_ROOT)
         self.worker = None
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        """The serve command (again, after a stop: the same ports and data folder); its output
+        appended to `log`, the start's offset kept for `banner`."""
+        serve_env = {k: v for k, v in self.env.items() if k != "TRITON_PATTERNS_REDIS_URL"}  # its own Redis
+        self._banner_at = self.log.stat().st_size if self.log.exists() else 0
+        return subprocess.Popen(self.argv, stdout=self.log.open("a"), stderr=subprocess.STDOUT, env=serve_env,
+                                cwd=paths.PROJECT_ROOT)
 
     def banner(self) -> str:
-        return self.log.read_text()
+        """What the latest start printed."""
+        with self.log.open() as log:
+            log.seek(self._banner_at)
+            return log.read()
 
-    def wait_ready(self) -> None:
+    def restart(self) -> None:
+        """SIGTERM serve, then the same command again, waited for."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(120) == 0, self.banner()[-3000:]
+        self.proc = self._start()
+        self.wait_ready(worker=False)
+
+    def wait_ready(self, worker: bool = True) -> None:
         started = time.monotonic()
         while "Ctrl-C to stop" not in self.banner():
             if self.proc.poll() is not None:
@@ -114,6 +131,8 @@ class Served:
             if time.monotonic() - started > START_DEADLINE_S:
                 pytest.fail(f"triton-patterns serve not ready after {START_DEADLINE_S} s:\n{self.banner()[-3000:]}")
             time.sleep(0.5)
+        if not worker:
+            return
         self.worker = subprocess.Popen([str(VENV_BIN / "triton-patterns"), "worker", "--processes", "1"],
                                        stdout=(self.tmp / "worker.log").open("w"), stderr=subprocess.STDOUT,
                                        env=self.env, cwd=paths.PROJECT_ROOT)
