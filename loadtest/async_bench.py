@@ -14,6 +14,14 @@ meanwhile: first submit to last done). Then, with `latency_workers` workers and 
 running, `latency_jobs` jobs one at a time: submit to the job's end notification (Redis pub/sub),
 beside the synchronous call's latency on the same rows. Every answer is checked against the
 synchronous one. Prints a table, writes JSON and a plot of jobs/s against workers (--out).
+
+    python -m loadtest.async_bench --appendfsync everysec,always   # the queue Redis' fsync policy
+
+`measure_fsync(...)`: the queue's Redis with its append-only file on, each `appendfsync` setting
+in turn (CONFIG SET, the same Redis and tritonserver, `rounds` rounds interleaved): submits per
+second at c=`concurrency` with no worker (every submit acknowledged), the submit's latency one at
+a time, and jobs/s end to end with `workers` workers ("live"), after a warm-up that is not counted. Writes fsync.json and
+fsync.md (--out).
 """
 
 from __future__ import annotations
@@ -195,6 +203,79 @@ def measure_async(
             "sync_p50_ms": reference.p50_ms, "async": rounds, "latency": latency}
 
 
+def _submit_latency(grpc_url: str, rows: np.ndarray, jobs: int) -> list[float]:
+    """Milliseconds of each of `jobs` submits made one at a time (the job acknowledged by Redis)."""
+    times = []
+    with PatternClient(grpc_url, "grpc") as client:
+        for i in range(jobs):
+            start = time.perf_counter()
+            client.submit(rows[i % len(rows)], model=SUBMIT_MODEL)
+            times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def _aof_on(client: redis.Redis) -> None:
+    if client.config_get("appendonly")["appendonly"] != "yes":
+        client.config_set("appendonly", "yes")  # Redis writes the file's base first
+    if not wait_for(lambda: int(client.info("persistence")["aof_rewrite_in_progress"]) == 0, 60, interval=0.1):
+        raise RuntimeError("the append-only file's first rewrite did not end within 60 s")
+
+
+def measure_fsync(grpc_url: str, redis_url: str, settings: tuple[str, ...] = ("everysec", "always"),
+                  jobs: int = 2000, concurrency: int = 32, latency_jobs: int = 300, workers: int = 2,
+                  rounds: int = 2, timeout_s: float = 300.0, log_dir: Path | None = None) -> dict:
+    """See the module docstring; every row of every round, for `fsync_table`."""
+    rows = iris_rows(jobs)
+    client = redis.Redis.from_url(redis_url)
+    queue = JobQueue(client, "async")
+    queue.ensure_group()
+    _aof_on(client)
+    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="async-fsync-"))
+    _, labels = asyncio.run(_reference(grpc_url, rows, concurrency, 1.0))
+    asyncio.run(_submit_all(grpc_url, rows[:500], concurrency))  # warm-up (first calls, the batcher): not counted
+    client.delete(queue.stream)
+    queue.ensure_group()
+    results = []
+    for round_ in range(1, rounds + 1):
+        for setting in settings:
+            client.config_set("appendfsync", setting)
+            ids, began, ended = asyncio.run(_submit_all(grpc_url, rows, concurrency))
+            acknowledged = sum(s is not None for s in queue.states(ids))
+            client.delete(queue.stream)
+            queue.ensure_group()
+            latency = _submit_latency(grpc_url, rows, latency_jobs)
+            client.delete(queue.stream)
+            queue.ensure_group()
+            live = _round(workers, "live", grpc_url, redis_url, rows, labels, concurrency, log_dir, timeout_s)
+            results.append({"appendfsync": setting, "round": round_, "jobs": jobs, "acknowledged": acknowledged,
+                            "submit_per_s": jobs / (ended - began),
+                            "submit_p50_ms": _percentile(latency, 50), "submit_p99_ms": _percentile(latency, 99),
+                            "workers": workers, "jobs_per_s": live["jobs_per_s"], "done": live["done"],
+                            "wrong": live["wrong"]})
+    client.config_set("appendfsync", settings[0])
+    return {"concurrency": concurrency, "latency_jobs": latency_jobs, "rounds": results}
+
+
+def fsync_table(report: dict) -> str:
+    lines = [f"| appendfsync | round | submits/s, c={report['concurrency']}, no worker | submit p50 ms, c=1 | "
+             f"submit p99 ms, c=1 | jobs/s end to end (live) | done | wrong |", "|---|---|---|---|---|---|---|---|"]
+    for r in report["rounds"]:
+        lines.append(f"| {r['appendfsync']} | {r['round']} | {r['submit_per_s']:,.0f} | {r['submit_p50_ms']:.2f} | "
+                     f"{r['submit_p99_ms']:.2f} | {r['jobs_per_s']:,.0f} ({r['workers']} workers) | "
+                     f"{r['done']}/{r['jobs']} | {r['wrong']} |")
+    by = {}
+    for r in report["rounds"]:
+        by.setdefault(r["appendfsync"], []).append(r)
+    if {"everysec", "always"} <= set(by):
+        mean = {k: {f: float(np.mean([r[f] for r in v])) for f in ("submit_per_s", "submit_p50_ms", "jobs_per_s")}
+                for k, v in by.items()}
+        lines.append(f"\nalways / everysec (means over the rounds): submits/s "
+                     f"{mean['always']['submit_per_s'] / mean['everysec']['submit_per_s']:.2f}x, submit p50 "
+                     f"{mean['always']['submit_p50_ms'] / mean['everysec']['submit_p50_ms']:.2f}x, jobs/s "
+                     f"{mean['always']['jobs_per_s'] / mean['everysec']['jobs_per_s']:.2f}x")
+    return "\n".join(lines)
+
+
 def table(report: dict) -> str:
     sync = report["sync_rows_per_s"]
     lines = [
@@ -255,7 +336,12 @@ def main(argv=None) -> int:
     p.add_argument("--grpc-url", default=None, help="gRPC address of a running server (default: start one)")
     p.add_argument("--redis", default=None, help="Redis URL the running server uses")
     p.add_argument("--out", type=Path, default=Path("reports/bench/async"), help="JSON and plot directory")
+    p.add_argument("--appendfsync", default=None, metavar="SETTINGS",
+                   help="instead: compare these appendfsync settings of the queue's Redis (e.g. everysec,always)")
+    p.add_argument("--rounds", type=int, default=2, help="with --appendfsync: rounds of every setting, interleaved")
     args = p.parse_args(argv)
+    if args.appendfsync:
+        return _fsync_main(args)
     counts = tuple(int(x) for x in args.workers.split(","))
     options = {"jobs": args.jobs, "concurrency": args.concurrency, "latency_jobs": args.latency_jobs}
     if args.grpc_url:
@@ -271,6 +357,28 @@ def main(argv=None) -> int:
     print(f"wrote {args.out / 'async.json'} and {plot(report, args.out / 'async_workers.png')}")
     ok = all(r["done"] == r["jobs"] and r["wrong"] == 0 for r in report["async"])
     return 0 if ok and not (report["latency"] or {}).get("wrong") else 1
+
+
+def _fsync_main(args) -> int:
+    settings = tuple(args.appendfsync.split(","))
+    options = {"settings": settings, "jobs": args.jobs, "concurrency": args.concurrency,
+               "latency_jobs": args.latency_jobs or 300, "workers": int(args.workers.split(",")[-1]),
+               "rounds": args.rounds}
+    if args.grpc_url:
+        report = measure_fsync(args.grpc_url, args.redis, **options)
+    else:
+        from pattern_runtime.stack import Stack
+
+        with Stack(redis_maxmemory=None, redis_policy=None, seed_digits=None,
+                   load_models=[TARGET, SUBMIT_MODEL, "async_result"]) as stack:
+            report = measure_fsync(stack.grpc_url, stack.redis_url, **options)
+    text = fsync_table(report)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "fsync.json").write_text(json.dumps(report, indent=2))
+    (args.out / "fsync.md").write_text(text + "\n")
+    print(f"wrote {args.out / 'fsync.json'} and {args.out / 'fsync.md'}")
+    return 0 if all(r["acknowledged"] == r["jobs"] == r["done"] and r["wrong"] == 0 for r in report["rounds"]) else 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 `DataStore` is the interface a backend reads through; `SQLiteStore` is the default
 implementation (any store with `get`/`put` can be plugged in). Seeding it is the runtime's
-(`pattern_runtime.services.seed_store`, `triton-patterns seed-store PATH`).
+(`pattern_runtime.seeding`, `triton-patterns seed-store PATH`).
 """
 
 from __future__ import annotations

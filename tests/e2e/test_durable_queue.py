@@ -5,14 +5,17 @@ the models these tests call, a small cache Redis) is shared by the tests, in ord
 submits JOBS jobs through the SDK with no worker running, does one thing to the stack (kill -9 of
 the queue's redis-server, kill -9 of tritonserver, a restart of serve, cache writes far beyond
 the cache Redis' maxmemory), then runs a worker: every job must be there and end `done` exactly
-once (`completions`, written by the job's end script)."""
+once (`completions`, written by the job's end script). What was measured (jobs kept, seconds
+until the part was back) is written to reports/durability.json (docs/reliability.md)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
+import time
 
 import numpy as np
 import psutil
@@ -24,6 +27,7 @@ from pattern_jobs.async_worker import worker_command
 from pattern_kernel.job_queue import JobQueue
 from pattern_runtime.processes import ManagedProcess, http_status, wait_for
 from test_new_user import Served
+from triton_patterns import paths
 from triton_patterns.client import PatternClient, PatternError
 
 pytestmark = pytest.mark.e2e
@@ -32,6 +36,9 @@ JOBS = 50
 MODELS = ("iris", "iris_async_submit", "async_result", "iris_cached_v1")
 CACHE_MAXMEMORY_MB = 4
 ROW = [6.7, 3.0, 5.2, 2.3]  # virginica
+
+
+MEASURED: list[dict] = []
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +50,9 @@ def served(tmp_path_factory):
         yield stack
     finally:
         stack.stop()
+        if MEASURED:
+            paths.REPORTS.mkdir(exist_ok=True)
+            (paths.REPORTS / "durability.json").write_text(json.dumps(MEASURED, indent=1))
 
 
 def _queue(served: Served) -> JobQueue:
@@ -63,8 +73,9 @@ def _submit(served: Served) -> list[str]:
     return ids
 
 
-def _complete_exactly_once(served: Served, ids: list[str], tmp_path) -> None:
-    """A worker runs the jobs; each is `done` (virginica) and ended once; the stream is left empty."""
+def _complete_exactly_once(served: Served, ids: list[str], tmp_path, fault: str, back_s: float | None) -> None:
+    """A worker runs the jobs; each is `done` (virginica) and ended once; the stream is left empty.
+    `back_s`: seconds from the fault until the part was back, recorded with the count."""
     queue = _queue(served)
     worker = ManagedProcess(worker_command("after-fault", f"127.0.0.1:{served.grpc}", queue_url(served),
                                            "--block-ms", "200", "--idle-timeout-ms", "2000"), tmp_path / "worker.log")
@@ -75,6 +86,8 @@ def _complete_exactly_once(served: Served, ids: list[str], tmp_path) -> None:
                           f"{sum(s is None for s in states)} gone; worker log:\n{worker.log_tail()}")
     finally:
         worker.terminate(timeout=15)
+    MEASURED.append({"fault": fault, "jobs": JOBS, "done_once": sum((s.status, s.completions) == ("done", 1)
+                                                                     for s in states), "back_s": back_s})
     assert [(s.status, s.completions) for s in states] == [("done", 1)] * JOBS
     assert {int(s.outputs["LABEL"].reshape(-1)[0]) for s in states} == {2}
     assert queue.depth()["stream"] == 0
@@ -105,28 +118,33 @@ def test_a_killed_queue_redis_is_restarted_on_its_port_with_every_job(served, tm
     ids = _submit(served)
     pid = _redis_pid(queue_url(served))
     os.kill(pid, signal.SIGKILL)
-    assert wait_for(lambda: _redis_pid(queue_url(served)) not in (None, pid), 20, interval=0.1), \
+    killed = time.monotonic()
+    assert wait_for(lambda: _redis_pid(queue_url(served)) not in (None, pid), 20, interval=0.05), \
         f"the queue's Redis was not restarted on port {served.redis}:\n{served.banner()[-3000:]}"
+    back_s = time.monotonic() - killed
     assert wait_for(lambda: f"redis-server pid {pid} died (killed by SIGKILL)" in served.banner(), 5), \
         served.banner()[-3000:]
     with PatternClient(f"127.0.0.1:{served.http}") as client:
         assert client.result(ids[0]).status == "queued"  # through the models, on the restarted Redis
-    _complete_exactly_once(served, ids, tmp_path)
+    _complete_exactly_once(served, ids, tmp_path, "kill -9 of the queue's redis-server", back_s)
 
 
 def test_a_killed_tritonserver_loses_no_job(served, tmp_path):
     ids = _submit(served)
     pid = _tritonserver_pid(served)
     os.kill(pid, signal.SIGKILL)
-    assert wait_for(lambda: _tritonserver_pid(served) not in (None, pid) and _ready(served), 180, interval=0.5), \
+    killed = time.monotonic()
+    assert wait_for(lambda: _tritonserver_pid(served) not in (None, pid) and _ready(served), 180, interval=0.2), \
         served.banner()[-3000:]
-    _complete_exactly_once(served, ids, tmp_path)
+    _complete_exactly_once(served, ids, tmp_path, "kill -9 of tritonserver", time.monotonic() - killed)
 
 
 def test_a_restart_of_serve_loses_no_job(served, tmp_path):
     ids = _submit(served)
+    began = time.monotonic()
     served.restart()
-    _complete_exactly_once(served, ids, tmp_path)
+    _complete_exactly_once(served, ids, tmp_path, "restart of serve (SIGTERM, the same command)",
+                           time.monotonic() - began)
 
 
 def test_cache_writes_beyond_the_cache_redis_memory_evict_no_job(served, tmp_path):
@@ -142,7 +160,8 @@ def test_cache_writes_beyond_the_cache_redis_memory_evict_no_job(served, tmp_pat
         cache.set(f"prediction:filler-{i}", value)
     assert int(cache.info("stats")["evicted_keys"]) > 0
     cache.close()
-    _complete_exactly_once(served, ids, tmp_path)
+    _complete_exactly_once(served, ids, tmp_path, f"cache writes of 3x the cache Redis' maxmemory "
+                                                  f"({CACHE_MAXMEMORY_MB} MB)", None)
 
 
 def test_a_job_whose_record_is_gone_is_reported_lost(served):
