@@ -405,9 +405,13 @@ class JobQueue:
         )
 
     def register(self, consumer: str) -> None:
-        """Make the consumer visible in XINFO CONSUMERS before it has read anything."""
-        self.ensure_group()
-        self.redis.xgroup_createconsumer(self.stream, GROUP, consumer)
+        """Make the consumer visible in XINFO CONSUMERS before it has read anything. A Redis full
+        under `noeviction` refuses that; its first read (which Redis allows) then creates it."""
+        try:
+            self.ensure_group()
+            self.redis.xgroup_createconsumer(self.stream, GROUP, consumer)
+        except redis.exceptions.OutOfMemoryError:
+            pass
 
     def consumers(self) -> set[str]:
         """The group's consumers (workers register at start), empty before the group exists."""

@@ -55,8 +55,12 @@ def served(tmp_path_factory):
             (paths.REPORTS / "durability.json").write_text(json.dumps(MEASURED, indent=1))
 
 
+def queue_url(served: Served) -> str:
+    return f"redis://127.0.0.1:{served.redis}/0"
+
+
 def _queue(served: Served) -> JobQueue:
-    return JobQueue(redis.Redis.from_url(f"redis://127.0.0.1:{served.redis}/0", socket_timeout=5), "async")
+    return JobQueue(redis.Redis.from_url(queue_url(served), socket_timeout=5), "async")
 
 
 def _cache_url(served: Served) -> str:
@@ -91,10 +95,6 @@ def _complete_exactly_once(served: Served, ids: list[str], tmp_path, fault: str,
     assert [(s.status, s.completions) for s in states] == [("done", 1)] * JOBS
     assert {int(s.outputs["LABEL"].reshape(-1)[0]) for s in states} == {2}
     assert queue.depth()["stream"] == 0
-
-
-def queue_url(served: Served) -> str:
-    return f"redis://127.0.0.1:{served.redis}/0"
 
 
 def _redis_pid(url: str) -> int | None:
@@ -172,3 +172,16 @@ def test_a_job_whose_record_is_gone_is_reported_lost(served):
             pytest.raises(PatternError, match=rf"job '{job_id}' was lost: created \d+ s ago, within ttl_seconds"):
         client.result(job_id)
     queue.redis.delete(queue.stream)  # the other jobs of this test are not run
+
+
+def test_a_full_queue_redis_refuses_a_submit_saying_so(served):
+    queue = _queue(served)
+    limit = queue.redis.config_get("maxmemory")["maxmemory"]
+    queue.redis.config_set("maxmemory", int(queue.redis.info("memory")["used_memory"]) - 100_000)
+    try:
+        with PatternClient(f"127.0.0.1:{served.http}") as client, \
+                pytest.raises(PatternError, match="the job queue is full .*nothing accepted is evicted"):
+            client.submit(ROW)
+    finally:
+        queue.redis.config_set("maxmemory", limit)
+    assert queue.depth()["stream"] == 0

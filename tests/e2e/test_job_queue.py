@@ -241,3 +241,29 @@ def test_a_batch_that_fails_on_one_row_is_split_until_that_job_is_alone(queue):
     assert [int(s.outputs["LABEL"][0]) for s in states if s.status == DONE] == [0, 1, 2, 3, 0, 0, 1]
     assert states[5].status == FAILED and states[5].attempts == 1
     assert all(s.batch_jobs == 8 for s in states)
+
+
+def test_a_full_queue_redis_refuses_submits_and_still_runs_the_jobs_it_accepted(tmp_path):
+    """`noeviction` at maxmemory (serve's queue Redis): a submit is refused, nothing written; the
+    jobs accepted before can be read, started and ended (their scripts are flagged allow-oom)."""
+    import redis
+
+    with RedisServer(maxmemory_policy="noeviction", appendfsync="everysec", directory=tmp_path) as server:
+        q = JobQueue(server.client(), "t", ttl_seconds=60)
+        q.register("w")
+        accepted = [q.submit("iris", 2, {"FEATURES": ROWS})]
+        for i in range(20):
+            q.redis.set(f"filler-{i}", "x" * 100_000)
+        # full: the limit half a megabyte below what it holds (a limit reached by writes is crossed
+        # by the size of the refused command itself, so where a small one lands is not certain)
+        q.redis.config_set("maxmemory", int(q.redis.info("memory")["used_memory"]) - 500_000)
+        keys = q.redis.dbsize()
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            q.submit("iris", 2, {"FEATURES": ROWS})
+        assert q.redis.dbsize() == keys and q.depth()["stream"] == 1  # the refused job left nothing
+        q.register("late")  # a worker started while the Redis is full joins
+        [job] = q.read("late", count=5, block_ms=10)
+        assert q.start_many([job], "late") == [True]
+        assert q.complete(job, ANSWER, "2", {"total_ms": 1.0}) is True
+        state = q.state(accepted[0])
+        assert (state.status, state.completions) == (DONE, 1) and q.depth()["stream"] == 0

@@ -9,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from pattern_runtime.gateway import DEFAULT_BODY_LIMIT, DEFAULT_BURST, DEFAULT_RATE
 from pattern_kernel.redis_link import CACHE_REDIS_URL_ENV
+from pattern_runtime.gateway import DEFAULT_BODY_LIMIT, DEFAULT_BURST, DEFAULT_RATE
 from pattern_runtime.redis_server import APPENDFSYNC
 from pattern_runtime.services import CACHE_MAXMEMORY, DEFAULT_APPENDFSYNC, DEFAULT_STORE, QUEUE_MAXMEMORY
 from triton_patterns import paths
