@@ -69,11 +69,13 @@ def ensure_seeded(path: str | Path) -> int:
 
 @contextlib.contextmanager
 def serve_services(redis_url: str | None = None, redis_port: int = DEFAULT_REDIS_PORT,
-                   data_store: str | Path = DEFAULT_STORE) -> Iterator[tuple[dict[str, str], list[str]]]:
+                   data_store: str | Path = DEFAULT_STORE,
+                   log_dir: Path | None = None) -> Iterator[tuple[dict[str, str], list[str]]]:
     """Yield ({environment for tritonserver}, [banner lines]); stop the embedded Redis on exit.
 
     `redis_url`: use that Redis (nothing started). Otherwise start redis-server on
-    `redis_port` (0: a free port), refusing a taken port with what to do instead.
+    `redis_port` (0: a free port), refusing a taken port with what to do instead; its log
+    (redis.log) in `log_dir` when given, else in its own temporary folder.
     """
     records = ensure_seeded(data_store)
     notes = [f"store    {data_store} ({records} records: digit-<i>, text-<i>)"]
@@ -89,8 +91,9 @@ def serve_services(redis_url: str | None = None, redis_port: int = DEFAULT_REDIS
         # e.g. Debian's redis-server service: the Redis the clients default to anyway
         yield {**env, REDIS_URL_ENV: url}, [*notes, f"redis    {url} (already running there: used, not started)"]
         return
-    with RedisServer(port=redis_port or None, maxmemory=SERVE_REDIS_MAXMEMORY,
-                     maxmemory_policy="allkeys-lru") as redis:
+    redis = RedisServer(port=redis_port or None, maxmemory=SERVE_REDIS_MAXMEMORY, maxmemory_policy="allkeys-lru")
+    redis.log_dir = log_dir
+    with redis:
         line = f"redis    {redis.url} (embedded redis-server pid {redis.pid}, stopped with the server)"
         if redis_port != DEFAULT_REDIS_PORT:
             line += f"; clients: export {REDIS_URL_ENV}={redis.url}"
