@@ -20,7 +20,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -149,16 +148,6 @@ class Gateway(LocalServer):
     @property
     def error_log_path(self) -> Path:
         return Path(self.log_dir or self.directory or ".") / self.log_name
-
-    @property
-    def pid_file(self) -> Path:
-        return Path(self.directory or ".") / "nginx.pid"
-
-    def reopen_logs_command(self) -> str:
-        """A shell command that makes the running nginx reopen its logs (SIGUSR1 to the master this
-        object started, by its pid file), for logrotate; nothing when nginx is not running."""
-        pid_file = shlex.quote(str(self.pid_file.absolute()))
-        return f'[ ! -s {pid_file} ] || kill -USR1 "$(cat {pid_file})"'
 
     def fields(self) -> dict[str, str]:
         directory = self.directory or Path(".")

@@ -1,17 +1,18 @@
 """Size-capped logs for `triton-patterns serve`, rotated by Debian's `logrotate`.
 
     rotation = LogRotation(log_dir, max_bytes=10 * 2**20, keep=5)
-    rotation.reopen([access_log, error_log], "kill -USR1 ...")   # nginx reopens its logs on SIGUSR1
     while serving:
         rotation.check()        # a stat per log; logrotate when one is over its size
 
-Every `*.log` of the folder is rotated: once over `max_bytes` it becomes `NAME.1` (the older ones
-shift to `.2` ... `.keep`, the oldest is deleted), so a log and its rotations hold at most
-(keep + 1) x (max_bytes + what is written between two checks). The children write with O_APPEND:
-a file its writer keeps open (tritonserver's and Redis's stdout, opened by the launcher) is copied
-and truncated in place (`copytruncate`: a line written between the copy and the truncation is
-lost); the files of a writer that can reopen them (nginx) are renamed and the writer told, losing
-nothing. logrotate's config (written before each run) and state are in the folder.
+Every `*.log` of the folder is rotated: once over `max_bytes` it is copied to `NAME.1` (the older
+ones shift to `.2` ... `.keep`, the oldest is deleted) and truncated in place (`copytruncate`), so a
+log and its rotations hold at most (keep + 1) x (max_bytes + what is written between two checks).
+In place, because the writers keep their files open: tritonserver's and Redis's stdout is a file
+the launcher opened, and nginx's workers, which reopen their logs by path on SIGUSR1, run as
+`nobody` under root and cannot reach a private folder (~/.local/state of root). Every writer
+appends (O_APPEND), so after the truncation it writes at the start of the file; what it writes
+between the copy and the truncation (milliseconds) is lost. logrotate's config (written before
+each run) and state are in the folder.
 """
 
 from __future__ import annotations
@@ -63,31 +64,16 @@ class LogRotation:
         self.binary = logrotate_binary()
         self.config_path = self.log_dir / "logrotate.conf"
         self.state_path = self.log_dir / "logrotate.state"
-        self._reopen: dict[Path, str] = {}
-        self.runs = 0
-
-    def reopen(self, paths: list[Path], command: str) -> None:
-        """`paths` are written by a program that reopens them when `command` (shell) runs: they are
-        renamed, then `command` runs once; the other logs are copied and truncated in place."""
-        for path in paths:
-            self._reopen[Path(path).absolute()] = command
 
     def logs(self) -> list[Path]:
         return sorted(p.absolute() for p in self.log_dir.glob("*.log") if p.is_file())
 
     def config(self, logs: list[Path]) -> str:
         user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
-        common = [f"size {self.max_bytes}", f"rotate {self.keep}", "missingok", "notifempty", "nocompress",
-                  f"su {user} {group}"]  # su: a log folder writable by a group is accepted too
-        groups: dict[str | None, list[Path]] = {}
-        for log in logs:
-            groups.setdefault(self._reopen.get(log), []).append(log)
-        blocks = ["# written by triton-patterns serve before each run: this folder's logs, rotated by size"]
-        for command, paths in groups.items():
-            body = [*common, *(["sharedscripts", "postrotate", f"    {command}", "endscript"] if command
-                               else ["copytruncate"])]
-            blocks.append(" ".join(f'"{p}"' for p in paths) + " {\n" + "".join(f"    {line}\n" for line in body) + "}")
-        return "\n".join(blocks) + "\n"
+        body = [f"size {self.max_bytes}", f"rotate {self.keep}", "copytruncate", "missingok", "notifempty",
+                "nocompress", f"su {user} {group}"]  # su: a log folder writable by a group is accepted too
+        return ("# written by triton-patterns serve before each run: this folder's logs, rotated by size\n"
+                + " ".join(f'"{log}"' for log in logs) + " {\n" + "".join(f"    {line}\n" for line in body) + "}\n")
 
     def check(self) -> bool:
         """Run logrotate if a log is over its size (True); what it says on failure is logged."""
@@ -101,7 +87,6 @@ class LogRotation:
         # mode 0644: logrotate ignores a config that others may write
         self.config_path.write_text(self.config(logs))
         self.config_path.chmod(0o644)
-        self.runs += 1
         try:
             done = subprocess.run([self.binary, "--state", str(self.state_path), str(self.config_path)],
                                   capture_output=True, text=True, timeout=LOGROTATE_TIMEOUT_S)

@@ -90,8 +90,6 @@ def serve(*, gateway: dict[str, Any] | None = None, servers: Sequence[LocalServe
             watchdog = StubWatchdog(server).start()
         if gateway is not None:
             front = supervisor.watch(_start_gateway(server, gateway, log_dir))
-            if rotation is not None:
-                rotation.reopen([front.access_log_path, front.error_log_path], front.reopen_logs_command())
         _print_banner(server, [*notes, *_gateway_notes(front), _log_note(log_dir, rotation)])
         while not stop_requested.wait(POLL_S):
             supervisor.poll()
