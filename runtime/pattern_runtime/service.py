@@ -11,9 +11,10 @@ Stop (SIGINT/SIGTERM, or a part given up), in this order:
 1. the gateway, gracefully (SIGQUIT): it stops listening, closes its idle keep-alive connections to
    clients and to tritonserver at once, and exits when the requests in flight are answered (at most
    the template's `worker_shutdown_timeout` later);
-2. tritonserver (SIGTERM): with no connection of the gateway's left it does not wait out its exit
-   timeout (`exit_timeout_s`, 5 s here against Triton's 30: what a direct client keeps open or
-   still runs is cut after it);
+2. tritonserver (SIGTERM): with no connection of the gateway's left it does not wait for
+   connections; its exit timeout (`exit_timeout_s`, 5 s here against Triton's 30) cuts what a
+   direct client keeps open or still runs, and the models still unloading; SIGKILL of its group
+   TRITON_KILL_AFTER_S later;
 3. the local servers.
 """
 
@@ -44,6 +45,8 @@ LOG = logging.getLogger(__name__)
 POLL_S = 0.25  # the main loop's period: supervision and the log sizes
 SERVE_EXIT_TIMEOUT_S = 5  # tritonserver's --exit-timeout-secs under serve (Triton's default: 30)
 GATEWAY_STOP_TIMEOUT_S = 15.0  # beyond the template's worker_shutdown_timeout (5 s): then SIGKILL
+# tritonserver past its exit timeout has said "Exiting immediately" but may unload models for seconds more
+TRITON_KILL_AFTER_S = 2.0
 DEFAULT_MAX_RESTARTS = 20
 DEFAULT_LOG_MAX_BYTES = 10 * 2**20
 DEFAULT_LOG_KEEP = 5
@@ -128,7 +131,7 @@ def _given_up(server: TritonServer, supervisor: Supervisor) -> str:
 def _stop_in_order(front: Gateway | None, server: TritonServer, servers: Sequence[LocalServer]) -> None:
     """The gateway (graceful), tritonserver, then the local servers; each stop timed on stdout."""
     parts: list[tuple[str, Any]] = [("gateway", lambda: front.stop(GATEWAY_STOP_TIMEOUT_S))] if front else []
-    parts.append(("tritonserver", server.stop))
+    parts.append(("tritonserver", lambda: server.stop(server.exit_timeout_s + TRITON_KILL_AFTER_S)))
     parts += [(local.name, local.stop) for local in servers]
     for name, stop in parts:
         started = time.monotonic()

@@ -156,6 +156,10 @@ def serve(tmp_path, repository):
         run.kill()
 
 
+def stops_of(run: Serve) -> list[str]:
+    return [line for line in run.lines if line.startswith("stopping ")]
+
+
 def _tensor(module, row=SETOSA):
     tensor = module.InferInput("FEATURES", [1, 4], "FP32")
     tensor.set_data_from_numpy(np.array([row], dtype=np.float32))
@@ -180,10 +184,10 @@ def test_serve_stops_in_order_without_waiting_for_keepalive_clients_and_leaves_n
         time.sleep(SLOW_MS / 1000 / 2)
         seconds = run.stop()
         answer = slow.result()
-    print(f"serve --gateway stopped in {seconds:.1f}s under keep-alive clients")
+    print(f"serve --gateway stopped in {seconds:.1f}s under keep-alive clients:", *stops_of(run), sep="\n  ")
     assert run.proc.returncode == 0, run.output[-4000:]
     assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [0], answer.text
-    stops = [line.split(" ...")[0] for line in run.lines if line.startswith("stopping ")]
+    stops = [line.split(" ...")[0] for line in stops_of(run)]
     assert stops == ["stopping gateway", "stopping tritonserver"], run.output[-3000:]
     log = _this_run(run.log_dir / "tritonserver.log")
     assert "Exit timeout expired" not in log, log[-3000:]
