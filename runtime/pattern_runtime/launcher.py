@@ -296,7 +296,8 @@ _SHUTDOWN_WAIT = re.compile(r"Timeout \d+: Found (\d+) (HTTP service connections
                             r"model versions that have in-flight inferences)")
 _SHUTDOWN_WAIT_CAUSES = {
     "HTTP service connections": "a client kept its HTTP connection open",
-    "live models": "a Python-based model whose load failed, or whose stub died while serving, is never freed",
+    "live models": "models still unloading (slow on a busy host), or a Python-based model whose load failed, "
+                   "or whose stub died while serving, which is never freed",
     "model versions that have in-flight inferences": "requests still running",
 }
 

@@ -95,6 +95,7 @@ class Served:
                     "TRITON_PATTERNS_REDIS_URL": f"redis://127.0.0.1:{self.redis}/0",
                     "TRITON_PATTERNS_BATCH_DB": f"sqlite:///{tmp / 'batch.sqlite'}"}
         serve_env = {k: v for k, v in self.env.items() if k != "TRITON_PATTERNS_REDIS_URL"}  # its own Redis
+        serve_env["TRITON_PATTERNS_STATE_DIR"] = str(tmp / "state")  # its logs there, not in ~/.local/state
         self.log = tmp / "serve.log"
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "triton-patterns"), "serve", "--http-port", str(self.http), "--grpc-port",
