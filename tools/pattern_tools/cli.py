@@ -82,6 +82,10 @@ def cmd_serve(args) -> int:
         gateway = {"host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port,
                    "tls": GatewayTls(Path(args.tls_cert), Path(args.tls_key)) if args.tls_cert else None,
                    "rate": args.rate, "burst": args.burst, "body_limit": args.body_limit}
+    for name in ("log_keep", "max_restarts", "exit_timeout_secs"):
+        if getattr(args, name) < (1 if name == "log_keep" else 0):
+            raise SystemExit(f"serve: --{name.replace('_', '-')} must be at least {1 if name == 'log_keep' else 0}, "
+                             f"not {getattr(args, name)}")
     log_dir = Path(args.log_dir)
     try:
         with serve_services(args.redis_url, args.redis_port, args.data_store, log_dir=log_dir) as (env, notes):
