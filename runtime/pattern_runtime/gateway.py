@@ -8,25 +8,28 @@ What it does at the edge (deploy/gateway/nginx.conf.template, triton_gateway.js)
 gRPC, the API and admin keys, a body limit, every JSON input's declared shape checked against its
 values (tritonserver 2.51 allocates the declared size first), a per-client rate limit (429), JSON
 error bodies, an access log line per request (`access_log_entries`).
+
+Its logs (`nginx-access.log`, `nginx-error.log`) are in `log_dir` when set (a lasting folder: serve's),
+else in its directory. `stop()` is nginx's graceful quit (SIGQUIT): it stops listening, closes its idle
+keep-alive connections on both sides (clients, and tritonserver's), lets requests in flight finish, and
+cuts what still runs after the template's `worker_shutdown_timeout`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
-import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pattern_kernel.access import ADMIN_KEY_ENV, API_KEY_ENV, check_key
-from pattern_runtime.processes import LocalServer, free_port, free_ports
+from pattern_runtime.processes import LocalServer, ManagedProcess, free_port
 from triton_patterns import paths
 
 GATEWAY_DIR = paths.PROJECT_ROOT / "deploy" / "gateway"
@@ -93,7 +96,8 @@ class Gateway(LocalServer):
 
     name = "gateway"  # nginx
     package = "nginx libnginx-mod-http-js"
-    log_name = "error.log"
+    log_name = "nginx-error.log"
+    access_log_name = "nginx-access.log"
     port_taken = "Address already in use"
     start_error = GatewayStartError
     log_tail_lines = 40
@@ -137,6 +141,14 @@ class Gateway(LocalServer):
 
     # -- what is run
 
+    @property
+    def access_log_path(self) -> Path:
+        return Path(self.log_dir or self.directory or ".") / self.access_log_name
+
+    @property
+    def error_log_path(self) -> Path:
+        return Path(self.log_dir or self.directory or ".") / self.log_name
+
     def fields(self) -> dict[str, str]:
         directory = self.directory or Path(".")
         ssl = " ssl" if self.tls else ""
@@ -144,8 +156,8 @@ class Gateway(LocalServer):
             "GATEWAY_NJS_MODULE": self.njs_module,
             "GATEWAY_WORKERS": str(self.workers),
             "GATEWAY_RUN_DIR": str(directory),
-            "GATEWAY_ERROR_LOG": str(directory / "error.log"),
-            "GATEWAY_ACCESS_LOG": str(directory / "access.log"),
+            "GATEWAY_ERROR_LOG": str(self.error_log_path),
+            "GATEWAY_ACCESS_LOG": str(self.access_log_path),
             "GATEWAY_JS_DIR": str(GATEWAY_DIR),
             "GATEWAY_HTTP_LISTEN": f"{self.host}:{self.port}{ssl}",
             "GATEWAY_GRPC_LISTEN": f"{self.host}:{self.grpc_port}{ssl} http2",
@@ -172,7 +184,11 @@ class Gateway(LocalServer):
     def command(self) -> list[str]:
         directory = self.directory or Path(".")
         return [self.binary_path(), "-p", str(directory), "-c", str(directory / "nginx.conf"),
-                "-e", str(directory / "error.log"), "-g", "daemon off;"]
+                "-e", str(self.error_log_path), "-g", "daemon off;"]
+
+    def _shutdown(self, proc: ManagedProcess, timeout: float) -> None:
+        """nginx's graceful quit (SIGQUIT), SIGKILL of its group after `timeout`."""
+        proc.terminate(timeout, signum=signal.SIGQUIT)
 
     def environment(self) -> dict[str, str]:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -219,31 +235,10 @@ class Gateway(LocalServer):
         """The access log so far, one dict per request (model, status, request_time, ...). nginx
         writes it at least once a second: this waits that long first."""
         time.sleep(ACCESS_LOG_FLUSH_S)
-        path = (self.directory or Path(".")) / "access.log"
+        path = self.access_log_path
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-@contextlib.contextmanager
-def serve_gateway(host: str, http_port: int, grpc_port: int, tls: GatewayTls | None = None,
-                  **options) -> Iterator[tuple[dict, list[str]]]:
-    """For `triton-patterns serve`: the gateway on `host`:`http_port`/`grpc_port` in front of a
-    tritonserver that listens on 127.0.0.1 only, on free ports. Yields the server's keyword
-    arguments (host and ports) and the banner's lines; keys as the server's (the API key from
-    $TRITON_PATTERNS_API_KEY, the configured admin key)."""
-    from triton_patterns.credentials import configured_admin_key
-
-    triton_http, triton_grpc = free_ports(2)
-    options.setdefault("api_key", os.environ.get(API_KEY_ENV) or None)
-    options.setdefault("admin_key", configured_admin_key(create=True))
-    with Gateway(f"127.0.0.1:{triton_http}", f"127.0.0.1:{triton_grpc}", host=host, http_port=http_port,
-                 grpc_port=grpc_port, tls=tls, **options) as gateway:
-        notes = [f"gateway (nginx): {gateway.http_url}, gRPC {gateway.grpc_address}"
-                 f"{' over TLS' if tls else ''} -> tritonserver on 127.0.0.1; access log {gateway.directory / 'access.log'}"]
-        if tls is None and not is_loopback(host):
-            notes.append(f"WARNING: no TLS on {host}: give --tls-cert and --tls-key")
-        yield {"host": "127.0.0.1", "http_port": triton_http, "grpc_port": triton_grpc}, notes
 
 
 def is_loopback(host: str) -> bool:

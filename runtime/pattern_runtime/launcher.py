@@ -17,7 +17,7 @@ Both restrict the admin APIs (model repository, shared memory, logging, trace) t
 with the admin key by default, and inference too when given an API key (`pattern_kernel.access`);
 their own calls (readiness, `model_index`, `reload_model`) send the keys.
 
-`serve()` is what `make serve` runs: embedded, supervised, until SIGINT/SIGTERM.
+`triton-patterns serve` (`make serve`) runs it with Redis and the gateway: `pattern_runtime.service`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import sys
 import sysconfig
 import tempfile
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import pattern_kernel
-from pattern_kernel.access import ADMIN_KEY_ENV, API_KEY_ENV, Access, GrpcTls
+from pattern_kernel.access import Access, GrpcTls
 from pattern_kernel.trace_config import TraceConfig
 from pattern_kernel.server_command import (
     CONTAINER_BACKENDS,
@@ -52,9 +51,7 @@ from pattern_kernel.server_command import (
     common_server_flags,
     container_command,
 )
-from pattern_runtime.gateway import is_loopback
 from pattern_runtime.processes import (
-    LocalServer,
     ManagedProcess,
     describe_returncode,
     free_port,
@@ -63,10 +60,9 @@ from pattern_runtime.processes import (
     tail,
     wait_for,
 )
-from pattern_runtime.stub_watchdog import StubWatchdog
-from pattern_runtime.supervision import ProcessDied, RestartPolicy, Supervisor
+from pattern_runtime.supervision import ProcessDied, RestartPolicy
 from triton_patterns import paths
-from triton_patterns.credentials import admin_key_file, configured_admin_key
+from triton_patterns.credentials import configured_admin_key
 
 LOG = logging.getLogger(__name__)
 
@@ -300,7 +296,8 @@ _SHUTDOWN_WAIT = re.compile(r"Timeout \d+: Found (\d+) (HTTP service connections
                             r"model versions that have in-flight inferences)")
 _SHUTDOWN_WAIT_CAUSES = {
     "HTTP service connections": "a client kept its HTTP connection open",
-    "live models": "a Python-based model whose load failed, or whose stub died while serving, is never freed",
+    "live models": "models still unloading (slow on a busy host), or a Python-based model whose load failed, "
+                   "or whose stub died while serving, which is never freed",
     "model versions that have in-flight inferences": "requests still running",
 }
 
@@ -443,7 +440,8 @@ class TritonServer(_Endpoints):
     them). `cache_size_bytes` sizes Triton's local response cache (None: no cache).
     `model_control_mode` "explicit" (default; `load_models`, default "*": every model, and the
     repository API can unload and load them, which `stub_watchdog` needs) | "none" | "poll".
-    The log (stdout and stderr, appended across restarts) is `log_path` under `log_dir`.
+    The log (stdout and stderr, appended across restarts) is `log_file`, by default
+    `log_dir/tritonserver-<time>-<HTTP port>.log`.
     `restart_on_death`: a death not caused by `stop()` is appended to `deaths`, passed to
     `on_death`, and followed by a restart on the same ports, at most `max_restarts` times,
     after `restart_backoff` seconds doubled for each death within 30 s of its start.
@@ -478,6 +476,7 @@ class TritonServer(_Endpoints):
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         log_dir: Path | str | None = None,
+        log_file: Path | str | None = None,
         backend_directory: Path | str | None = None,
         restart_on_death: bool = False,
         max_restarts: int = 5,
@@ -505,7 +504,8 @@ class TritonServer(_Endpoints):
         self.grpc_tls = grpc_tls
         self.model_control_mode = model_control_mode
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.log_path = Path(log_dir or paths.BUILD / "logs") / f"tritonserver-{stamp}-{self.http_port}.log"
+        self.log_path = Path(log_file) if log_file else \
+            Path(log_dir or paths.BUILD / "logs") / f"tritonserver-{stamp}-{self.http_port}.log"
         trace = TraceConfig.parse(trace) if isinstance(trace, str) else trace or TraceConfig()
         trace = trace.with_defaults(file=str(self.log_path.with_name(f"trace-{stamp}-{self.http_port}.json")))
         self.trace = dataclasses.replace(trace, file=str(Path(trace.file).absolute()))  # the server runs in log_dir
@@ -778,101 +778,6 @@ class TritonServer(_Endpoints):
     def _backoff(self, uptime: float) -> float:
         """restart_backoff, doubled for each consecutive death soon after a start (`RestartPolicy`)."""
         return self._restart_policy.next_backoff(uptime)
-
-
-# --------------------------------------------------------------------------- make serve
-
-
-def serve(wait_models: Iterable[str] = (), notes: Sequence[str] = (), servers: Sequence[LocalServer] = (),
-          **kwargs: Any) -> int:
-    """Run the embedded server, supervised, until SIGINT/SIGTERM; then stop it cleanly.
-
-    Prints the URLs, `notes` (lines on what runs beside it, e.g. Redis) and the model index. Returns 0 after a requested stop, 1 if the server
-    died and could not be restarted. TritonStartError propagates when the first start fails.
-    `servers` (started by the caller, e.g. the Redis of `services.serve_services`) are supervised
-    from this loop: one that dies is restarted on its port with its data; the caller stops them.
-    """
-    kwargs.setdefault("restart_on_death", True)
-    kwargs.setdefault("max_restarts", 20)
-    kwargs.setdefault("api_key", os.environ.get(API_KEY_ENV) or None)
-    if not kwargs.get("restrict_admin_apis", True) and not is_loopback(kwargs.get("host", "127.0.0.1")):
-        raise ValueError(f"the admin APIs can be opened on a loopback address only, not {kwargs['host']!r}: "
-                         "they load and run model code")
-    server = TritonServer(**kwargs)
-    watchdog = None
-    supervisor = Supervisor()
-    for local in servers:
-        supervisor.watch(local)
-    stop_requested = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop_requested.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server.start()
-        server.wait_ready_models(wait_models)
-        if server.model_control_mode == "explicit":  # a model whose Python stub dies is reloaded
-            watchdog = StubWatchdog(server).start()
-        _print_banner(server, notes)
-        while not stop_requested.wait(0.2):
-            supervisor.poll()
-            if server.gave_up:
-                print(f"tritonserver gave up after {server.restarts} restarts: {server.deaths[-1]}", file=sys.stderr)
-                return 1
-        print("stopping tritonserver ...", flush=True)
-        return 0
-    finally:
-        supervisor.forget_all()  # their stop (the caller's) is no death
-        if watchdog is not None:
-            watchdog.stop()
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _describe_access(server: TritonServer) -> str:
-    """Which API groups need which header (no key printed), and where the admin key is."""
-    parts = [f"{','.join(apis)}: header {header}" for apis, header, _ in server.access.groups()]
-    if server.access.admin_key is None:
-        parts.append(f"admin APIs open to local tools ({server.host} only)")
-    if server.access.api_key is None:
-        parts.append("inference open")
-    if server.grpc_tls is not None:
-        parts.append("gRPC over TLS")
-    if server.access.admin_key is not None:
-        parts.append(f"admin key in ${ADMIN_KEY_ENV} or {admin_key_file()}")
-    return "; ".join(parts)
-
-
-TRACE_RATE_SAFE = 100  # below: the banner warns (docs/patterns/monitoring.md, tracing)
-
-
-def _describe_trace(trace: TraceConfig) -> str:
-    where = trace.file + ".N" if trace.mode == "triton" else trace.url
-    if not trace.on:
-        return f"off (triton-patterns trace turns it on per model; traces to {where})" if trace.mode == "triton" \
-            else "off"
-    risky = "; WARNING: tracing this often under load crashed Triton 2.51 here (server #7795, fixed in 2.57)" \
-        if trace.rate < TRACE_RATE_SAFE else ""
-    return f"1 request in {trace.rate}, {trace.mode} mode, to {where}{risky}"
-
-
-def _print_banner(server: TritonServer, notes: Sequence[str] = ()) -> None:
-    print(f"tritonserver pid {server.pid} ready")
-    print(f"  HTTP     http://{server.http_url}")
-    print(f"  gRPC     {server.grpc_url}")
-    print(f"  metrics  {server.metrics_url}")
-    print(f"  log      {server.log_path}")
-    print(f"  stubs    {server.stub_python} (the server virtualenv: pattern_kernel and the backends' libraries)")
-    print(f"  access   {_describe_access(server)}")
-    print(f"  trace    {_describe_trace(server.trace)}")
-    for note in notes:
-        print(f"  {note}")
-    try:
-        index = server.model_index()
-    except OSError as err:  # e.g. the repository API is restricted
-        index = []
-        print(f"  (model index unavailable: {err})")
-    for model in index:
-        print(f"  model    {model.get('name')} v{model.get('version', '-')}  {model.get('state', '')}")
-    print("Ctrl-C to stop", flush=True)
 
 
 # --------------------------------------------------------------------------- docker mode

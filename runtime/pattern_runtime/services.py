@@ -126,12 +126,21 @@ def _locked(data_dir: Path) -> Iterator[None]:
         yield  # the lock goes with the file's close
 
 
-def _start_queue_redis(stack: contextlib.ExitStack, port: int, settings: RedisSettings) -> tuple[RedisServer, str]:
+def _started(stack: contextlib.ExitStack, redis: RedisServer, log_dir: Path | None, log_name: str) -> RedisServer:
+    """`redis` started (and stopped with `stack`), its log `log_name` in `log_dir` when given."""
+    if log_dir is not None:
+        redis.log_dir, redis.log_name = Path(log_dir), log_name
+    return stack.enter_context(redis)
+
+
+def _start_queue_redis(stack: contextlib.ExitStack, port: int, settings: RedisSettings,
+                       log_dir: Path | None) -> tuple[RedisServer, str]:
     refuse_taken_port(port)
     data_dir = Path(settings.data_dir or default_data_dir()).absolute()
     stack.enter_context(_locked(data_dir))
-    redis = stack.enter_context(RedisServer(port=port or None, appendfsync=settings.appendfsync, directory=data_dir,
-                                            maxmemory=settings.queue_maxmemory, maxmemory_policy="noeviction"))
+    redis = _started(stack, RedisServer(port=port or None, appendfsync=settings.appendfsync, directory=data_dir,
+                                        maxmemory=settings.queue_maxmemory, maxmemory_policy="noeviction"),
+                     log_dir, "redis.log")
     note = (f"redis    {redis.url} (embedded redis-server pid {redis.pid}, the job queue and state: append-only "
             f"file, appendfsync {settings.appendfsync}, noeviction, maxmemory {settings.queue_maxmemory}; data in "
             f"{data_dir}, kept across restarts)")
@@ -140,8 +149,10 @@ def _start_queue_redis(stack: contextlib.ExitStack, port: int, settings: RedisSe
     return redis, note
 
 
-def _start_cache_redis(stack: contextlib.ExitStack, settings: RedisSettings) -> tuple[RedisServer, str]:
-    redis = stack.enter_context(RedisServer(maxmemory=settings.cache_maxmemory, maxmemory_policy="allkeys-lru"))
+def _start_cache_redis(stack: contextlib.ExitStack, settings: RedisSettings,
+                       log_dir: Path | None) -> tuple[RedisServer, str]:
+    redis = _started(stack, RedisServer(maxmemory=settings.cache_maxmemory, maxmemory_policy="allkeys-lru"),
+                     log_dir, "redis-cache.log")
     return redis, (f"cache    {redis.url} (embedded redis-server pid {redis.pid}, the prediction and data caches "
                    f"only: allkeys-lru, maxmemory {settings.cache_maxmemory}, no persistence)")
 
@@ -149,12 +160,13 @@ def _start_cache_redis(stack: contextlib.ExitStack, settings: RedisSettings) -> 
 @contextlib.contextmanager
 def serve_services(redis_url: str | None = None, redis_port: int = DEFAULT_REDIS_PORT,
                    data_store: str | Path = DEFAULT_STORE, cache_redis_url: str | None = None,
-                   settings: RedisSettings = RedisSettings()) -> Iterator[ServeParts]:
+                   settings: RedisSettings = RedisSettings(), log_dir: Path | None = None) -> Iterator[ServeParts]:
     """Yield `ServeParts`; stop the Redis it started on exit.
 
     `redis_url`: the queue's Redis is that one (nothing started), and the caches' too unless
     `cache_redis_url` names another. Otherwise the queue's redis-server starts on `redis_port`
-    (0: a free port) and the cache's on a free port (unless `cache_redis_url`).
+    (0: a free port) and the cache's on a free port (unless `cache_redis_url`); their logs
+    (redis.log, redis-cache.log) in `log_dir` when given, else in their own folders.
     """
     records = ensure_seeded(data_store)
     parts = ServeParts({DATA_STORE_ENV: str(data_store)}, [f"store    {data_store} ({records} records: digit-<i>, "
@@ -165,7 +177,7 @@ def serve_services(redis_url: str | None = None, redis_port: int = DEFAULT_REDIS
             parts.notes.append(f"redis    {redis_url} (external: the job queue and state"
                                f"{'' if cache_redis_url else ', and the caches'})")
         else:
-            queue, note = _start_queue_redis(stack, redis_port, settings)
+            queue, note = _start_queue_redis(stack, redis_port, settings, log_dir)
             queue_url = queue.url
             parts.servers.append(queue)
             parts.notes.append(note)
@@ -175,7 +187,7 @@ def serve_services(redis_url: str | None = None, redis_port: int = DEFAULT_REDIS
         elif redis_url:
             cache_url = redis_url
         else:
-            cache, note = _start_cache_redis(stack, settings)
+            cache, note = _start_cache_redis(stack, settings, log_dir)
             cache_url = cache.url
             parts.servers.append(cache)
             parts.notes.append(note)

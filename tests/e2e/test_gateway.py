@@ -170,7 +170,7 @@ def test_serve_with_the_gateway_over_tls_and_its_stop(tmp_path, tls):
     try:
         served.wait_ready()
         banner = served.banner()
-        assert f"gateway (nginx): https://127.0.0.1:{served.http}" in banner, banner
+        assert f"gateway  https://127.0.0.1:{served.http}" in banner, banner
         status, _, body = curl("--cacert", str(tls.cert), "-d", _body(), f"https://127.0.0.1:{served.http}/v2/models/iris/infer")
         assert status == 200 and json.loads(body)["outputs"][0]["data"] == [0], body
         with PatternClient(f"127.0.0.1:{served.grpc}", protocol="grpc", root_certificates=str(tls.cert)) as client:

@@ -106,6 +106,7 @@ class Served:
         """The serve command (again, after a stop: the same ports and data folder); its output
         appended to `log`, the start's offset kept for `banner`."""
         serve_env = {k: v for k, v in self.env.items() if k != "TRITON_PATTERNS_REDIS_URL"}  # its own Redis
+        serve_env["TRITON_PATTERNS_STATE_DIR"] = str(self.tmp / "state")  # its logs there, not in ~/.local/state
         self._banner_at = self.log.stat().st_size if self.log.exists() else 0
         return subprocess.Popen(self.argv, stdout=self.log.open("a"), stderr=subprocess.STDOUT, env=serve_env,
                                 cwd=paths.PROJECT_ROOT)

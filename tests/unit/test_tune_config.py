@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pattern_runtime import launcher
+from pattern_runtime import gateway, service
 from pattern_tools import tune
 from pattern_tools.repo_check import check_repository
 from triton_patterns import paths
@@ -103,12 +103,12 @@ def test_best_config_is_the_highest_throughput_and_its_composing_configs(tmp_pat
 @pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True),
                                             ("localhost", True), ("0.0.0.0", False), ("10.1.2.3", False)])
 def test_is_loopback(host, loopback):
-    assert launcher.is_loopback(host) is loopback
+    assert gateway.is_loopback(host) is loopback
 
 
 def test_serve_refuses_open_admin_apis_on_a_public_address():
     with pytest.raises(ValueError, match="loopback address only"):
-        launcher.serve(host="0.0.0.0", restrict_admin_apis=False)
+        service.serve(host="0.0.0.0", restrict_admin_apis=False)
 
 
 def test_serve_has_a_flag_to_open_the_admin_apis():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -12,6 +11,13 @@ from pathlib import Path
 from pattern_kernel.redis_link import CACHE_REDIS_URL_ENV
 from pattern_runtime.gateway import DEFAULT_BODY_LIMIT, DEFAULT_BURST, DEFAULT_RATE
 from pattern_runtime.redis_server import APPENDFSYNC
+from pattern_runtime.service import (
+    DEFAULT_LOG_KEEP,
+    DEFAULT_LOG_MAX_BYTES,
+    DEFAULT_MAX_RESTARTS,
+    SERVE_EXIT_TIMEOUT_S,
+    default_log_dir,
+)
 from pattern_runtime.services import CACHE_MAXMEMORY, DEFAULT_APPENDFSYNC, DEFAULT_STORE, QUEUE_MAXMEMORY
 from triton_patterns import paths
 from triton_patterns.endpoints import DEFAULT_REDIS_PORT, REDIS_URL_ENV, metrics_url, server_url
@@ -59,8 +65,10 @@ def cmd_models(args) -> int:
 
 def cmd_serve(args) -> int:
     from pattern_kernel.access import GrpcTls
-    from pattern_runtime.gateway import GatewayTls, is_loopback, serve_gateway
-    from pattern_runtime.launcher import serve
+    from pattern_runtime.gateway import GatewayStartError, GatewayTls, is_loopback
+    from pattern_runtime.launcher import TritonStartError
+    from pattern_runtime.logrotation import LogRotationError
+    from pattern_runtime.service import serve
     from pattern_runtime.services import RedisSettings, serve_services
 
     tls = None
@@ -71,23 +79,38 @@ def cmd_serve(args) -> int:
                       Path(args.grpc_tls_root_cert) if args.grpc_tls_root_cert else None, args.grpc_tls_mutual)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise SystemExit("serve: --tls-cert and --tls-key go together")
-    gateway = args.gateway or bool(args.tls_cert) or not is_loopback(args.host)
-    with contextlib.ExitStack() as stack:
-        parts = stack.enter_context(serve_services(
-            args.redis_url, args.redis_port, args.data_store, args.cache_redis_url,
-            RedisSettings(args.data_dir, args.appendfsync, args.redis_maxmemory, args.cache_maxmemory)))
-        notes = parts.notes
-        where = {"host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port}
-        if gateway:
-            gateway_tls = GatewayTls(Path(args.tls_cert), Path(args.tls_key)) if args.tls_cert else None
-            where, gateway_notes = stack.enter_context(serve_gateway(
-                args.host, args.http_port, args.grpc_port, gateway_tls, rate=args.rate, burst=args.burst,
-                body_limit=args.body_limit))
-            notes = [*notes, *gateway_notes]
-        return serve(**where, metrics_port=args.metrics_port, grpc_tls=tls, env=parts.env, notes=notes,
-                     servers=parts.servers, load_models=args.load_model or None,
-                     restrict_admin_apis=not args.open_admin_apis, model_repository=args.model_repository,
-                     project_backends=args.backends, server_venv=args.server_venv, trace=args.trace)
+    gateway = None
+    if args.gateway or args.tls_cert or not is_loopback(args.host):
+        gateway = {"host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port,
+                   "tls": GatewayTls(Path(args.tls_cert), Path(args.tls_key)) if args.tls_cert else None,
+                   "rate": args.rate, "burst": args.burst, "body_limit": args.body_limit}
+    for name in ("log_keep", "max_restarts", "exit_timeout_secs"):
+        if getattr(args, name) < (1 if name == "log_keep" else 0):
+            raise SystemExit(f"serve: --{name.replace('_', '-')} must be at least {1 if name == 'log_keep' else 0}, "
+                             f"not {getattr(args, name)}")
+    log_dir = Path(args.log_dir)
+    try:
+        with serve_services(args.redis_url, args.redis_port, args.data_store, args.cache_redis_url,
+                            RedisSettings(args.data_dir, args.appendfsync, args.redis_maxmemory, args.cache_maxmemory),
+                            log_dir=log_dir) as parts:
+            return serve(gateway=gateway, servers=parts.servers, notes=parts.notes, log_dir=log_dir,
+                         log_max_bytes=args.log_max_size, load_models=args.load_model or None,
+                         log_keep=args.log_keep, max_restarts=args.max_restarts,
+                         exit_timeout_s=args.exit_timeout_secs, host=args.host, http_port=args.http_port,
+                         grpc_port=args.grpc_port, metrics_port=args.metrics_port, grpc_tls=tls, env=parts.env,
+                         restrict_admin_apis=not args.open_admin_apis, model_repository=args.model_repository,
+                         project_backends=args.backends, server_venv=args.server_venv, trace=args.trace)
+    except (TritonStartError, GatewayStartError, LogRotationError) as err:
+        raise SystemExit(f"serve: {err}") from None
+
+
+def _log_size(text: str) -> int:
+    from pattern_runtime.logrotation import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _trace_config(text: str):
@@ -245,6 +268,20 @@ def parser() -> argparse.ArgumentParser:
                        help="no admin key for the model-repository, shared-memory, logging and trace APIs, for "
                             "local tools that cannot send headers (model-analyzer); the server listens on "
                             "127.0.0.1 only (docs/tuning.md)")
+    serve.add_argument("--log-dir", default=default_log_dir(),
+                       help="every log (tritonserver, Redis, the gateway's access and error logs), kept after a "
+                            "stop (default $TRITON_PATTERNS_STATE_DIR/logs, else %(default)s)")
+    serve.add_argument("--log-max-size", type=_log_size, default=DEFAULT_LOG_MAX_BYTES, metavar="SIZE",
+                       help="rotate a log past this size, e.g. 10M or 512k (default 10M; 0: no rotation), with "
+                            "logrotate (Debian's package)")
+    serve.add_argument("--log-keep", type=int, default=DEFAULT_LOG_KEEP,
+                       help="rotations kept per log; older ones are deleted (default %(default)s)")
+    serve.add_argument("--max-restarts", type=int, default=DEFAULT_MAX_RESTARTS,
+                       help="restarts of tritonserver, and of the gateway, before serve gives up and exits 1 "
+                            "(default %(default)s)")
+    serve.add_argument("--exit-timeout-secs", type=int, default=SERVE_EXIT_TIMEOUT_S,
+                       help="tritonserver's wait on stop for requests and connections still open and models "
+                            "unloading, after the gateway has stopped (default %(default)s; Triton's own: 30)")
     serve.add_argument("--trace", default=None, type=_trace_config, metavar="SETTINGS",
                        help="trace requests: rate=N (one in N; 1 every request), in triton mode to a file beside "
                             "the log (file=PATH), or mode=opentelemetry,url=http://HOST:4318/v1/traces (OTLP/HTTP); "
