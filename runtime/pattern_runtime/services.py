@@ -126,10 +126,12 @@ def _locked(data_dir: Path) -> Iterator[None]:
         yield  # the lock goes with the file's close
 
 
-def _started(stack: contextlib.ExitStack, redis: RedisServer, log_dir: Path | None, log_name: str) -> RedisServer:
-    """`redis` started (and stopped with `stack`), its log `log_name` in `log_dir` when given."""
+def _started(stack: contextlib.ExitStack, redis: RedisServer, log_dir: Path | None, name: str) -> RedisServer:
+    """`redis` started (and stopped with `stack`) as `name` (in messages), its log `<name>.log` in
+    `log_dir` when given."""
+    redis.name = name
     if log_dir is not None:
-        redis.log_dir, redis.log_name = Path(log_dir), log_name
+        redis.log_dir, redis.log_name = Path(log_dir), f"{name}.log"
     return stack.enter_context(redis)
 
 
@@ -140,7 +142,7 @@ def _start_queue_redis(stack: contextlib.ExitStack, port: int, settings: RedisSe
     stack.enter_context(_locked(data_dir))
     redis = _started(stack, RedisServer(port=port or None, appendfsync=settings.appendfsync, directory=data_dir,
                                         maxmemory=settings.queue_maxmemory, maxmemory_policy="noeviction"),
-                     log_dir, "redis.log")
+                     log_dir, "redis-server")
     note = (f"redis    {redis.url} (embedded redis-server pid {redis.pid}, the job queue and state: append-only "
             f"file, appendfsync {settings.appendfsync}, noeviction, maxmemory {settings.queue_maxmemory}; data in "
             f"{data_dir}, kept across restarts)")
@@ -152,7 +154,7 @@ def _start_queue_redis(stack: contextlib.ExitStack, port: int, settings: RedisSe
 def _start_cache_redis(stack: contextlib.ExitStack, settings: RedisSettings,
                        log_dir: Path | None) -> tuple[RedisServer, str]:
     redis = _started(stack, RedisServer(maxmemory=settings.cache_maxmemory, maxmemory_policy="allkeys-lru"),
-                     log_dir, "redis-cache.log")
+                     log_dir, "redis-cache")
     return redis, (f"cache    {redis.url} (embedded redis-server pid {redis.pid}, the prediction and data caches "
                    f"only: allkeys-lru, maxmemory {settings.cache_maxmemory}, no persistence)")
 
@@ -166,7 +168,7 @@ def serve_services(redis_url: str | None = None, redis_port: int = DEFAULT_REDIS
     `redis_url`: the queue's Redis is that one (nothing started), and the caches' too unless
     `cache_redis_url` names another. Otherwise the queue's redis-server starts on `redis_port`
     (0: a free port) and the cache's on a free port (unless `cache_redis_url`); their logs
-    (redis.log, redis-cache.log) in `log_dir` when given, else in their own folders.
+    (redis-server.log, redis-cache.log) in `log_dir` when given, else in their own folders.
     """
     records = ensure_seeded(data_store)
     parts = ServeParts({DATA_STORE_ENV: str(data_store)}, [f"store    {data_store} ({records} records: digit-<i>, "

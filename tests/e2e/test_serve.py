@@ -44,7 +44,7 @@ class Serve:
         command = [str(Path(sys.executable).with_name("triton-patterns")), "serve", "--gateway",
                    "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                    "--metrics-port", str(self.metrics_port), "--redis-port", "0", "--log-dir", str(self.log_dir),
-                   "--data-store", str(tmp_path / "store.sqlite"), "--model-repository", str(repository), *args]
+                   "--data-dir", str(tmp_path / "redis-data"), "--data-store", str(tmp_path / "store.sqlite"), "--model-repository", str(repository), *args]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.lines: list[str] = []
@@ -188,7 +188,8 @@ def test_serve_stops_in_order_without_waiting_for_keepalive_clients_and_leaves_n
     assert run.proc.returncode == 0, run.output[-4000:]
     assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [0], answer.text
     stops = [line.split(" ...")[0] for line in stops_of(run)]
-    assert stops == ["stopping gateway", "stopping tritonserver"], run.output[-3000:]
+    assert stops == ["stopping gateway", "stopping tritonserver", "stopping redis-server", "stopping redis-cache"], \
+        run.output[-3000:]
     log = _this_run(run.log_dir / "tritonserver.log")
     assert "Exit timeout expired" not in log, log[-3000:]
     waits = [int(n) for n in re.findall(r"Found (\d+) HTTP service connections", log)]
@@ -242,9 +243,9 @@ def test_logs_are_capped_pruned_and_kept_after_the_stop(serve):
     assert logged("last-request") == 1 and logged(f"batch-{batches:04d}") == batch  # the newest kept
     # every log of serve is in the folder, rotated when over its size, and still there after the stop
     kept = {p.name for p in run.log_dir.iterdir()}
-    assert {"tritonserver.log", "tritonserver.log.1", "redis.log", "nginx-error.log"} <= kept, kept
+    assert {"tritonserver.log", "tritonserver.log.1", "redis-server.log", "redis-cache.log", "nginx-error.log"} <= kept, kept
     assert not {f"{name}.{keep + 1}" for name in ("tritonserver.log", "nginx-access.log")} & kept, kept
-    assert "Ready to accept connections" in (run.log_dir / "redis.log").read_text()
+    assert "Ready to accept connections" in (run.log_dir / "redis-server.log").read_text()
     assert "successfully unloaded" in (run.log_dir / "tritonserver.log").read_text()
 
 
