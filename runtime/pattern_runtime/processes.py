@@ -4,13 +4,13 @@
 log file, and only ever signals what it started (its pid, or the process group it created).
 
 Spawning never runs a `preexec_fn`, so CPython starts the child with vfork() and exec(), and no
-pthread_atfork handler runs in this process. Those handlers are what made a fork() hang: gRPC
-(grpcio, with its fork support on by default) registers some that stop its threads before a
-fork, and the thread that forks holds the GIL meanwhile; a test session, a benchmark or a user's
-program with busy gRPC channels could stop for good inside fork(). "Die with the parent"
-(PR_SET_PDEATHSIG) is therefore set by util-linux's `setpriv --pdeathsig SIGTERM`, which
-sets it and then execs the command (same pid), instead of by Python code run in a forked child.
-docs/reliability.md ("Starting child processes") has the details and the tests.
+pthread_atfork handler of this process runs. Those handlers can make fork() wait for ever: gRPC
+(grpcio, its fork support on by default) registers some that stop its threads before a fork,
+while the forking thread holds the GIL; a test session, a benchmark or a user's program that has
+used gRPC can stop inside fork(). "Die with the parent" (PR_SET_PDEATHSIG) is therefore set by
+util-linux's `setpriv --pdeathsig SIGTERM -- COMMAND`, which sets it and execs the command (same
+pid), not by Python code run in a forked child. docs/reliability.md ("Starting child processes")
+has the details and the tests.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pattern_runtime.processes import ManagedProcess, group_members, wait_for
+from pattern_runtime.processes import ManagedProcess, describe_returncode, group_members, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +39,14 @@ def stacks(pid: int) -> str:
         return f"(py-spy not in {PY_SPY.parent}: no stacks)"
     done = subprocess.run([str(PY_SPY), "dump", "--native", "--pid", str(pid)], capture_output=True, text=True, timeout=60)
     return done.stdout + done.stderr
+
+
+def outcome(helper: ManagedProcess, log: Path) -> str:
+    """The helper's exit and its traceback's start (the frames and the exception's first lines:
+    a server's start error carries that server's whole log tail)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    traceback = text[text.rfind("Traceback (most recent call last)"):] if "Traceback" in text else text[-3000:]
+    return f"spawn_churn.py {describe_returncode(helper.returncode)}:\n" + "\n".join(traceback.splitlines()[:60])
 
 
 def run_helper(tmp_path: Path, *args: str) -> tuple[ManagedProcess, Path]:
@@ -72,7 +80,7 @@ def test_managed_processes_run_no_fork_handler(tmp_path):
     helper, log = run_helper(tmp_path, "atfork")
     try:
         counted = watch(helper, log)
-        assert helper.wait(30) == 0, helper.log_tail(30)
+        assert helper.wait(30) == 0, outcome(helper, log)
     finally:
         helper.terminate(timeout=10)
     assert counted[-1]["atfork"] == {"managed": 0, "preexec_fn": 1}
@@ -85,7 +93,7 @@ def test_servers_start_and_stop_in_bounded_time_while_grpc_streams_are_busy(tmp_
     helper, log = run_helper(tmp_path, "churn", "--rounds", "30", "--triton-every", "5")
     try:
         done = watch(helper, log)
-        assert helper.wait(30) == 0, helper.log_tail(30)
+        assert helper.wait(30) == 0, outcome(helper, log)
     finally:
         helper.terminate(timeout=10)
     starts = [e["done"] for e in done if "done" in e and not e["done"].startswith("stop")]
