@@ -86,7 +86,7 @@ def test_managed_processes_run_no_fork_handler(tmp_path):
     assert counted[-1]["atfork"] == {"managed": 0, "preexec_fn": 1}
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(600)
 def test_servers_start_and_stop_in_bounded_time_while_grpc_streams_are_busy(tmp_path):
     """30 rounds of redis-server and nginx, and a small tritonserver every 5th, started and stopped
     by a process whose other threads stream to a tritonserver over gRPC the whole time."""
