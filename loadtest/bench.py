@@ -517,7 +517,7 @@ def perf_setups(url: str, data: Data, inputs: dict[str, Path]) -> list[Setup]:
     return [Setup(f"perf_analyzer_{model}", "perf_analyzer", own[mirror].model,
                   f"perf_analyzer on `{model}` (cross-check of {mirror})",
                   lambda c, model=model: perf.perf_analyzer_point(f"perf_analyzer_{model}", model, url, inputs[model],
-                                                                  c, ARGS.duration),
+                                                                  c, ARGS.duration, quick=ARGS.quick),
                   own[mirror].check, server="triton", mirrors=mirror)
             for model, mirror in PERF_MIRRORS.items()]
 

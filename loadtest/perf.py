@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from pattern_runtime.launcher import TritonServer
-from pattern_tools.perf import command, input_data, perf_analyzer_env
+from pattern_tools.perf import QUICK, command, input_data, perf_analyzer_env
 from triton_patterns import paths
 
 from .loadgen import CORES, Point, children_cpu_s
@@ -45,21 +45,22 @@ def write_inputs(folder: Path, models=MODELS) -> dict[str, Path]:
 
 
 def perf_analyzer_command(model: str, url: str, input_file: Path, csv: Path, concurrency: str,
-                          interval_ms: int) -> list[str]:
-    return command(model, url, input_file, extra=[
-        "--concurrency-range", concurrency, "-f", str(csv), "--measurement-interval", str(interval_ms),
-        "--stability-percentage", "100", "--max-trials", "6"])  # a shared machine: max/min <= 2x
+                          interval_ms: int, quick: bool = False) -> list[str]:
+    """`quick`: what 3 windows measured, stable or not (pattern_tools.perf.QUICK), for smoke runs."""
+    settle = QUICK if quick else ["--measurement-interval", str(interval_ms),
+                                  "--stability-percentage", "100", "--max-trials", "6"]  # a shared machine: max/min <= 2x
+    return command(model, url, input_file, extra=["--concurrency-range", concurrency, "-f", str(csv), *settle])
 
 
 def perf_analyzer_point(setup: str, model: str, url: str, input_file: Path, concurrency: int,
-                        seconds: float) -> Point:
-    """One perf_analyzer measurement at `concurrency` (its own warm-up and stability trials) as a
-    Point, for the benchmark's cross-check: infer/s and its p50/p90/p99 (client-side, usec in CSV)."""
+                        seconds: float, quick: bool = False) -> Point:
+    """One perf_analyzer measurement at `concurrency` (its own warm-up and stability trials; `quick`:
+    none) as a Point, for the benchmark's cross-check: infer/s and its p50/p90/p99 (client-side, usec in CSV)."""
     with tempfile.TemporaryDirectory(prefix="perf-") as tmp:
         csv_path = Path(tmp) / "out.csv"
         before, started = children_cpu_s(), time.perf_counter()
         done = subprocess.run(perf_analyzer_command(model, url, input_file, csv_path, f"{concurrency}:{concurrency}",
-                                                    max(500, int(seconds * 1000))),
+                                                    max(500, int(seconds * 1000)), quick),
                               env=perf_analyzer_env(), text=True, capture_output=True, timeout=120 + 10 * seconds)
         wall, cpu = time.perf_counter() - started, children_cpu_s() - before
         if done.returncode != 0 or not csv_path.exists():

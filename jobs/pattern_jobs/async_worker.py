@@ -364,14 +364,16 @@ def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
 def supervise(args: argparse.Namespace) -> int:
     """N worker processes; a SIGTERM/SIGINT is forwarded to each by pid and waited for; a worker
     that dies otherwise is restarted after a second."""
-    from pattern_runtime.processes import _die_with_parent
+    from pattern_runtime.processes import await_parent_death_signal, with_parent_death_signal
 
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
 
     def spawn(index: int) -> subprocess.Popen:
-        return subprocess.Popen(_child_argv(args, index), preexec_fn=_die_with_parent)
+        child = subprocess.Popen(with_parent_death_signal(_child_argv(args, index)))
+        await_parent_death_signal(child.pid)
+        return child
 
     children = {i: spawn(i) for i in range(args.processes)}
     print(f"workers started: {' '.join(str(p.pid) for p in children.values())}", flush=True)

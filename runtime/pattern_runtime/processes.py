@@ -2,13 +2,21 @@
 
 `ManagedProcess` runs one command in its own process group with stdout/stderr appended to a
 log file, and only ever signals what it started (its pid, or the process group it created).
+
+Spawning never runs a `preexec_fn`, so CPython starts the child with vfork() and exec(), and no
+pthread_atfork handler of this process runs. Those handlers can make fork() wait for ever: gRPC
+(grpcio, its fork support on by default) registers some that stop its threads before a fork,
+while the forking thread holds the GIL; a test session, a benchmark or a user's program that has
+used gRPC can stop inside fork(). "Die with the parent" (PR_SET_PDEATHSIG) is therefore set by
+util-linux's `setpriv --pdeathsig SIGTERM -- COMMAND`, which sets it and execs the command (same
+pid), not by Python code run in a forked child. docs/reliability.md ("Starting child processes")
+has the details and the tests.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
+import errno
 import logging
 import os
 import shutil
@@ -111,11 +119,43 @@ def signal_name(signum: int) -> str:
 # --------------------------------------------------------------------------- child processes
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: ask the kernel to SIGTERM the child when the thread that spawned it ends."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    PR_SET_PDEATHSIG = 1  # noqa: N806
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+SETPRIV = "setpriv"  # util-linux (Essential in Debian): sets the parent-death signal, then execs
+
+
+def with_parent_death_signal(argv: Sequence[str], signum: int = signal.SIGTERM) -> list[str]:
+    """`argv` run through `setpriv --pdeathsig`: the kernel sends `signum` to the command when
+    the *thread* that spawned it ends (PR_SET_PDEATHSIG is kept across exec; the command keeps
+    setpriv's pid). Spawn it without a preexec_fn, so that no fork handler runs (module docstring)."""
+    return [_setpriv(), "--pdeathsig", signal_name(signum), "--", *argv]
+
+
+def _setpriv() -> str:
+    setpriv = shutil.which(SETPRIV) or shutil.which(SETPRIV, path="/usr/bin:/bin")
+    if setpriv is None:
+        raise FileNotFoundError(f"{SETPRIV} not found on PATH (it makes child servers die with this process); "
+                                "install the system package: apt-get install util-linux")
+    return os.path.realpath(setpriv)
+
+
+def await_parent_death_signal(pid: int, timeout: float = 10.0) -> bool:
+    """Wait until the child `pid` started by `with_parent_death_signal` is past setpriv (it has
+    set the signal and exec'd the command, or exited), so that the spawning thread may end: until
+    then, an ending thread would leave the child without it. False if still in setpriv after `timeout`."""
+    setpriv = _setpriv()
+
+    def past_setpriv() -> bool:
+        try:
+            return os.readlink(f"/proc/{pid}/exe") != setpriv
+        except OSError:  # exited (or a zombie)
+            return True
+
+    return wait_for(past_setpriv, timeout, interval=0.001)
+
+
+def _check_program(program: str, env: Mapping[str, str] | None) -> None:
+    """FileNotFoundError for a program not on the child's PATH, as Popen raises for one it runs itself."""
+    if os.sep not in program and shutil.which(program, path=os.pathsep.join(os.get_exec_path(env))) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
 class ManagedProcess:
@@ -123,7 +163,8 @@ class ManagedProcess:
 
     `die_with_parent` (Linux) makes the kernel SIGTERM the child when the *thread* that
     spawned it ends, so a crashed test run leaves no server behind; spawn from a
-    long-lived thread (the main thread, or the supervisor's own thread).
+    long-lived thread (the main thread, or the supervisor's own thread). The child is
+    started by vfork() and exec(): no fork handler of this process runs (module docstring).
     """
 
     def __init__(
@@ -137,20 +178,23 @@ class ManagedProcess:
         self.argv = [str(a) for a in argv]
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if die_with_parent:
+            _check_program(self.argv[0], env)
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(self.argv)}\n".encode())
             log.flush()
             self.popen = subprocess.Popen(
-                self.argv,
+                with_parent_death_signal(self.argv) if die_with_parent else self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=dict(env) if env is not None else None,
                 cwd=cwd,
-                start_new_session=True,  # own session and process group: pgid == pid
-                preexec_fn=_die_with_parent if die_with_parent else None,
+                start_new_session=True,  # own session and process group: pgid == pid (vfork allows it)
             )
         self.pid = self.popen.pid
+        if die_with_parent and not await_parent_death_signal(self.pid):
+            LOG.warning("pid %s still in %s after 10 s: it may outlive this process", self.pid, SETPRIV)
         self.started_at = time.monotonic()
 
     @property

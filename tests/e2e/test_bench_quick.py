@@ -10,7 +10,7 @@ import pytest
 
 from loadtest import bench
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # every setup measured, 223 s under load
 
 
 def test_quick_bench_every_setup_answers_correctly(tmp_path):

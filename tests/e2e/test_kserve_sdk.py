@@ -93,6 +93,7 @@ def _kserve_calls(http: str, grpc: str, requests_by_model: dict) -> list[dict]:
     return results
 
 
+@pytest.mark.timeout(1200)  # its subprocess has a 900-s deadline of its own
 def test_kserve_sdk_reads_metadata_and_answers_every_model(triton, requests_by_model):
     results = _kserve_calls(triton.http_url, triton.grpc_url, requests_by_model)
     for r in results:
@@ -109,6 +110,7 @@ def test_kserve_sdk_reads_metadata_and_answers_every_model(triton, requests_by_m
         assert errors[model, "rest"].startswith(", '4") or errors[model, "rest"].startswith(", '5"), errors
 
 
+@pytest.mark.timeout(1200)  # its subprocess has a 900-s deadline of its own
 def test_through_the_gateway_the_kserve_rest_client_shows_tritons_message(triton, requests_by_model):
     """The gateway answers errors as application/json, so the REST client reads Triton's message."""
     unanswered = {m: requests_by_model[m] for m in UNANSWERED}

@@ -35,7 +35,7 @@ from pattern_runtime.processes import free_ports
 from triton_patterns import paths
 from triton_patterns.client import PatternClient
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # serve's start and each doc block have 600-s deadlines of their own
 
 DOCS = [paths.PROJECT_ROOT / "README.md", *sorted((paths.PROJECT_ROOT / "docs" / "patterns").glob("*.md"))]
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[ \t]*$")
@@ -202,8 +202,9 @@ def test_doc_commands_run_as_written(block, served):
 
 def test_perf_runs_perf_analyzer_on_an_image_model(served, tmp_path):
     out = tmp_path / "digits.csv"
-    done = subprocess.run([str(VENV_BIN / "triton-patterns"), "perf", "digits", "--concurrency-range", "1:2",
-                           "--measurement-interval", "500", "-f", str(out)],
+    # --quick: reported whatever the spread of its windows (a busy machine may never give 3 that agree)
+    done = subprocess.run([str(VENV_BIN / "triton-patterns"), "perf", "--quick", "digits", "--concurrency-range", "1:2",
+                           "-f", str(out)],
                           env={k: v for k, v in served.env.items() if k != "LD_LIBRARY_PATH"},
                           text=True, capture_output=True, timeout=BLOCK_DEADLINE_S)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

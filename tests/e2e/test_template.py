@@ -45,6 +45,7 @@ def new(server, repo, tests, *argv) -> None:
     assert rc == 0
 
 
+@pytest.mark.timeout(600)  # the generated tests' pytest has a 300-s deadline of its own
 def test_new_models_load_without_restart_and_answer(server, repo, tmp_path, capsys):
     tests = tmp_path / "smoke"
     pid = server.pid

@@ -14,7 +14,7 @@ from pattern_tools.cli import main as cli_main
 from pattern_tools.repo_check import load_config
 from triton_patterns import paths
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # model-analyzer profiles, up to 200 s each under load
 
 SHORT = ["--concurrency", "1", "--measurement-ms", "500", "--max-instances", "1", "--max-batch-size", "1"]
 

@@ -2,6 +2,7 @@
 
     triton-patterns perf iris                                # gRPC, concurrency 1
     triton-patterns perf digits --concurrency-range 1:4:3    # any further perf_analyzer arguments
+    triton-patterns perf --quick digits                      # what it measured, stable or not
 
 perf_analyzer is the binary that the `tritonclient==2.51.0` manylinux wheel installs into the
 virtualenv. It needs Debian's `libb64-0d` and `libcudart.so.12`, which the
@@ -11,6 +12,11 @@ text): `sample_requests(model)` builds valid requests for every model of the rep
 config (held-out iris rows and digits, the demo's texts), and `input_data()` writes them in
 perf_analyzer's JSON format (`{"b64": ...}` for BYTES, each element with its 4-byte little-endian
 length prefix). The load tests (`loadtest/perf.py`) and the KServe SDK test use the same samples.
+
+perf_analyzer reports a concurrency level only once its last 3 measurement windows agree (within
+`--stability-percentage`, 10 % by default) and fails after `--max-trials` (10) windows that do
+not, which on a busy machine they may never do. `--quick` (`QUICK`) reports what 3 windows of at
+least 20 requests each measured, whatever their spread: for smoke runs, not for figures.
 """
 
 from __future__ import annotations
@@ -37,6 +43,10 @@ WIRE = {"TYPE_FP32": "FP32", "TYPE_INT64": "INT64", "TYPE_INT32": "INT32", "TYPE
 TOKEN_IDS = [101, 3082, 4542, 3517, 3892, 102]
 # the composing models of BLS models, so that perf_analyzer reports their share of the time
 BLS_COMPOSING = {"digits_bls": "digits_preprocess,digits_classifier"}
+# perf_analyzer options that report 3 windows of >= 20 requests each, whatever their spread: any
+# ratio passes a ±1000 % stability check, and a window never ends empty on a slow machine
+QUICK = ["--measurement-mode", "count_windows", "--measurement-request-count", "20",
+         "--stability-percentage", "1000", "--max-trials", "3"]
 
 
 def model_config(model: str, repository: Path = paths.MODEL_REPOSITORY) -> dict:
@@ -166,6 +176,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "with --protocol http: $TRITON_PATTERNS_URL or 127.0.0.1:8000)")
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     p.add_argument("--samples", type=int, default=8, help="distinct requests in the input data")
+    p.add_argument("--quick", action="store_true",
+                   help="(before MODEL) report what 3 windows of 20 requests measured, without waiting for stable ones "
+                        "(a smoke run; perf_analyzer's own --stability-percentage check otherwise)")
     p.add_argument("perf_args", nargs=argparse.REMAINDER,
                    help="further perf_analyzer arguments, e.g. --concurrency-range 1:4:3 -f out.csv")
 
@@ -181,6 +194,7 @@ def main(args) -> int:
     with tempfile.TemporaryDirectory(prefix="triton-patterns-perf-") as tmp:
         input_file = Path(tmp) / f"{args.model}.json"
         input_file.write_text(json.dumps(data))
-        argv = command(args.model, url, input_file, args.protocol, args.perf_args, config)
+        extra = (QUICK if args.quick else []) + list(args.perf_args)
+        argv = command(args.model, url, input_file, args.protocol, extra, config)
         print("$ " + " ".join(argv), flush=True)
         return subprocess.run(argv, env=env).returncode
