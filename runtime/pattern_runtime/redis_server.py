@@ -10,12 +10,12 @@ import contextlib
 from pathlib import Path
 from typing import Sequence
 
-from pattern_runtime.processes import LocalServer
+from pattern_runtime.processes import LocalServer, StartError
 
 LOG_TAIL_LINES = 40
 
 
-class RedisStartError(RuntimeError):
+class RedisStartError(StartError):
     """redis-server is missing, exited, or did not answer PING in time (message has its log tail)."""
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from pattern_runtime.gateway import DEFAULT_BODY_LIMIT, DEFAULT_BURST, DEFAULT_RATE
+from pattern_runtime.processes import StartError
 from pattern_runtime.services import DEFAULT_STORE
 from triton_patterns import paths
 from triton_patterns.endpoints import DEFAULT_REDIS_PORT, REDIS_URL_ENV, metrics_url, server_url
@@ -358,7 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         args.url = server_url(getattr(args, "protocol", "http"))
     elif args.command == "metrics" and args.url is None:
         args.url = metrics_url()
-    return args.func(args)
+    try:
+        return args.func(args)
+    except StartError as exc:  # a missing program or library, a server that would not start: its message says why
+        print(f"triton-patterns {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
