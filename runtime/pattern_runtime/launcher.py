@@ -762,11 +762,14 @@ class TritonServer(_Endpoints):
         return f"tritonserver not ready after {waited:.0f}s (startup_timeout={self.startup_timeout:.0f}s)"
 
     def _start_error_message(self, reason: str, proc: ManagedProcess) -> str:
-        """Reason, the run's error lines (a bad flag's is followed by 100 lines of usage), log tail."""
-        run = _this_run(self.log_path).splitlines()
-        errors = [line for line in run if _ERROR_LINE.search(line) and not _HARMLESS_ON_CPU.search(line)][:10]
+        """Reason, the run's error lines (a bad flag's is followed by 100 lines of usage), log tail;
+        for a stub that cannot start, whose reason is the whole story, the log's path only."""
+        run = _this_run(self.log_path)
+        errors = [line for line in run.splitlines() if _ERROR_LINE.search(line) and not _HARMLESS_ON_CPU.search(line)][:10]
         parts = [f"{reason} (ports: HTTP {self.http_port}, gRPC {self.grpc_port}, metrics {self.metrics_port}; "
                  f"pid {proc.pid}, {describe_returncode(proc.returncode)})"]
+        if _stub_start_failure(run):
+            return "\n".join([*parts, f"log: {self.log_path}"])
         if errors:
             parts.append("errors:\n" + "\n".join(errors))
         parts.append(f"last lines of {self.log_path}:\n{proc.log_tail(LOG_TAIL_LINES)}")

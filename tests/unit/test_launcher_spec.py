@@ -78,8 +78,8 @@ def test_a_hard_link_left_by_an_earlier_assembly_is_replaced_by_a_copy(tmp_path,
 
 
 # what the loader wrote for the stub in a bare Debian 12 container without libpython3.11 (docs/reliability.md)
-MISSING_LIBPYTHON = ("/work/build/backends-py3.11/python/triton_python_backend_stub: error while loading shared "
-                     "libraries: libpython3.11.so.1.0: cannot open shared object file: No such file or directory")
+MISSING_LIBPYTHON = ("/work/project/build/backends-py3.11/python/triton_python_backend_stub: error while loading "
+                     "shared libraries: libpython3.11.so.1.0: cannot open shared object file: No such file or directory")
 
 
 def test_a_stub_start_failure_is_found_in_the_log_with_what_to_install():
