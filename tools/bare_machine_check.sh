@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # `make demo` and `make test` on a bare Debian 12 (python3, python3-venv, git, make, curl,
 # ca-certificates only), in a podman container, from a clean clone of this checkout's current
-# branch (its last commit: commit first). Then, in the same container, libpython removed: the
+# branch (its last commit: commit first). Before, as a user who is neither root nor a sudoer:
+# `make demo` must stop within seconds with the command to run. After, libpython removed: the
 # demo must stop within seconds naming it. Takes long (make test: ~20 min and more): not part
 # of `make test`; `make bare-machine-check` runs it. Root only: it installs podman, runc,
 # uidmap, slirp4netns, fuse-overlayfs and mmdebstrap when missing. docs/reliability.md has a run.
 #
-#   tools/bare_machine_check.sh [demo|all]     (default all: demo, the libpython check, test)
+#   tools/bare_machine_check.sh [demo|all]     (default all: the non-root check, demo, the libpython check, test)
 #
-# Logs in build/bare-machine/<time>/: demo.log, nolibpython.log, test.log, summary.txt.
+# Logs in build/bare-machine/<time>/: nonroot.log, demo.log, nolibpython.log, test.log, summary.txt.
 # pip inside the container: the host's pip configuration files and the local wheel folders and
 # indexes they name (PIP_* variables too) are mounted read-only, so the container installs the
 # same wheels as the host (here a CPU build of torch, where PyPI's is a CUDA build of several
@@ -88,6 +89,10 @@ step() {  # step NAME COMMAND: run COMMAND in the clone, log to NAME.log, record
     return 0
 }
 
+# a user who is not root and cannot sudo: stopped within seconds with the command to run, before any pip install
+step nonroot "useradd -m -s /bin/bash check && su check -c \"git config --global --add safe.directory '*' \
+    && git clone -q --no-local --branch $branch /src.git ~/project && cd ~/project && make demo\"; rc=\$?; \
+    echo exit \$rc; [ \$rc = 2 ] && [ ! -e /home/check/project/.venv ]"
 step demo "make demo"
 # the stub without its libpython: one clear error within seconds (make demo would install it again)
 step nolibpython "dpkg -r --force-depends libpython$(podman exec "$container" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])') >/dev/null \

@@ -98,10 +98,6 @@ def _can_sudo() -> bool:
     return bool(sudo) and subprocess.run([sudo, "-n", "true"], capture_output=True, check=False).returncode == 0
 
 
-def install_command(packages: list[str]) -> list[str]:
-    return ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("target", choices=("demo", "test"))
@@ -113,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     packages = [need.package for need in missing]
     what = ", ".join(f"{need.package} ({need.why}: {' '.join(need.missing())})" for need in missing)
-    command = install_command(packages)
+    command = ["apt-get", "install", "--no-install-recommends", *packages]
     prefix = [] if os.geteuid() == 0 else ["sudo", "-n", "env", "DEBIAN_FRONTEND=noninteractive"] if _can_sudo() else None
     to_run = f"sudo apt-get update && sudo {shlex.join(command)}"
     if args.dry_run or prefix is None or not find_program("apt-get"):
@@ -126,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"make {args.target}: installing the missing Debian packages: {what}", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for step in (["apt-get", "update", "-qq"], command):
+    for step in (["apt-get", "update", "-qq"], [*command[:2], "-y", "-q", *command[2:]]):
         if subprocess.run([*prefix, *step], env=env, check=False).returncode != 0:
             print(f"make {args.target}: `{shlex.join(step)}` failed; run: {to_run}", file=sys.stderr)
             return 1

@@ -66,7 +66,7 @@ def test_without_root_or_sudo_it_stops_with_the_command_to_run(monkeypatch, caps
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "make test needs Debian packages that are missing: prometheus=2.42.* (the monitoring test: no-such-program-here)",
-        "run: sudo apt-get update && sudo apt-get install -y -q --no-install-recommends 'prometheus=2.42.*'",
+        "run: sudo apt-get update && sudo apt-get install --no-install-recommends 'prometheus=2.42.*'",
     ]
 
 
