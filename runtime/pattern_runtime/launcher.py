@@ -190,8 +190,9 @@ def assemble_backend_directory(
     """Make `target` a Triton `--backend-directory` (idempotent, safe to rerun).
 
     `target/python/` holds the wheel's `libtriton_python.so`, `triton_python_backend_utils.py`
-    and the stub for `python_version` (default: the running Python) as real files (copies): for a Python-based backend, core rejects a `libtriton_python.so` whose real
-    path "escapes backend directory", so a symlink to the wheel does not do. Every project
+    and the stub for `python_version` (default: the running Python) as real files (copies): for a
+    Python-based backend, core rejects a `libtriton_python.so` whose real path "escapes backend
+    directory", so a symlink to the wheel does not do. Every project
     backend folder is symlinked as `target/<name>`; links to backends that disappeared are
     removed. Away from the wheel the files' RPATH no longer finds the wheel's libraries:
     `server_env()` puts them on LD_LIBRARY_PATH.
