@@ -81,6 +81,7 @@ def needs(target: str) -> list[Need]:
         libpython_need(),
         Need("openssl", "the TLS certificates", programs=("openssl",)),
         Need("curl", "the docs' commands", programs=("curl",)),
+        Need("logrotate", "serve's logs", programs=("logrotate",)),
     ]
     if target == "demo":
         return demo

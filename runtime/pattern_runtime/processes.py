@@ -215,6 +215,9 @@ def group_members(pgid: int) -> list[int]:
 # --------------------------------------------------------------------------- local servers
 
 
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
 class StartError(RuntimeError):
     """A server could not be started: its program or a library missing, it exited, or it was not
     ready in time. The message says which (and has the log tail); the CLI prints it without a traceback."""
@@ -271,7 +274,8 @@ class LocalServer:
         proc.terminate(timeout)
 
     def binary_path(self) -> str:
-        path = shutil.which(self.binary)
+        """The program: on PATH, or where Debian puts daemons (nginx), off a normal user's PATH."""
+        path = shutil.which(self.binary, path=os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN]))
         if path is None:
             raise self.start_error(f"{self.binary} not found on PATH; install the system package: "
                                    f"apt-get install {self.package or self.binary} (`make demo` and `make test` do)")

@@ -23,7 +23,8 @@ PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 def test_the_test_list_is_the_demo_list_and_the_test_tools():
     demo = [need.package for need in system_packages.needs("demo")]
     test = [need.package for need in system_packages.needs("test")]
-    assert demo == ["redis-server", "nginx", "libnginx-mod-http-js", f"libpython{PYTHON}", "openssl", "curl"]
+    assert demo == ["redis-server", "nginx", "libnginx-mod-http-js", f"libpython{PYTHON}", "openssl", "curl",
+                    "logrotate"]
     assert test == demo + ["prometheus=2.42.*", "libb64-0d", "wrk", "make"]
 
 
