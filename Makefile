@@ -7,8 +7,18 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv models serve demo test unit e2e clean
 
+# Debian packages (tools/system_packages.py, run with the base python3): the goals below set which list,
+# and the missing ones are installed (root: apt-get; else sudo -n; else it stops with the command to run)
+# before any virtualenv or pip install. Nothing is printed when all are there.
+SYSTEM_PACKAGES :=
+demo serve batch bluegreen: SYSTEM_PACKAGES := demo
+test e2e bench bench-quick perf profile loadtest soak tune: SYSTEM_PACKAGES := test
+.PHONY: system-packages
+system-packages:
+	$(if $(SYSTEM_PACKAGES),$(PY) tools/system_packages.py $(SYSTEM_PACKAGES))
+
 venv: $(STAMP)
-$(STAMP): requirements.txt requirements-export.txt pyproject.toml
+$(STAMP): requirements.txt requirements-export.txt pyproject.toml | system-packages
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0      # CPU build first, so nothing pulls a CUDA torch
 	$(BIN)/pip install -q -r requirements-export.txt -r requirements.txt
@@ -49,7 +59,7 @@ test: $(SERVING) check kserve-venv model-analyzer
 KSERVE_VENV := .venv-kserve
 .PHONY: kserve-venv
 kserve-venv: $(KSERVE_VENV)/.installed
-$(KSERVE_VENV)/.installed: requirements-kserve.txt
+$(KSERVE_VENV)/.installed: requirements-kserve.txt | system-packages
 	test -x $(KSERVE_VENV)/bin/python || $(PY) -m venv $(KSERVE_VENV)
 	$(KSERVE_VENV)/bin/pip install -q -r requirements-kserve.txt
 	touch $@
@@ -150,3 +160,11 @@ SOAK_ARGS ?=
 .PHONY: soak
 soak: $(SERVING)
 	$(BIN)/python -m loadtest.soak --duration $(SOAK_DURATION) --users $(SOAK_USERS) $(SOAK_ARGS)
+
+# `make demo` and `make test` in a bare Debian 12 container (podman, as root) from a clean clone of the
+# current branch, and the demo without libpython: an hour or so, not part of `make test`
+# (tools/bare_machine_check.sh; BARE_ARGS=demo: the demo only)
+BARE_ARGS ?=
+.PHONY: bare-machine-check
+bare-machine-check:
+	tools/bare_machine_check.sh $(BARE_ARGS)

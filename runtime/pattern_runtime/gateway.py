@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pattern_kernel.access import ADMIN_KEY_ENV, API_KEY_ENV, check_key
-from pattern_runtime.processes import LocalServer, ManagedProcess, free_port
+from pattern_runtime.processes import LocalServer, ManagedProcess, StartError, free_port
 from triton_patterns import paths
 
 GATEWAY_DIR = paths.PROJECT_ROOT / "deploy" / "gateway"
@@ -46,7 +46,7 @@ DEFAULT_RATE = "2000r/s"
 DEFAULT_BURST = 4000
 
 
-class GatewayStartError(RuntimeError):
+class GatewayStartError(StartError):
     """nginx or its njs module is missing, the config is refused, or it was not ready in time."""
 
 
@@ -65,7 +65,7 @@ def self_signed_certificate(folder: Path, name: str = "127.0.0.1") -> GatewayTls
     """A self-signed certificate for 127.0.0.1 and localhost (its own root), made with openssl in
     `folder`, for tests, benchmarks and try-outs (cert.pem, key.pem)."""
     if shutil.which("openssl") is None:
-        raise RuntimeError("openssl not found: apt-get install openssl")
+        raise GatewayStartError("openssl not found on PATH; install the system package: apt-get install openssl")
     cert, key = Path(folder) / "cert.pem", Path(folder) / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",

@@ -53,6 +53,7 @@ from pattern_kernel.server_command import (
 )
 from pattern_runtime.processes import (
     ManagedProcess,
+    StartError,
     describe_returncode,
     free_port,
     free_ports,
@@ -75,7 +76,7 @@ _ERROR_LINE = re.compile(r"^E\d{4} |unrecognized option|invalid argument|[Ee]rro
 _HARMLESS_ON_CPU = re.compile(r"NVML|CudaDriverHelper|DCGM")
 
 
-class TritonStartError(RuntimeError):
+class TritonStartError(StartError):
     """The server could not be started, or did not become ready; the message ends with its log tail."""
 
 
@@ -140,18 +141,15 @@ def _symlink(target: Path, link: Path) -> None:
 
 
 def _install_file(source: Path, dest: Path) -> None:
-    """Put a real file at `dest` with `source`'s content: a hard link, else a copy; atomic."""
-    if not dest.is_symlink() and dest.exists():
-        if os.path.samefile(source, dest):
-            return
+    """Put a copy of `source` at `dest` (atomic; skipped when the copy is there). A copy, not a hard
+    link: tritonserver chmods a stub that fails to run to owner-execute only, which a link would pass
+    on to the wheel's file."""
+    if not dest.is_symlink() and dest.exists() and not os.path.samefile(source, dest):  # a link is replaced
         src_stat, dst_stat = source.stat(), dest.stat()
         if (src_stat.st_size, int(src_stat.st_mtime)) == (dst_stat.st_size, int(dst_stat.st_mtime)):
             return
     tmp = _temporary_sibling(dest)
-    try:
-        os.link(source, tmp)
-    except OSError:  # another filesystem, or links not allowed
-        shutil.copy2(source, tmp)
+    shutil.copy2(source, tmp)
     os.replace(tmp, dest)
 
 
@@ -174,9 +172,9 @@ def assemble_backend_directory(
     """Make `target` a Triton `--backend-directory` (idempotent, safe to rerun).
 
     `target/python/` holds the wheel's `libtriton_python.so`, `triton_python_backend_utils.py`
-    and the stub for `python_version` (default: the running Python) as real files (hard links,
-    else copies): for a Python-based backend, core rejects a `libtriton_python.so` whose real
-    path "escapes backend directory", so a symlink to the wheel does not do. Every project
+    and the stub for `python_version` (default: the running Python) as real files (copies): for a
+    Python-based backend, core rejects a `libtriton_python.so` whose real path "escapes backend
+    directory", so a symlink to the wheel does not do. Every project
     backend folder is symlinked as `target/<name>`; links to backends that disappeared are
     removed. Away from the wheel the files' RPATH no longer finds the wheel's libraries:
     `server_env()` puts them on LD_LIBRARY_PATH.
@@ -317,6 +315,26 @@ def _shutdown_waits(log_text: str) -> str:
 def _ports_in_use(log_text: str) -> list[int]:
     """Ports that tritonserver reported as already in use."""
     return sorted({int(port) for port in _PORT_IN_USE.findall(log_text)})
+
+
+# A Python stub that ends before it reaches the server (the loader cannot find its libpython; bash
+# cannot run it) leaves its model loading for ever: tritonserver 2.51 logs nothing more and never
+# gets ready (docs/reliability.md#a-stub-that-cannot-start). The loader's line or the backend's own.
+_STUB_START_FAILURE = re.compile(r"^.*(?:error while loading shared libraries: |Failed to run python backend stub).*$", re.M)
+_MISSING_LIBPYTHON = re.compile(r"\b(libpython\d+\.\d+)\.so\.1\.0: cannot open shared object file")
+
+
+def _stub_start_failure(log_text: str) -> str | None:
+    """Why a Python stub could not start, from the server's log (None: no such line)."""
+    found = _STUB_START_FAILURE.search(log_text)
+    if found is None:
+        return None
+    reason = f"a Python backend stub cannot start: {found.group(0).strip()}"
+    library = _MISSING_LIBPYTHON.search(found.group(0))
+    if library:
+        reason += (f" (the stub links the shared library of the Python that made the server virtualenv; "
+                   f"Debian: apt-get install {library.group(1)})")
+    return reason
 
 
 def python_stub_pids(server_pid: int) -> dict[str, list[int]]:
@@ -706,12 +724,18 @@ class TritonServer(_Endpoints):
 
     def _wait_ready(self, proc: ManagedProcess) -> bool:
         """Ready: every model loaded and the metrics endpoint answering. Gives up at once when the
-        process exits, stop() is called or the log says a port is taken."""
+        process exits, stop() is called, or the log says a port is taken or a Python stub cannot start."""
+        def hopeless() -> bool:
+            if not proc.is_running() or self._stopping.is_set():
+                return True
+            run = _this_run(self.log_path)
+            return bool(_ports_in_use(run) or _stub_start_failure(run))
+
         return wait_for(
             lambda: proc.is_running() and self.is_ready() and http_status(self.metrics_url) == 200,
             self.startup_timeout,
             interval=0.2,
-            abort=lambda: not proc.is_running() or self._stopping.is_set() or bool(_ports_in_use(_this_run(self.log_path))),
+            abort=hopeless,
         )
 
     def _not_ready_reason(self, proc: ManagedProcess, waited: float) -> str:
@@ -719,14 +743,20 @@ class TritonServer(_Endpoints):
             return f"tritonserver exited during startup ({describe_returncode(proc.returncode)})"
         if self._stopping.is_set():
             return "tritonserver start interrupted by stop()"
+        stub_failure = _stub_start_failure(_this_run(self.log_path))
+        if stub_failure:
+            return stub_failure
         return f"tritonserver not ready after {waited:.0f}s (startup_timeout={self.startup_timeout:.0f}s)"
 
     def _start_error_message(self, reason: str, proc: ManagedProcess) -> str:
-        """Reason, the run's error lines (a bad flag's is followed by 100 lines of usage), log tail."""
-        run = _this_run(self.log_path).splitlines()
-        errors = [line for line in run if _ERROR_LINE.search(line) and not _HARMLESS_ON_CPU.search(line)][:10]
+        """Reason, the run's error lines (a bad flag's is followed by 100 lines of usage), log tail;
+        for a stub that cannot start, whose reason is the whole story, the log's path only."""
+        run = _this_run(self.log_path)
+        errors = [line for line in run.splitlines() if _ERROR_LINE.search(line) and not _HARMLESS_ON_CPU.search(line)][:10]
         parts = [f"{reason} (ports: HTTP {self.http_port}, gRPC {self.grpc_port}, metrics {self.metrics_port}; "
                  f"pid {proc.pid}, {describe_returncode(proc.returncode)})"]
+        if _stub_start_failure(run):
+            return "\n".join([*parts, f"log: {self.log_path}"])
         if errors:
             parts.append("errors:\n" + "\n".join(errors))
         parts.append(f"last lines of {self.log_path}:\n{proc.log_tail(LOG_TAIL_LINES)}")

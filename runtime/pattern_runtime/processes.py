@@ -259,6 +259,14 @@ def group_members(pgid: int) -> list[int]:
 # --------------------------------------------------------------------------- local servers
 
 
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+class StartError(RuntimeError):
+    """A server could not be started: its program or a library missing, it exited, or it was not
+    ready in time. The message says which (and has the log tail); the CLI prints it without a traceback."""
+
+
 class LocalServer:
     """A server program (Redis, Prometheus, ...) run as a child process on a local port, in a
     directory of its own (a temporary one, removed by stop(), unless `directory` is given).
@@ -274,7 +282,7 @@ class LocalServer:
     package = ""  # the Debian package that provides the binary, for the missing-binary message
     log_name = "server.log"
     port_taken = "Address already in use"
-    start_error: type[Exception] = RuntimeError
+    start_error: type[StartError] = StartError
     start_attempts = 3
     log_tail_lines = 40
 
@@ -311,10 +319,11 @@ class LocalServer:
         proc.terminate(timeout)
 
     def binary_path(self) -> str:
-        path = shutil.which(self.binary)
+        """The program: on PATH, or where Debian puts daemons (nginx), off a normal user's PATH."""
+        path = shutil.which(self.binary, path=os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN]))
         if path is None:
             raise self.start_error(f"{self.binary} not found on PATH; install the system package: "
-                                   f"apt-get install {self.package or self.binary}")
+                                   f"apt-get install {self.package or self.binary} (`make demo` and `make test` do)")
         return path
 
     @property

@@ -14,12 +14,12 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
-from pattern_runtime.processes import LocalServer, http_status
+from pattern_runtime.processes import LocalServer, StartError, http_status
 
 LOG_TAIL_LINES = 40
 
 
-class PrometheusStartError(RuntimeError):
+class PrometheusStartError(StartError):
     """prometheus is missing, exited, or was not ready in time (the message has its log tail)."""
 
 

@@ -10,13 +10,13 @@ import contextlib
 from pathlib import Path
 from typing import Sequence
 
-from pattern_runtime.processes import LocalServer
+from pattern_runtime.processes import LocalServer, StartError
 
 LOG_TAIL_LINES = 40
 APPENDFSYNC = ("everysec", "always")  # "no" (the OS decides when) is left out: no bound on what a crash loses
 
 
-class RedisStartError(RuntimeError):
+class RedisStartError(StartError):
     """redis-server is missing, exited, or did not answer PING in time (message has its log tail)."""
 
 

@@ -83,8 +83,9 @@ class Stack(contextlib.AbstractContextManager):
     @property
     def env(self) -> dict[str, str]:
         """What the backends need: the Redis URLs and (when seeded) the data store's path."""
+        redis_url = self.redis.url  # first: a missing redis-server is said before the seeding's seconds
         store = self.store
-        return {REDIS_URL_ENV: self.redis.url, CACHE_REDIS_URL_ENV: self.cache_redis.url,
+        return {REDIS_URL_ENV: redis_url, CACHE_REDIS_URL_ENV: self.cache_redis.url,
                 **({DATA_STORE_ENV: str(store)} if store else {})}
 
     @property

@@ -18,6 +18,8 @@ from pattern_runtime.launcher import (
     TritonServer,
     TritonStartError,
     docker_available,
+    python_version_tag,
+    server_env,
 )
 from pattern_runtime.processes import group_members, http_status, wait_for
 
@@ -151,6 +153,26 @@ def test_start_failure_broken_model(tmp_path, stopper):
     with pytest.raises(TritonStartError, match="exited during startup") as err:
         server.start()
     assert "broken on purpose" in str(err.value)
+    assert_gone(server.pid)
+
+
+def test_a_stub_that_cannot_start_is_an_error_at_once(tmp_path, identity_repo, stopper):
+    """A stub the loader cannot start (here its libpython is an empty file first on the loader's path)
+    dies before it reaches the server, whose load then waits for it for ever with nothing more in
+    the log: the launcher gives the loader's line long before the startup timeout."""
+    broken = tmp_path / "broken_libpython"
+    broken.mkdir()
+    (broken / f"libpython{python_version_tag()}.so.1.0").write_bytes(b"")
+    library_path = f"{broken}{os.pathsep}{server_env()['LD_LIBRARY_PATH']}"
+    server = embedded(tmp_path, identity_repo, env={"LD_LIBRARY_PATH": library_path})
+    server.startup_timeout = 600
+    stopper(server)
+    with pytest.raises(TritonStartError) as err:
+        server.start()
+    first_line, log_line = str(err.value).splitlines()
+    assert first_line.startswith("a Python backend stub cannot start: ")
+    assert f"error while loading shared libraries: {broken}/libpython{python_version_tag()}.so.1.0" in first_line
+    assert log_line == f"log: {server.log_path}"
     assert_gone(server.pid)
 
 

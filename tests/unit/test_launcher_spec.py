@@ -51,6 +51,8 @@ def test_assemble_backend_directory(tmp_path, project_backends):
         # real files (core rejects a libtriton_python.so whose real path leaves the directory)
         assert installed.is_file() and not installed.is_symlink()
         assert filecmp.cmp(installed, source, shallow=False)
+        # copies: tritonserver's chmod of a stub that fails to run stays out of the wheel
+        assert not os.path.samefile(installed, source)
     assert os.access(python / "triton_python_backend_stub", os.X_OK)
 
     linked = {p.name: p.resolve() for p in target.iterdir() if p.is_symlink()}
@@ -63,6 +65,31 @@ def test_assemble_backend_directory(tmp_path, project_backends):
     assemble_backend_directory(target, project_backends)
     assert sorted(p.name for p in target.iterdir()) == ["onnxruntime", "python"]
     assert (python / "libtriton_python.so").stat().st_ino == inode
+
+
+def test_a_hard_link_left_by_an_earlier_assembly_is_replaced_by_a_copy(tmp_path, project_backends):
+    target = assemble_backend_directory(tmp_path / "backends", project_backends)
+    stub = target / "python" / "triton_python_backend_stub"
+    source = wheel_dir() / "python_backend_stubs" / PYVER / "triton_python_backend_stub"
+    stub.unlink()
+    os.link(source, stub)
+    assemble_backend_directory(target, project_backends)
+    assert not os.path.samefile(stub, source) and filecmp.cmp(stub, source, shallow=False)
+
+
+# what the loader wrote for the stub in a bare Debian 12 container without libpython3.11 (docs/reliability.md)
+MISSING_LIBPYTHON = ("/work/project/build/backends-py3.11/python/triton_python_backend_stub: error while loading "
+                     "shared libraries: libpython3.11.so.1.0: cannot open shared object file: No such file or directory")
+
+
+def test_a_stub_start_failure_is_found_in_the_log_with_what_to_install():
+    log = f'I1207 05:12:18.779992 16270 model_lifecycle.cc:472] "loading: identity:1"\n{MISSING_LIBPYTHON}\n'
+    reason = launcher._stub_start_failure(log)
+    assert reason == (f"a Python backend stub cannot start: {MISSING_LIBPYTHON} (the stub links the shared library "
+                      "of the Python that made the server virtualenv; Debian: apt-get install libpython3.11)")
+    other = "/x/triton_python_backend_stub: error while loading shared libraries: /y/libpython3.11.so.1.0: file too short"
+    assert launcher._stub_start_failure(other) == f"a Python backend stub cannot start: {other}"
+    assert launcher._stub_start_failure('I1207 model_lifecycle.cc:472] "loading: identity:1"\n') is None
 
 
 def test_missing_stub_is_a_clear_error(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pattern_kernel.redis_link import CACHE_REDIS_URL_ENV
 from pattern_runtime.gateway import DEFAULT_BODY_LIMIT, DEFAULT_BURST, DEFAULT_RATE
+from pattern_runtime.processes import StartError
 from pattern_runtime.redis_server import APPENDFSYNC
 from pattern_runtime.service import (
     DEFAULT_LOG_KEEP,
@@ -65,8 +66,7 @@ def cmd_models(args) -> int:
 
 def cmd_serve(args) -> int:
     from pattern_kernel.access import GrpcTls
-    from pattern_runtime.gateway import GatewayStartError, GatewayTls, is_loopback
-    from pattern_runtime.launcher import TritonStartError
+    from pattern_runtime.gateway import GatewayTls, is_loopback
     from pattern_runtime.logrotation import LogRotationError
     from pattern_runtime.service import serve
     from pattern_runtime.services import RedisSettings, serve_services
@@ -100,7 +100,7 @@ def cmd_serve(args) -> int:
                          grpc_port=args.grpc_port, metrics_port=args.metrics_port, grpc_tls=tls, env=parts.env,
                          restrict_admin_apis=not args.open_admin_apis, model_repository=args.model_repository,
                          project_backends=args.backends, server_venv=args.server_venv, trace=args.trace)
-    except (TritonStartError, GatewayStartError, LogRotationError) as err:
+    except (StartError, LogRotationError) as err:
         raise SystemExit(f"serve: {err}") from None
 
 
@@ -416,7 +416,11 @@ def main(argv: list[str] | None = None) -> int:
         args.url = server_url(getattr(args, "protocol", "http"))
     elif args.command == "metrics" and args.url is None:
         args.url = metrics_url()
-    return args.func(args)
+    try:
+        return args.func(args)
+    except StartError as exc:  # a missing program or library, a server that would not start: its message says why
+        print(f"triton-patterns {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
