@@ -31,8 +31,11 @@ def common_server_flags(
 ) -> list[str]:
     """Flags both runtimes pass to tritonserver (everything except paths and ports).
 
-    `--strict-readiness=true`: /v2/health/ready is 200 only when every model is ready, so
-    waiting for it waits for the models. `--exit-on-error=true` (the default): a model that
+    `--strict-readiness=false`: /v2/health/ready is 200 while the server serves, whatever one
+    model is doing; with strict readiness one model's reload (the stub watchdog's) took the
+    whole server out of a load balancer. Per model: /v2/models/<m>/ready, and the probes' real
+    inference (`pattern_kernel.probe`). Models loaded at start are loaded before the endpoints
+    open; the launcher still waits for each. `--exit-on-error=true` (the default): a model that
     fails to load at startup stops the server at once, and the launcher reports the log
     instead of waiting out its deadline on a server that will never be ready.
     `access`: the restricted-API flags (`Access.server_flags`); `grpc_tls`: gRPC over TLS;
@@ -41,7 +44,7 @@ def common_server_flags(
     if model_control_mode not in ("none", "explicit", "poll"):
         raise ValueError(f"model_control_mode must be none, explicit or poll, not {model_control_mode!r}")
     flags = [
-        "--strict-readiness=true",
+        "--strict-readiness=false",
         f"--exit-on-error={str(exit_on_error).lower()}",
         "--allow-metrics=true",
         f"--model-control-mode={model_control_mode}",

@@ -515,6 +515,7 @@ class TritonServer(_Endpoints):
                               (("http_port", http_port), ("grpc_port", grpc_port), ("metrics_port", metrics_port))
                               if given is None}
         self.cache_size_bytes = cache_size_bytes
+        self.load_models = list(load_models) if load_models is not None else None
         self.access = resolve_access(admin_key, api_key, restrict_admin_apis)
         self.grpc_tls = grpc_tls
         self.model_control_mode = model_control_mode
@@ -549,6 +550,7 @@ class TritonServer(_Endpoints):
         self.deaths: list[ServerDied] = []
         self.restarts = 0
         self._quick_deaths = 0
+        self._pending_models: list[str] = []
         self._proc: ManagedProcess | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -718,11 +720,28 @@ class TritonServer(_Endpoints):
         return ManagedProcess(self.command(), self.log_path, env=self.environment(), cwd=self.log_path.parent,
                               die_with_parent=self.die_with_parent)
 
+    def start_models(self) -> list[str]:
+        """The models this server loads at start, which `start()` waits for: `load_models` in
+        explicit mode, else (or with "*") every model folder of the repository."""
+        if self.model_control_mode == "explicit" and self.load_models is not None and "*" not in self.load_models:
+            return list(self.load_models)
+        return sorted(p.name for p in self.model_repository.iterdir() if (p / "config.pbtxt").is_file())
+
+    def _models_ready(self, pending: list[str]) -> bool:
+        """Drops the ready ones from `pending`; True once it is empty."""
+        pending[:] = [name for name in pending if not self.model_ready(name)]
+        return not pending
+
     def _wait_ready(self, proc: ManagedProcess) -> bool:
-        """Ready: every model loaded and the metrics endpoint answering. Gives up at once when the
-        process exits, stop() is called or the log says a port is taken."""
+        """Ready: the server ready, every model it loads at start ready (the server's readiness is
+        not strict: one model's reload must not take the whole server out of a load balancer, so
+        the start waits for the models one by one) and the metrics endpoint answering. Gives up at
+        once when the process exits (a model that fails to load stops it: exit_on_error), stop()
+        is called or the log says a port is taken."""
+        self._pending_models = self.start_models()
         return wait_for(
-            lambda: proc.is_running() and self.is_ready() and http_status(self.metrics_url) == 200,
+            lambda: (proc.is_running() and self.is_ready() and self._models_ready(self._pending_models)
+                     and http_status(self.metrics_url) == 200),
             self.startup_timeout,
             interval=0.2,
             abort=lambda: not proc.is_running() or self._stopping.is_set() or bool(_ports_in_use(_this_run(self.log_path))),
@@ -733,7 +752,8 @@ class TritonServer(_Endpoints):
             return f"tritonserver exited during startup ({describe_returncode(proc.returncode)})"
         if self._stopping.is_set():
             return "tritonserver start interrupted by stop()"
-        return f"tritonserver not ready after {waited:.0f}s (startup_timeout={self.startup_timeout:.0f}s)"
+        models = f"; models not ready: {', '.join(self._pending_models)}" if self._pending_models else ""
+        return f"tritonserver not ready after {waited:.0f}s (startup_timeout={self.startup_timeout:.0f}s){models}"
 
     def _start_error_message(self, reason: str, proc: ManagedProcess) -> str:
         """Reason, the run's error lines (a bad flag's is followed by 100 lines of usage), log tail."""
