@@ -17,9 +17,12 @@ the stream; the jobs of one dynamic batch go to Redis in one pipelined call. The
 parameter `idempotency_key` (1-200 printable characters) makes a retry safe: a second submit
 with the same key to the same submit model within ttl_seconds answers the first job's id and
 queues nothing (INVALID_ARG if the key was used for other inputs or another target).
-result: JOB_ID [n] in; STATUS [n] (queued, running, done, failed) and RESULT [n] (JSON: outputs with dtype and shape, model
-version, attempts, timings, error). An unknown or expired job id is INVALID_ARG naming it;
-Redis unreachable is UNAVAILABLE.
+result: JOB_ID [n] in; STATUS [n] (queued, running, done, failed, or unknown) and RESULT [n] (JSON: outputs with
+dtype and shape, model version, attempts, timings, error), one answer per id: an id with no job
+(never queued in this namespace, or expired ttl_seconds after its job's last change: Redis cannot
+tell which) is `unknown` with that reason as its error, the other ids get their states. No id, an
+empty id or one that is not UTF-8 text is INVALID_ARG naming JOB_ID; Redis unreachable is
+UNAVAILABLE.
 Metrics: async_jobs_submitted_total{model, target} (jobs queued),
 async_jobs_deduplicated_total{model, target} (submits answered by an idempotency key's job).
 The result model owns its namespace's queue gauges (one result model per namespace;
@@ -41,7 +44,15 @@ import triton_python_backend_utils as pb_utils
 
 from pattern_kernel.batching import request_batch_size
 from pattern_kernel.errors import InputError, StepError
-from pattern_kernel.job_queue import Submission, Submitted, check_idempotency_key, check_job_inputs, queue_for
+from pattern_kernel.job_queue import (
+    UNKNOWN,
+    JobState,
+    Submission,
+    Submitted,
+    check_idempotency_key,
+    check_job_inputs,
+    queue_for,
+)
 from pattern_kernel.pattern_model import PatternModel
 from pattern_kernel.queue_metrics import QueuePoller, QueueStats, read_stats
 from pattern_kernel.validation import parse_targets, utf8_values
@@ -57,6 +68,28 @@ def pick_target(targets: list[tuple[str, int]], wanted: str | None) -> tuple[str
     allowed = ", ".join(m if v < 0 else f"{m}:{v}" for m, v in targets)
     raise InputError("target", f"{wanted!r} is not one of this model's targets ({allowed})",
                      kind="request parameter")
+
+
+def job_ids(array: np.ndarray) -> list[str]:
+    """JOB_ID's elements as text: at least one, none empty, UTF-8 (InputError naming JOB_ID)."""
+    ids = utf8_values("JOB_ID", array)
+    if not ids:
+        raise InputError("JOB_ID", "expected at least one job id, got none")
+    empty = [i for i, job_id in enumerate(ids) if not job_id]
+    if empty:
+        raise InputError("JOB_ID", f"element {empty[0]} is empty: expected a job id")
+    return ids
+
+
+def job_answers(ids: list[str], states: list[JobState | None], namespace: str, ttl_s: int) -> dict[str, np.ndarray]:
+    """STATUS and RESULT, one per id in order; an id without a job is `unknown`, with the reason."""
+    answers = [state.as_json() if state is not None else
+               {"job_id": job_id, "status": UNKNOWN,
+                "error": f"no job {job_id!r} in namespace {namespace!r}: never queued there, or expired "
+                         f"(ttl_seconds={ttl_s} after its last change)"}
+               for job_id, state in zip(ids, states)]
+    return {"STATUS": np.array([a["status"].encode() for a in answers], dtype=object),
+            "RESULT": np.array([json.dumps(a).encode() for a in answers], dtype=object)}
 
 
 class TritonPythonModel(PatternModel):
@@ -113,18 +146,12 @@ class TritonPythonModel(PatternModel):
         return answers
 
     def _result(self, request, inputs):
-        ids = utf8_values("JOB_ID", inputs["JOB_ID"])
+        ids = job_ids(inputs["JOB_ID"])
         try:
             states = self.queue.states(ids)
         except redis.RedisError as exc:
             raise StepError("lookup", "redis", None, f"the job store (Redis) is unavailable: {exc}") from None
-        for job_id, state in zip(ids, states):
-            if state is None:
-                raise InputError("JOB_ID", f"no job {job_id!r} (unknown, or expired after ttl_seconds)")
-        return {
-            "STATUS": np.array([s.status.encode() for s in states], dtype=object),
-            "RESULT": np.array([json.dumps(s.as_json()).encode() for s in states], dtype=object),
-        }
+        return job_answers(ids, states, self.queue.namespace, self.queue.ttl)
 
     # -- the namespace's queue gauges (result mode)
 
