@@ -63,6 +63,7 @@ from pattern_runtime.processes import (
     tail,
     wait_for,
 )
+from pattern_runtime.serve_models import repository_models
 from pattern_runtime.stub_watchdog import StubWatchdog
 from triton_patterns import paths
 from triton_patterns.credentials import admin_key_file, configured_admin_key
@@ -725,7 +726,7 @@ class TritonServer(_Endpoints):
         explicit mode, else (or with "*") every model folder of the repository."""
         if self.model_control_mode == "explicit" and self.load_models is not None and "*" not in self.load_models:
             return list(self.load_models)
-        return sorted(p.name for p in self.model_repository.iterdir() if (p / "config.pbtxt").is_file())
+        return repository_models(self.model_repository)
 
     def _models_ready(self, pending: list[str]) -> bool:
         """Drops the ready ones from `pending`; True once it is empty."""

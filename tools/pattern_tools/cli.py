@@ -59,6 +59,7 @@ def cmd_serve(args) -> int:
     from pattern_kernel.access import GrpcTls
     from pattern_runtime.gateway import GatewayTls, is_loopback, serve_gateway
     from pattern_runtime.launcher import serve
+    from pattern_runtime.serve_models import default_serve_models
     from pattern_runtime.services import serve_services
 
     tls = None
@@ -81,7 +82,8 @@ def cmd_serve(args) -> int:
             notes = [*notes, *gateway_notes]
         return serve(**where, metrics_port=args.metrics_port, grpc_tls=tls, env=env, notes=notes,
                      restrict_admin_apis=not args.open_admin_apis, model_repository=args.model_repository,
-                     project_backends=args.backends, server_venv=args.server_venv, trace=args.trace)
+                     project_backends=args.backends, server_venv=args.server_venv, trace=args.trace,
+                     load_models=None if args.all_models else default_serve_models(args.model_repository))
 
 
 def _trace_config(text: str):
@@ -224,6 +226,9 @@ def parser() -> argparse.ArgumentParser:
                        help="no admin key for the model-repository, shared-memory, logging and trace APIs, for "
                             "local tools that cannot send headers (model-analyzer); the server listens on "
                             "127.0.0.1 only (docs/tuning.md)")
+    serve.add_argument("--all-models", action="store_true",
+                       help="load every model of the repository, also those only benchmarks and tests use "
+                            "(heavy_mlp; docs/reliability.md, restart time)")
     serve.add_argument("--trace", default=None, type=_trace_config, metavar="SETTINGS",
                        help="trace requests: rate=N (one in N; 1 every request), in triton mode to a file beside "
                             "the log (file=PATH), or mode=opentelemetry,url=http://HOST:4318/v1/traces (OTLP/HTTP); "
