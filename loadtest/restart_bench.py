@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -42,15 +43,29 @@ def answers(server) -> bool:
     return probe.probe(server.http_url, ["iris"], "FEATURES", ROW, {"LABEL": "0"}, timeout=5) == []
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc), 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def restart_once(server, timeout: float = 600.0) -> dict:
-    """SIGKILL the server; seconds until the supervisor respawned it and until it answers."""
+    """SIGKILL the server; seconds until the supervisor respawned it and until it answers, and
+    the CPU seconds the new server and its stubs used to get there (what the machine's load
+    does not change: on an idle 2-core machine the wait is about half of it)."""
     old = server.pid
     killed = time.monotonic()
     os.kill(old, signal.SIGKILL)
     respawned = wait_for(lambda: server.pid not in (None, old), timeout, interval=0.05)
     spawn_s = time.monotonic() - killed
     ok = respawned and wait_for(lambda: answers(server), timeout, interval=0.1)
-    return {"respawn_s": round(spawn_s, 2), "answers_s": round(time.monotonic() - killed, 2) if ok else None,
+    answers_s = round(time.monotonic() - killed, 2) if ok else None
+    stubs = [pid for pids in server.stub_pids().values() for pid in pids]
+    return {"respawn_s": round(spawn_s, 2), "answers_s": answers_s,
+            "cpu_s": round(cpu_seconds(server.pid) + sum(map(cpu_seconds, stubs)), 1), "stubs": len(stubs),
             "load_1m": round(os.getloadavg()[0], 1)}
 
 
@@ -63,6 +78,7 @@ def busy(cpus: int, log_dir: Path) -> ManagedProcess | None:
 
 
 def run(configs: list[str], rounds: int, busy_cpus: int, out: Path) -> list[dict]:
+    logging.getLogger("pattern_runtime.launcher").setLevel(logging.CRITICAL)  # each kill is a logged death
     rows = []
     log_dir = out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -88,10 +104,11 @@ def run(configs: list[str], rounds: int, busy_cpus: int, out: Path) -> list[dict
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| config | models | machine | round | respawn s | answers after s | load (1 min) |",
-             "|---|--:|---|--:|--:|--:|--:|"]
-    lines += [f"| {r['config']} | {r['models']} | {r['machine']} | {r['round']} | {r['respawn_s']} | "
-              f"{r['answers_s'] if r['answers_s'] is not None else 'never'} | {r['load_1m']} |" for r in rows]
+    lines = ["| config | models | stubs | machine | round | respawn s | answers after s | CPU s | load (1 min) |",
+             "|---|--:|--:|---|--:|--:|--:|--:|--:|"]
+    lines += [f"| {r['config']} | {r['models']} | {r['stubs']} | {r['machine']} | {r['round']} | {r['respawn_s']} | "
+              f"{r['answers_s'] if r['answers_s'] is not None else 'never'} | {r['cpu_s']} | {r['load_1m']} |"
+              for r in rows]
     return "\n".join(lines)
 
 
