@@ -12,6 +12,7 @@ import types
 import numpy as np
 import pytest
 
+import pattern_kernel
 from pattern_kernel.errors import InputError
 from pattern_kernel.job_queue import DONE, QUEUED, UNKNOWN, JobState
 from triton_patterns import paths
@@ -21,9 +22,15 @@ from triton_patterns.client import PatternError, known_job
 
 @pytest.fixture(scope="module")
 def backend():
-    """backends/async_queue/model.py, imported with a bare stand-in for Triton's utilities module."""
-    saved = {name: sys.modules.pop(name, None) for name in
-             ("triton_python_backend_utils", "pattern_kernel.triton_glue", "pattern_kernel.pattern_model")}
+    """backends/async_queue/model.py, imported with a bare stand-in for Triton's utilities module;
+    afterwards the modules are as they were (what imported the stand-in is forgotten)."""
+    before = dict(sys.modules)
+    glue = ("triton_glue", "pattern_model")  # import the stand-in: fresh here, forgotten after
+    attributes = {name: getattr(pattern_kernel, name) for name in glue if hasattr(pattern_kernel, name)}
+    for name in glue:
+        sys.modules.pop(f"pattern_kernel.{name}", None)
+        if hasattr(pattern_kernel, name):
+            delattr(pattern_kernel, name)
     sys.modules["triton_python_backend_utils"] = types.ModuleType("triton_python_backend_utils")
     try:
         spec = importlib.util.spec_from_file_location("async_queue_model", paths.BACKENDS / "async_queue" / "model.py")
@@ -31,10 +38,13 @@ def backend():
         spec.loader.exec_module(module)
         yield module
     finally:
-        for name, module in saved.items():
-            sys.modules.pop(name, None)
-            if module is not None:
-                sys.modules[name] = module
+        sys.modules.clear()
+        sys.modules.update(before)
+        for name in glue:
+            if name in attributes:
+                setattr(pattern_kernel, name, attributes[name])
+            elif hasattr(pattern_kernel, name):
+                delattr(pattern_kernel, name)
 
 
 def _ids(*values: bytes) -> np.ndarray:
