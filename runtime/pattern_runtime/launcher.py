@@ -729,8 +729,15 @@ class TritonServer(_Endpoints):
         return repository_models(self.model_repository)
 
     def _models_ready(self, pending: list[str]) -> bool:
-        """Drops the ready ones from `pending`; True once it is empty."""
-        pending[:] = [name for name in pending if not self.model_ready(name)]
+        """Drops the ready ones from `pending` (every version READY in the repository index: one
+        request; the launcher holds the admin key; else each model's readiness); True once empty."""
+        try:
+            states: dict[str, set[str]] = {}
+            for entry in self.model_index():
+                states.setdefault(entry.get("name", ""), set()).add(entry.get("state", ""))
+            pending[:] = [name for name in pending if states.get(name) != {"READY"}]
+        except (OSError, ValueError):
+            pending[:] = [name for name in pending if not self.model_ready(name)]
         return not pending
 
     def _wait_ready(self, proc: ManagedProcess) -> bool:
