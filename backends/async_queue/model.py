@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 import redis
@@ -81,12 +82,16 @@ def job_ids(array: np.ndarray) -> list[str]:
     return ids
 
 
-def job_answers(ids: list[str], states: list[JobState | None], namespace: str, ttl_s: int) -> dict[str, np.ndarray]:
-    """STATUS and RESULT, one per id in order; an id without a job is `unknown`, with the reason."""
-    answers = [state.as_json() if state is not None else
-               {"job_id": job_id, "status": UNKNOWN,
-                "error": f"no job {job_id!r} in namespace {namespace!r}: never queued there, or expired "
-                         f"(ttl_seconds={ttl_s} after its last change)"}
+def no_job(job_id: str, namespace: str, ttl_s: int) -> str:
+    """Why an id has no job: all Redis can say once the record is gone."""
+    return (f"no job {job_id!r} in namespace {namespace!r}: never queued there, or expired "
+            f"(ttl_seconds={ttl_s} after its last change)")
+
+
+def job_answers(ids: list[str], states: list[JobState | None], reason: Callable[[str], str]) -> dict[str, np.ndarray]:
+    """STATUS and RESULT, one per id in order; an id without a job is `unknown`, its error
+    `reason(job_id)`."""
+    answers = [state.as_json() if state is not None else {"job_id": job_id, "status": UNKNOWN, "error": reason(job_id)}
                for job_id, state in zip(ids, states)]
     return {"STATUS": np.array([a["status"].encode() for a in answers], dtype=object),
             "RESULT": np.array([json.dumps(a).encode() for a in answers], dtype=object)}
@@ -151,7 +156,7 @@ class TritonPythonModel(PatternModel):
             states = self.queue.states(ids)
         except redis.RedisError as exc:
             raise StepError("lookup", "redis", None, f"the job store (Redis) is unavailable: {exc}") from None
-        return job_answers(ids, states, self.queue.namespace, self.queue.ttl)
+        return job_answers(ids, states, lambda job_id: no_job(job_id, self.queue.namespace, self.queue.ttl))
 
     # -- the namespace's queue gauges (result mode)
 

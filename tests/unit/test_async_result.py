@@ -54,13 +54,13 @@ def _ids(*values: bytes) -> np.ndarray:
 def test_a_batch_with_an_unknown_id_gets_an_answer_per_id(backend):
     done = JobState("a", DONE, model="iris", attempts=1, outputs={"LABEL": np.array([[0]])})
     queued = JobState("c", QUEUED, model="iris")
-    answers = backend.job_answers(["a", "nope", "c"], [done, None, queued], "async", 3600)
+    answers = backend.job_answers(["a", "nope", "c"], [done, None, queued], lambda job_id: f"why {job_id}")
     assert [s.decode() for s in answers["STATUS"]] == [DONE, UNKNOWN, QUEUED]
     results = [json.loads(r) for r in answers["RESULT"]]
     assert results[0] == done.as_json() and results[2] == queued.as_json()
-    assert results[1] == {"job_id": "nope", "status": UNKNOWN,
-                          "error": "no job 'nope' in namespace 'async': never queued there, or expired "
-                                   "(ttl_seconds=3600 after its last change)"}
+    assert results[1] == {"job_id": "nope", "status": UNKNOWN, "error": "why nope"}
+    assert backend.no_job("nope", "async", 3600) == ("no job 'nope' in namespace 'async': never queued there, "
+                                                     "or expired (ttl_seconds=3600 after its last change)")
 
 
 def test_no_id_an_empty_id_or_bytes_that_are_not_utf8_name_job_id(backend):
@@ -74,7 +74,8 @@ def test_no_id_an_empty_id_or_bytes_that_are_not_utf8_name_job_id(backend):
 
 
 def test_the_sdk_raises_for_an_unknown_job_and_returns_a_known_one(backend):
-    answers = backend.job_answers(["nope", "a"], [None, JobState("a", QUEUED, model="iris")], "async", 60)
+    answers = backend.job_answers(["nope", "a"], [None, JobState("a", QUEUED, model="iris")],
+                                  lambda job_id: backend.no_job(job_id, "async", 60))
     unknown, queued = (job_result(raw, lambda model: []) for raw in answers["RESULT"])
     with pytest.raises(PatternError, match=r"async_result: JOB_ID: no job 'nope' in namespace 'async'") as caught:
         known_job(unknown)
