@@ -24,15 +24,21 @@ import time
 from pathlib import Path
 
 from pattern_kernel import probe
+from pattern_kernel.server_command import MODEL_LOAD_THREADS
 from pattern_runtime.processes import ManagedProcess, wait_for
 from pattern_runtime.serve_models import EXTRA_MODELS, default_serve_models
 from pattern_runtime.stack import Stack
 from triton_patterns import paths
 
+def _threads(n: int) -> dict:
+    return {"extra_args": [f"--model-load-thread-count={n}"]}  # after the launcher's flags: it wins
+
+
 CONFIGS = {  # name: (what, TritonServer options)
-    "all": ("every model, 4 load threads (Triton's default)", {}),
-    "all-2-threads": ("every model, --model-load-thread-count=2", {"extra_args": ["--model-load-thread-count=2"]}),
-    "all-8-threads": ("every model, --model-load-thread-count=8", {"extra_args": ["--model-load-thread-count=8"]}),
+    "all": (f"every model, the launcher's flags ({MODEL_LOAD_THREADS} load threads)", {}),
+    "all-2-threads": ("every model, --model-load-thread-count=2", _threads(2)),
+    "all-4-threads": ("every model, --model-load-thread-count=4 (Triton's default)", _threads(4)),
+    "all-8-threads": ("every model, --model-load-thread-count=8", _threads(8)),
     "serve-default": (f"serve's default: every model but {', '.join(EXTRA_MODELS)}",
                       {"load_models": default_serve_models()}),
 }
@@ -65,6 +71,7 @@ def restart_once(server, timeout: float = 600.0) -> dict:
     answers_s = round(time.monotonic() - killed, 2) if ok else None
     stubs = [pid for pids in server.stub_pids().values() for pid in pids]
     return {"respawn_s": round(spawn_s, 2), "answers_s": answers_s,
+            "load_s": round(answers_s - spawn_s, 2) if ok else None,
             "cpu_s": round(cpu_seconds(server.pid) + sum(map(cpu_seconds, stubs)), 1), "stubs": len(stubs),
             "load_1m": round(os.getloadavg()[0], 1)}
 
@@ -89,7 +96,7 @@ def run(configs: list[str], rounds: int, busy_cpus: int, out: Path) -> list[dict
             server = stack.triton
             start_s = round(time.monotonic() - started, 1)
             models = len(server.start_models())
-            for machine, cpus in (("quiet", 0), (f"stress-ng --cpu {busy_cpus}", busy_cpus)):
+            for machine, cpus in (("quiet", 0), *([(f"stress-ng --cpu {busy_cpus}", busy_cpus)] if busy_cpus else [])):
                 stress = busy(cpus, log_dir)
                 try:
                     for round_no in range(1, rounds + 1):
@@ -104,23 +111,24 @@ def run(configs: list[str], rounds: int, busy_cpus: int, out: Path) -> list[dict
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| config | models | stubs | machine | round | respawn s | answers after s | CPU s | load (1 min) |",
-             "|---|--:|--:|---|--:|--:|--:|--:|--:|"]
+    lines = ["| config | models | stubs | machine | round | respawn s | answers after s | of which loading s | CPU s "
+             "| load (1 min) |", "|---|--:|--:|---|--:|--:|--:|--:|--:|--:|"]
     lines += [f"| {r['config']} | {r['models']} | {r['stubs']} | {r['machine']} | {r['round']} | {r['respawn_s']} | "
-              f"{r['answers_s'] if r['answers_s'] is not None else 'never'} | {r['cpu_s']} | {r['load_1m']} |"
-              for r in rows]
+              f"{r['answers_s'] if r['answers_s'] is not None else 'never'} | {r['load_s']} | {r['cpu_s']} | "
+              f"{r['load_1m']} |" for r in rows]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.restart_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", action="append", choices=sorted(CONFIGS),
-                   help="configuration to measure (repeatable; default: all, all-2-threads, serve-default)")
+                   help="configuration to measure (repeatable, also twice to interleave; default: all, "
+                        "all-4-threads, serve-default)")
     p.add_argument("--rounds", type=int, default=2, help="restarts per configuration and machine state")
     p.add_argument("--busy-cpus", type=int, default=2, help="stress-ng --cpu N for the busy rounds (0: none)")
     p.add_argument("--out", type=Path, default=paths.PROJECT_ROOT / "reports" / "restart")
     args = p.parse_args(argv)
-    rows = run(args.config or ["all", "all-2-threads", "serve-default"], args.rounds, args.busy_cpus, args.out)
+    rows = run(args.config or ["all", "all-4-threads", "serve-default"], args.rounds, args.busy_cpus, args.out)
     text = table(rows)
     print(text)
     (args.out / "restart.json").write_text(json.dumps(rows, indent=1))

@@ -108,7 +108,7 @@ def test_command_line(tmp_path, project_backends):
         "--grpc-address=127.0.0.1", "--grpc-port=18001",
         "--metrics-address=127.0.0.1", "--metrics-port=18002",
         "--strict-readiness=false", "--exit-on-error=true", "--allow-metrics=true",
-        "--model-control-mode=explicit", "--load-model=*", "--log-verbose=1",
+        "--model-control-mode=explicit", "--load-model=*", "--log-verbose=1", "--model-load-thread-count=16",
         f"--backend-config=python,shm-region-prefix-name={server.shm_prefix}",
     ):
         assert flag in cmd
