@@ -17,10 +17,12 @@ the stream; the jobs of one dynamic batch go to Redis in one pipelined call. The
 parameter `idempotency_key` (1-200 printable characters) makes a retry safe: a second submit
 with the same key to the same submit model within ttl_seconds answers the first job's id and
 queues nothing (INVALID_ARG if the key was used for other inputs or another target).
-result: JOB_ID [n] in; STATUS [n] (queued, running, done, failed) and RESULT [n] (JSON: outputs with dtype and shape, model
-version, attempts, timings, error). A job id without a record is INVALID_ARG saying which: lost
-(younger than ttl_seconds: the job store lost it), expired, or unknown; Redis unreachable is
-UNAVAILABLE, and a full queue Redis (maxmemory, noeviction) refuses a submit as UNAVAILABLE saying so.
+result: JOB_ID [n] in; STATUS [n] (queued, running, done, failed, or unknown) and RESULT [n] (JSON: outputs with
+dtype and shape, model version, attempts, timings, error), one answer per id: an id with no record is
+`unknown` with the reason as its error (lost: younger than ttl_seconds, the job store lost it;
+expired; or not an id this queue makes), the other ids get their states. No id, an empty id or one
+that is not UTF-8 text is INVALID_ARG naming JOB_ID; Redis unreachable is UNAVAILABLE, and a full
+queue Redis (maxmemory, noeviction) refuses a submit as UNAVAILABLE saying so.
 Metrics: async_jobs_submitted_total{model, target} (jobs queued),
 async_jobs_deduplicated_total{model, target} (submits answered by an idempotency key's job).
 The result model owns its namespace's queue gauges (one result model per namespace;
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 import redis
@@ -43,6 +46,8 @@ import triton_python_backend_utils as pb_utils
 from pattern_kernel.batching import request_batch_size
 from pattern_kernel.errors import InputError, StepError
 from pattern_kernel.job_queue import (
+    UNKNOWN,
+    JobState,
     Submission,
     Submitted,
     check_idempotency_key,
@@ -65,6 +70,26 @@ def pick_target(targets: list[tuple[str, int]], wanted: str | None) -> tuple[str
     allowed = ", ".join(m if v < 0 else f"{m}:{v}" for m, v in targets)
     raise InputError("target", f"{wanted!r} is not one of this model's targets ({allowed})",
                      kind="request parameter")
+
+
+def job_ids(array: np.ndarray) -> list[str]:
+    """JOB_ID's elements as text: at least one, none empty, UTF-8 (InputError naming JOB_ID)."""
+    ids = utf8_values("JOB_ID", array)
+    if not ids:
+        raise InputError("JOB_ID", "expected at least one job id, got none")
+    empty = [i for i, job_id in enumerate(ids) if not job_id]
+    if empty:
+        raise InputError("JOB_ID", f"element {empty[0]} is empty: expected a job id")
+    return ids
+
+
+def job_answers(ids: list[str], states: list[JobState | None], reason: Callable[[str], str]) -> dict[str, np.ndarray]:
+    """STATUS and RESULT, one per id in order; an id without a job is `unknown`, its error
+    `reason(job_id)`."""
+    answers = [state.as_json() if state is not None else {"job_id": job_id, "status": UNKNOWN, "error": reason(job_id)}
+               for job_id, state in zip(ids, states)]
+    return {"STATUS": np.array([a["status"].encode() for a in answers], dtype=object),
+            "RESULT": np.array([json.dumps(a).encode() for a in answers], dtype=object)}
 
 
 class TritonPythonModel(PatternModel):
@@ -122,18 +147,12 @@ class TritonPythonModel(PatternModel):
         return answers
 
     def _result(self, request, inputs):
-        ids = utf8_values("JOB_ID", inputs["JOB_ID"])
+        ids = job_ids(inputs["JOB_ID"])
         try:
             states = self.queue.states(ids)
         except redis.RedisError as exc:
             raise StepError("lookup", "redis", None, f"the job store (Redis) is unavailable: {exc}") from None
-        for job_id, state in zip(ids, states):
-            if state is None:
-                raise InputError("JOB_ID", missing_job(job_id, self.queue.ttl))
-        return {
-            "STATUS": np.array([s.status.encode() for s in states], dtype=object),
-            "RESULT": np.array([json.dumps(s.as_json()).encode() for s in states], dtype=object),
-        }
+        return job_answers(ids, states, lambda job_id: missing_job(job_id, self.queue.ttl))
 
     # -- the namespace's queue gauges (result mode)
 

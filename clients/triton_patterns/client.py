@@ -41,6 +41,7 @@ import tritonclient.http as http_sync
 import tritonclient.http.aio as http_aio
 from tritonclient.utils import InferenceServerException
 
+from pattern_kernel.job_queue import UNKNOWN
 from triton_patterns.async_jobs import RESULT_MODEL, JobResult, job_result, label_models, wait_for_end
 from triton_patterns.credentials import authorize, client_headers, grpc_client_options, http_client_options
 from triton_patterns.endpoints import server_url
@@ -58,6 +59,14 @@ class PatternError(RuntimeError):
     def __init__(self, model: str, message: str, status: str | None = None):
         self.model, self.status = model, status
         super().__init__(f"{model}: {message}")
+
+
+def known_job(result: JobResult) -> JobResult:
+    """`result`, unless the result model had no such job: then PatternError with its reason
+    (so `wait` stops at once rather than waiting out its deadline for a job that does not exist)."""
+    if result.status == UNKNOWN:
+        raise PatternError(RESULT_MODEL, f"JOB_ID: {result.error}", UNKNOWN)
+    return result
 
 
 def read_field(result_field: ResultField, outputs: dict[str, np.ndarray]) -> Any:
@@ -342,7 +351,7 @@ class PatternClient(_Base, asynchronous=False):
             result = self.client.infer(RESULT_MODEL, self._job_id_input(job_id))
         except InferenceServerException as exc:
             raise PatternError(RESULT_MODEL, exc.message(), exc.status()) from None
-        return job_result(result.as_numpy("RESULT").reshape(-1)[0], self.labels)
+        return known_job(job_result(result.as_numpy("RESULT").reshape(-1)[0], self.labels))
 
     def wait(self, job_id: str, timeout_s: float = 30.0, redis_url: str | None = None) -> JobResult:
         """The job's result once it ended, waiting at most `timeout_s` for the notification on
@@ -439,7 +448,7 @@ class AsyncPatternClient(_Base, asynchronous=True):
         raw = result.as_numpy("RESULT").reshape(-1)[0]
         for model in label_models(raw):  # job_result reads labels synchronously: fetch them first
             await self.labels(model)
-        return job_result(raw, lambda model: self._labels.get(model, []))
+        return known_job(job_result(raw, lambda model: self._labels.get(model, [])))
 
     async def wait(self, job_id: str, timeout_s: float = 30.0, redis_url: str | None = None) -> JobResult:
         """`PatternClient.wait` as a coroutine: the Redis subscription waits in a worker thread,

@@ -42,6 +42,7 @@ from pattern_kernel.validation import check_finite
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 ENDED = (DONE, FAILED)
+UNKNOWN = "unknown"  # the result model's status of an id with no job (never queued, or expired)
 GROUP = "workers"
 TIMING_FIELDS = ("queue_ms", "infer_ms", "total_ms")
 

@@ -3,12 +3,17 @@
     python3 -m pattern_kernel.probe [--url 127.0.0.1:8000] [--model iris] [--data 5.1,3.5,1.4,0.2]
                                      [--expect LABEL=0] [--timeout 2]
 
-`/v2/health/ready` can stay 200 while a model's Python stub is dead (server #8604, #7230), so
-this sends one KServe v2 JSON request per `--model` (FP32 row `--data` as input `--input`) and
-checks that every output is there and finite and that `--expect` NAME=VALUE holds (default:
-iris's setosa row is class 0). Exit 0 when every model answered right, else 1 with the reason on
-stderr. Sends the API key ($TRITON_PATTERNS_API_KEY) when set. Stdlib only: it runs in the
-server image, which has no tritonclient.
+The rule (the same for the Kubernetes probes, the compose healthcheck and the image's
+HEALTHCHECK): the server is ready when `/v2/health/ready` is 200 and every `--model` answers a
+real inference right. The server runs with `--strict-readiness=false`, so `/v2/health/ready` is
+200 while it serves (not while it starts or shuts down) whatever one model is doing: a model
+being reloaded (the stub watchdog's reload of a model whose stub died) does not take the whole
+server out of a load balancer. And `/v2/models/<m>/ready` can stay 200 while a model's Python
+stub is dead (server #8604, #7230; fixed upstream in 2.64), so each `--model` gets one KServe v2
+JSON request (FP32 row `--data` as input `--input`), checked: every output there and finite, and
+`--expect` NAME=VALUE (default: iris's setosa row is class 0). Exit 0 when all is right, else 1
+with the reasons on stderr. Sends the API key ($TRITON_PATTERNS_API_KEY) when set. Stdlib only:
+it runs in the server image, which has no tritonclient.
 """
 
 from __future__ import annotations
@@ -30,6 +35,18 @@ def _api_key_header() -> dict[str, str]:
 
 
 SETOSA = "5.1,3.5,1.4,0.2"
+
+
+def server_ready(url: str, timeout: float) -> str | None:
+    """None if GET /v2/health/ready is 200, else why not."""
+    request = urllib.request.Request(f"http://{url}/v2/health/ready", headers=_api_key_header())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return None
+    except urllib.error.HTTPError as err:
+        return f"/v2/health/ready is HTTP {err.code}"
+    except (urllib.error.URLError, OSError) as err:
+        return f"{type(err).__name__}: {err}"
 
 
 def infer_once(url: str, model: str, input_name: str, row: list[float], timeout: float) -> dict[str, list]:
@@ -65,7 +82,10 @@ def check(outputs: dict[str, list], expect: dict[str, str]) -> str | None:
 
 def probe(url: str, models: list[str], input_name: str, row: list[float], expect: dict[str, str],
           timeout: float) -> list[str]:
-    """The failures, one line per model that did not answer right ([] = ready)."""
+    """The failures: the server's, or one line per model that did not answer right ([] = ready)."""
+    not_ready = server_ready(url, timeout)
+    if not_ready:
+        return [f"server: {not_ready}"]
     failures = []
     for model in models:
         try:

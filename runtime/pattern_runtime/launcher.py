@@ -61,6 +61,7 @@ from pattern_runtime.processes import (
     tail,
     wait_for,
 )
+from pattern_runtime.serve_models import repository_models
 from pattern_runtime.supervision import ProcessDied, RestartPolicy
 from triton_patterns import paths
 from triton_patterns.credentials import configured_admin_key
@@ -518,6 +519,7 @@ class TritonServer(_Endpoints):
                               (("http_port", http_port), ("grpc_port", grpc_port), ("metrics_port", metrics_port))
                               if given is None}
         self.cache_size_bytes = cache_size_bytes
+        self.load_models = list(load_models) if load_models is not None else None
         self.access = resolve_access(admin_key, api_key, restrict_admin_apis)
         self.grpc_tls = grpc_tls
         self.model_control_mode = model_control_mode
@@ -553,6 +555,7 @@ class TritonServer(_Endpoints):
         self.deaths: list[ServerDied] = []
         self.restarts = 0
         self._restart_policy = RestartPolicy(max_restarts, restart_backoff)
+        self._pending_models: list[str] = []
         self._proc: ManagedProcess | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -722,9 +725,33 @@ class TritonServer(_Endpoints):
         return ManagedProcess(self.command(), self.log_path, env=self.environment(), cwd=self.log_path.parent,
                               die_with_parent=self.die_with_parent)
 
+    def start_models(self) -> list[str]:
+        """The models this server loads at start, which `start()` waits for: `load_models` in
+        explicit mode, else (or with "*") every model folder of the repository."""
+        if self.model_control_mode == "explicit" and self.load_models is not None and "*" not in self.load_models:
+            return list(self.load_models)
+        return repository_models(self.model_repository)
+
+    def _models_ready(self, pending: list[str]) -> bool:
+        """Drops the ready ones from `pending` (every version READY in the repository index: one
+        request; the launcher holds the admin key; else each model's readiness); True once empty."""
+        try:
+            states: dict[str, set[str]] = {}
+            for entry in self.model_index():
+                states.setdefault(entry.get("name", ""), set()).add(entry.get("state", ""))
+            pending[:] = [name for name in pending if states.get(name) != {"READY"}]
+        except (OSError, ValueError):
+            pending[:] = [name for name in pending if not self.model_ready(name)]
+        return not pending
+
     def _wait_ready(self, proc: ManagedProcess) -> bool:
-        """Ready: every model loaded and the metrics endpoint answering. Gives up at once when the
-        process exits, stop() is called, or the log says a port is taken or a Python stub cannot start."""
+        """Ready: the server ready, every model it loads at start ready (the server's readiness is
+        not strict: one model's reload must not take the whole server out of a load balancer, so
+        the start waits for the models one by one) and the metrics endpoint answering. Gives up at
+        once when the process exits (a model that fails to load stops it: exit_on_error), stop()
+        is called, or the log says a port is taken or a Python stub cannot start."""
+        self._pending_models = self.start_models()
+
         def hopeless() -> bool:
             if not proc.is_running() or self._stopping.is_set():
                 return True
@@ -732,7 +759,8 @@ class TritonServer(_Endpoints):
             return bool(_ports_in_use(run) or _stub_start_failure(run))
 
         return wait_for(
-            lambda: proc.is_running() and self.is_ready() and http_status(self.metrics_url) == 200,
+            lambda: (proc.is_running() and self.is_ready() and self._models_ready(self._pending_models)
+                     and http_status(self.metrics_url) == 200),
             self.startup_timeout,
             interval=0.2,
             abort=hopeless,
@@ -746,7 +774,8 @@ class TritonServer(_Endpoints):
         stub_failure = _stub_start_failure(_this_run(self.log_path))
         if stub_failure:
             return stub_failure
-        return f"tritonserver not ready after {waited:.0f}s (startup_timeout={self.startup_timeout:.0f}s)"
+        models = f"; models not ready: {', '.join(self._pending_models)}" if self._pending_models else ""
+        return f"tritonserver not ready after {waited:.0f}s (startup_timeout={self.startup_timeout:.0f}s){models}"
 
     def _start_error_message(self, reason: str, proc: ManagedProcess) -> str:
         """Reason, the run's error lines (a bad flag's is followed by 100 lines of usage), log tail;

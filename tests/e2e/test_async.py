@@ -4,6 +4,7 @@ and Redis, with workers as real processes (started here, stopped by pid)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -124,6 +125,31 @@ def test_bad_jobs_are_refused_at_submission(client):
         client.submit(ROWS[0], target="heavy_mlp")
     with pytest.raises(PatternError, match="JOB_ID.*no job 'nope'"):
         client.result("nope")
+
+
+def _result_request(triton, protocol: str, ids: list[bytes]):
+    """async_result over one protocol: (STATUS, RESULT as dicts) or the InferenceServerException."""
+    lib = httpclient if protocol == "http" else grpcclient
+    tensor = lib.InferInput("JOB_ID", [len(ids)], "BYTES")
+    tensor.set_data_from_numpy(np.array(ids, dtype=object))
+    with lib.InferenceServerClient(triton.http_url if protocol == "http" else triton.grpc_url) as c:
+        result = c.infer("async_result", [tensor])
+    return [s.decode() for s in result.as_numpy("STATUS")], [json.loads(r) for r in result.as_numpy("RESULT")]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_batch_of_ids_gets_an_answer_per_id_an_unknown_one_unknown(triton, queue, protocol):
+    first, second = (queue.submit("iris", 2, {"FEATURES": np.array([row], dtype=np.float32)}) for row in ROWS[:2])
+    statuses, results = _result_request(triton, protocol, [first.encode(), b"no-such-job", second.encode()])
+    assert statuses == ["queued", "unknown", "queued"]
+    assert [r["job_id"] for r in results] == [first, "no-such-job", second]
+    assert results[1]["error"].startswith("no job 'no-such-job'")  # and why (pattern_kernel.job_queue.missing_job)
+    assert results[0]["model"] == "iris" and results[0]["error"] == ""
+    for ids, problem in (([first.encode(), b""], "input 'JOB_ID': element 1 is empty"),
+                         ([b"\xff\xfe"], "input 'JOB_ID': is not valid UTF-8 text"),
+                         ([], "input 'JOB_ID': expected at least one job id")):
+        with pytest.raises(InferenceServerException, match=problem):
+            _result_request(triton, protocol, ids)
 
 
 def test_a_worker_killed_holding_jobs_loses_none_and_none_completes_twice(client, queue, start_worker):
@@ -355,21 +381,21 @@ def fast_gauges(tmp_path_factory):
 def test_gauges_set_off_the_request_thread_while_requests_fail_do_not_crash_the_server(fast_gauges):
     """The poller sets the gauges on its own thread while each failing request counts itself on
     execute's thread (the router saw the 2.51 server crash from metric updates off the event loop):
-    here the gauges every 2 ms against four clients of unknown job ids for 15 s."""
+    here the gauges every 2 ms against four clients of job ids that are not UTF-8 for 15 s."""
     server, _ = fast_gauges
     failed, unexpected = [0] * 4, []
     deadline = time.monotonic() + 15
 
     def unknown_ids(index: int) -> None:
         job = httpclient.InferInput("JOB_ID", [1], "BYTES")
-        job.set_data_from_numpy(np.array([b"no-such-job"], dtype=object))
+        job.set_data_from_numpy(np.array([b"\xff not utf-8"], dtype=object))
         with httpclient.InferenceServerClient(server.http_url) as c:
             while time.monotonic() < deadline:
                 try:
                     c.infer("async_result", [job])
                     unexpected.append("answered")
                 except InferenceServerException as exc:
-                    if "no job 'no-such-job'" not in str(exc):
+                    if "input 'JOB_ID': is not valid UTF-8 text" not in str(exc):
                         unexpected.append(str(exc))
                         return
                     failed[index] += 1

@@ -80,8 +80,7 @@ def embedded(tmp_path: Path, repo: Path, **kwargs) -> TritonServer:
         model_repository=repo,
         backend_directory=tmp_path / "backend_dir",
         log_dir=tmp_path / "logs",
-        startup_timeout=60,
-        **kwargs,
+        **{"startup_timeout": 60, **kwargs},
     )
 
 
@@ -174,6 +173,18 @@ def test_a_stub_that_cannot_start_is_an_error_at_once(tmp_path, identity_repo, s
     assert f"error while loading shared libraries: {broken}/libpython{python_version_tag()}.so.1.0" in first_line
     assert log_line == f"log: {server.log_path}"
     assert_gone(server.pid)
+
+
+def test_the_start_waits_for_every_model_not_the_servers_readiness_alone(tmp_path, stopper):
+    """The server's readiness is not strict: without exit_on_error it is 200 beside a model that
+    failed to load. The start still waits for each model it loaded, and names the one not ready."""
+    repo = write_model(tmp_path / "repo", "broken", BROKEN_MODEL)
+    write_model(repo, "identity", IDENTITY_MODEL)
+    server = embedded(tmp_path, repo, exit_on_error=False, startup_timeout=15)
+    stopper(server)
+    with pytest.raises(TritonStartError, match=r"not ready after \d+s .*; models not ready: broken \(") as err:
+        server.start()
+    assert "broken on purpose" in str(err.value)  # the load's error, from the log
 
 
 @pytest.mark.parametrize("port", ["http_port", "grpc_port", "metrics_port"])

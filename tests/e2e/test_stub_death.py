@@ -6,16 +6,21 @@ a SIGKILL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import threading
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import requests
 
+from pattern_kernel import probe
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import wait_for
-from pattern_runtime.stub_watchdog import StubWatchdog
+from pattern_runtime.stub_watchdog import RELOAD_PARAMETER, StubWatchdog
 from triton_patterns import paths
 from triton_patterns.client import PatternClient, PatternError
 
@@ -29,7 +34,7 @@ def small_server(tmp_path_factory):
     # explicit model control (the launcher's default), two models only: a quick start. The model
     # unloaded with its dead stub is never freed, so the server's shutdown waits out its exit
     # timeout: 5 s here instead of 30.
-    with TritonServer(load_models=["iris", "iris_web_single"], log_dir=tmp_path_factory.mktemp("logs"),
+    with TritonServer(load_models=["iris", "iris_web_single", "iris_vote"], log_dir=tmp_path_factory.mktemp("logs"),
                       extra_args=["--exit-timeout-secs=5"]) as server:
         yield server
 
@@ -155,3 +160,136 @@ def test_stop_after_a_failed_load_through_the_repository_api_needs_no_sigkill(tm
     assert not [r.message for r in caplog.records if "SIGKILL" in r.message]
     assert returncode != -signal.SIGKILL, f"tritonserver was SIGKILLed; last lines of {server.log_path}:\n" \
                                            f"{server.log_tail(15)}"
+
+
+# --------------------------------------------------------------------------- readiness during a reload
+
+PROBE_ROW = [float(v) for v in probe.SETOSA.split(",")]
+
+
+def _probe(server, model: str, expect: dict[str, str]) -> list[str]:
+    return probe.probe(server.http_url, [model], "FEATURES", PROBE_ROW, expect, timeout=10)
+
+
+def _stubs_by_version(server, model: str) -> dict[str, int]:
+    """{version: stub pid} of one model (a stub's argv[1] is <repository>/<model>/<version>/model.py)."""
+    found = {}
+    for pid in server.stub_pids().get(model, []):
+        with contextlib.suppress(OSError):
+            found[Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1].decode()).parent.name] = pid
+    return found
+
+
+class Traffic:
+    """Threads calling until stopped: the server's readiness (HTTP) and models over HTTP and gRPC;
+    counts each call's outcome per name ("ok" or the error)."""
+
+    def __init__(self, server, calls: dict[str, tuple[str, callable]]):
+        self.server, self.calls = server, calls
+        self.outcomes: dict[str, Counter] = {name: Counter() for name in [*calls, "health"]}
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._health, daemon=True)]
+        self.threads += [threading.Thread(target=self._call, args=(name,), daemon=True) for name in calls]
+
+    def _health(self):
+        with requests.Session() as session:
+            while not self.stop.wait(0.05):
+                try:
+                    status = session.get(f"http://{self.server.http_url}/v2/health/ready", timeout=10).status_code
+                    self.outcomes["health"]["ok" if status == 200 else f"HTTP {status}"] += 1
+                except requests.RequestException as exc:
+                    self.outcomes["health"][type(exc).__name__] += 1
+
+    def _call(self, name: str):
+        protocol, call = self.calls[name]
+        url = self.server.http_url if protocol == "http" else self.server.grpc_url
+        with PatternClient(url, protocol=protocol) as client:
+            while not self.stop.wait(0.02):
+                try:
+                    call(client)
+                    self.outcomes[name]["ok"] += 1
+                except Exception as exc:  # noqa: BLE001 - every failed call is counted, none ends the thread
+                    self.outcomes[name][str(exc)[:120]] += 1
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def failures(self) -> dict[str, dict[str, int]]:
+        return {name: {k: n for k, n in c.items() if k != "ok"} for name, c in self.outcomes.items()
+                if set(c) - {"ok"} or not c["ok"]}
+
+
+def _iris(version: int):
+    def call(client):
+        label = client.synchronous(ROW, version=version).label
+        if label != "setosa":
+            raise AssertionError(f"iris v{version} answered {label}")
+    return call
+
+
+def test_during_the_watchdogs_reload_the_server_stays_ready_and_the_other_models_answer(small_server):
+    """A stub killed: the server's readiness stays 200 from the kill to the end of the reload, the
+    other models answer over HTTP and gRPC throughout, the dead model's probe fails, then passes."""
+    web_single = {"CLASS_ID": "0"}
+    assert _probe(small_server, "iris_web_single", web_single) == []
+    calls = {f"iris v2 {p}": (p, _iris(2)) for p in ("http", "grpc")}
+    with Traffic(small_server, calls) as traffic:
+        watchdog = StubWatchdog(small_server, interval=0.5)  # follows the stubs from here on
+        _kill_stub(small_server, "iris_web_single")
+        [dead] = _probe(small_server, "iris_web_single", web_single)
+        assert "not healthy" in dead  # the probe fails while its model's readiness stays 200 (2.51)
+        assert _probe(small_server, "iris", {"LABEL": "0"}) == []
+        watchdog.start()
+        try:
+            assert wait_for(lambda: watchdog.recoveries, 60, interval=0.1), "the watchdog reported no recovery"
+        finally:
+            watchdog.stop()
+        assert _probe(small_server, "iris_web_single", web_single) == []
+    assert traffic.failures() == {}, traffic.outcomes
+    [recovery] = watchdog.recoveries
+    assert (recovery.model, recovery.recovered, recovery.how) == ("iris_web_single", True, "reload")
+    assert all(traffic.outcomes[name]["ok"] > 10 for name in traffic.outcomes), traffic.outcomes
+
+
+def test_a_dead_version_is_reloaded_without_taking_the_other_version_or_the_ensemble_away(small_server):
+    """Triton reloads a model with all its versions (new stubs for both) and the ensembles over it,
+    but in the background: iris v2 answers throughout over HTTP and gRPC, the server stays ready,
+    and once v1 is back the ensemble over both versions answers again."""
+    before = _stubs_by_version(small_server, "iris")
+    calls = {f"iris v2 {p}": (p, _iris(2)) for p in ("http", "grpc")}
+    with PatternClient(small_server.http_url) as client, Traffic(small_server, calls) as traffic:
+        watchdog = StubWatchdog(small_server, interval=0.5)  # follows the stubs from here on
+        os.kill(before["1"], signal.SIGKILL)
+        with pytest.raises(PatternError, match="not healthy"):
+            client.synchronous(ROW, version=1)
+        watchdog.start()
+        try:
+            assert wait_for(lambda: watchdog.recoveries, 60, interval=0.1), "the watchdog reported no recovery"
+        finally:
+            watchdog.stop()
+        assert client.synchronous(ROW, version=1).label == "setosa"
+        assert client.predict("parallel_ensemble", ROW)[0].label == "setosa"
+    assert traffic.failures() == {}, traffic.outcomes
+    assert [(r.model, r.recovered, r.how) for r in watchdog.recoveries] == [("iris", True, "reload")]
+    after = _stubs_by_version(small_server, "iris")
+    assert set(after) == {"1", "2"} and not set(after.values()) & set(before.values())  # both versions anew
+    config = requests.get(f"http://{small_server.http_url}/v2/models/iris/config", timeout=10).json()
+    assert RELOAD_PARAMETER in config["parameters"]  # the reload's mark: the config changed, so Triton reloaded
+
+
+def test_a_model_loading_or_unloading_leaves_the_server_ready(small_server):
+    """What strict readiness turned into a whole-server outage: a model in LOADING or UNLOADING state
+    (the watchdog's fallback unload and load, an operator's load) made /v2/health/ready 400."""
+    with Traffic(small_server, {}) as traffic:
+        assert small_server.reload_model("iris_failing") and small_server.model_ready("iris_failing")
+        assert small_server.unload_model("iris_failing")
+        assert wait_for(lambda: "iris_failing" not in small_server.stub_pids(), 30, interval=0.05)
+    assert traffic.failures() == {}, traffic.outcomes
+    assert traffic.outcomes["health"]["ok"] > 5

@@ -160,6 +160,7 @@ def test_triton_deployment_probes_a_real_inference_and_has_shared_memory():
     assert command[:3] == ["python3", "-m", "pattern_kernel.probe"]
     args = probe.parser().parse_args(command[3:])
     assert args.url == f"127.0.0.1:{TRITON_PORTS['http']}" and args.model == ["iris"]
+    assert container["startupProbe"]["exec"]["command"] == command  # one readiness rule, start included
     assert "command" not in container and "args" not in container  # the image's entry point: pattern_kernel.container
     assert {e["name"] for e in container["env"]} >= {access.ADMIN_KEY_ENV, access.API_KEY_ENV}
     shm = next(m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm")

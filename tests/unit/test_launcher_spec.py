@@ -134,8 +134,8 @@ def test_command_line(tmp_path, project_backends):
         "--http-address=127.0.0.1", "--http-port=18000",
         "--grpc-address=127.0.0.1", "--grpc-port=18001",
         "--metrics-address=127.0.0.1", "--metrics-port=18002",
-        "--strict-readiness=true", "--exit-on-error=true", "--allow-metrics=true",
-        "--model-control-mode=explicit", "--load-model=*", "--log-verbose=1",
+        "--strict-readiness=false", "--exit-on-error=true", "--allow-metrics=true",
+        "--model-control-mode=explicit", "--load-model=*", "--log-verbose=1", "--model-load-thread-count=16",
         f"--backend-config=python,shm-region-prefix-name={server.shm_prefix}",
     ):
         assert flag in cmd
@@ -163,6 +163,19 @@ def test_command_line_defaults_and_model_control(tmp_path):
     assert "--model-control-mode=explicit" in default and "--load-model=*" in default  # every model, reloadable
 
 
+def test_the_start_waits_for_the_models_loaded_at_start(tmp_path):
+    """The server's readiness is not strict, so the start waits for these models one by one."""
+    for name in ("b", "a"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.pbtxt").write_text("")
+    (tmp_path / "not_a_model").mkdir()
+    every = TritonServer(model_repository=tmp_path, project_backends=tmp_path)
+    assert every.start_models() == ["a", "b"]  # "*": every model folder
+    assert TritonServer(model_repository=tmp_path, project_backends=tmp_path, load_models=["b"]).start_models() == ["b"]
+    assert TritonServer(model_repository=tmp_path, project_backends=tmp_path, model_control_mode="none",
+                        ).start_models() == ["a", "b"]
+
+
 # --------------------------------------------------------------------------- docker spec
 
 
@@ -172,7 +185,7 @@ def test_docker_spec(tmp_path, project_backends):
     assert spec["image"] == DEFAULT_NGC_IMAGE == "nvcr.io/nvidia/tritonserver:25.10-py3"
     assert spec["command"][:3] == ["tritonserver", "--model-repository=/models",
                                    "--backend-directory=/opt/tritonserver/backends"]
-    assert "--strict-readiness=true" in spec["command"]
+    assert "--strict-readiness=false" in spec["command"]
     binds = {v["bind"]: (k, v["mode"]) for k, v in spec["volumes"].items()}
     assert binds["/models"] == (str(tmp_path.resolve()), "ro")
     assert binds["/opt/tritonserver/backends/router"] == (str((project_backends / "router").resolve()), "ro")

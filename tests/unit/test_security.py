@@ -195,6 +195,13 @@ def test_container_print(monkeypatch, capsys):
 class _FakeTriton(BaseHTTPRequestHandler):
     answers: dict[str, tuple[int, dict]] = {}
     seen: list[dict] = []
+    health = 200  # GET /v2/health/ready
+
+    def do_GET(self):  # noqa: N802
+        type(self).seen.append({"path": self.path, "key": self.headers.get(API_HEADER)})
+        self.send_response(self.health if self.path == "/v2/health/ready" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -216,6 +223,7 @@ def fake_triton():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _FakeTriton.seen.clear()
+    _FakeTriton.health = 200
     yield server, _FakeTriton
     server.shutdown()
     server.server_close()
@@ -234,14 +242,20 @@ def test_probe_infers_and_checks_the_answer(fake_triton, monkeypatch, capsys):
                        "nan": (200, _outputs(0, [float("nan"), 0, 0])),
                        "locked": (403, {"error": "This API is restricted"})}
     assert probe.main(["--url", url]) == 0
-    assert handler.seen[0]["path"] == "/v2/models/iris/infer" and handler.seen[0]["key"] == API
-    assert handler.seen[0]["body"]["inputs"][0] == {"name": "FEATURES", "shape": [1, 4], "datatype": "FP32",
+    assert handler.seen[0] == {"path": "/v2/health/ready", "key": API}
+    assert handler.seen[1]["path"] == "/v2/models/iris/infer" and handler.seen[1]["key"] == API
+    assert handler.seen[1]["body"]["inputs"][0] == {"name": "FEATURES", "shape": [1, 4], "datatype": "FP32",
                                                     "data": [5.1, 3.5, 1.4, 0.2]}
     assert probe.main(["--url", url, "--model", "iris", "--model", "wrong", "--model", "nan", "--model", "locked",
                        "--model", "missing"]) == 1
     err = capsys.readouterr().err
     assert "wrong: LABEL = 2, expected 0" in err and "nan: output PROBABILITIES is not finite" in err
     assert "locked: HTTP 403" in err and "missing: HTTP 404" in err and "iris" not in err
+    handler.health = 400  # starting or shutting down: not ready, whatever the models answer
+    handler.seen.clear()
+    assert probe.main(["--url", url]) == 1
+    assert "server: /v2/health/ready is HTTP 400" in capsys.readouterr().err
+    assert [seen["path"] for seen in handler.seen] == ["/v2/health/ready"]
     free = ThreadingHTTPServer(("127.0.0.1", 0), _FakeTriton)
     port = free.server_address[1]
     free.server_close()

@@ -68,6 +68,7 @@ def cmd_serve(args) -> int:
     from pattern_kernel.access import GrpcTls
     from pattern_runtime.gateway import GatewayTls, is_loopback
     from pattern_runtime.logrotation import LogRotationError
+    from pattern_runtime.serve_models import default_serve_models
     from pattern_runtime.service import serve
     from pattern_runtime.services import RedisSettings, serve_services
 
@@ -89,13 +90,13 @@ def cmd_serve(args) -> int:
             raise SystemExit(f"serve: --{name.replace('_', '-')} must be at least {1 if name == 'log_keep' else 0}, "
                              f"not {getattr(args, name)}")
     log_dir = Path(args.log_dir)
+    models = args.load_model or (None if args.all_models else default_serve_models(args.model_repository))
     try:
         with serve_services(args.redis_url, args.redis_port, args.data_store, args.cache_redis_url,
                             RedisSettings(args.data_dir, args.appendfsync, args.redis_maxmemory, args.cache_maxmemory),
                             log_dir=log_dir) as parts:
             return serve(gateway=gateway, servers=parts.servers, notes=parts.notes, log_dir=log_dir,
-                         log_max_bytes=args.log_max_size, load_models=args.load_model or None,
-                         log_keep=args.log_keep, max_restarts=args.max_restarts,
+                         log_max_bytes=args.log_max_size, load_models=models, log_keep=args.log_keep, max_restarts=args.max_restarts,
                          exit_timeout_s=args.exit_timeout_secs, host=args.host, http_port=args.http_port,
                          grpc_port=args.grpc_port, metrics_port=args.metrics_port, grpc_tls=tls, env=parts.env,
                          restrict_admin_apis=not args.open_admin_apis, model_repository=args.model_repository,
@@ -261,7 +262,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--cache-maxmemory", default=CACHE_MAXMEMORY,
                        help="the caches' Redis memory; when full, the least recently used keys go (default %(default)s)")
     serve.add_argument("--load-model", action="append", metavar="NAME",
-                       help="load only this model (repeat for more; default: every model of the repository)")
+                       help="load only this model (repeat for more; default: every model but those only "
+                            "benchmarks use, see --all-models)")
     serve.add_argument("--data-store", default=DEFAULT_STORE,
                        help="the data cache's SQLite store, seeded when empty (default %(default)s)")
     serve.add_argument("--open-admin-apis", action="store_true",
@@ -282,6 +284,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--exit-timeout-secs", type=int, default=SERVE_EXIT_TIMEOUT_S,
                        help="tritonserver's wait on stop for requests and connections still open and models "
                             "unloading, after the gateway has stopped (default %(default)s; Triton's own: 30)")
+    serve.add_argument("--all-models", action="store_true",
+                       help="load every model of the repository, also those only benchmarks and tests use "
+                            "(heavy_mlp; docs/reliability.md, restart time)")
     serve.add_argument("--trace", default=None, type=_trace_config, metavar="SETTINGS",
                        help="trace requests: rate=N (one in N; 1 every request), in triton mode to a file beside "
                             "the log (file=PATH), or mode=opentelemetry,url=http://HOST:4318/v1/traces (OTLP/HTTP); "
