@@ -813,9 +813,17 @@ class TritonServer(_Endpoints):
                     return
                 self.restarts += 1
                 self._proc = self._spawn()
-            if self._wait_ready(self._proc):
-                LOG.warning("tritonserver restarted (restart %d), pid %s ready", self.restarts, self._proc.pid)
-            # not ready: if it died, the next proc.wait() returns at once and is reported
+            proc = self._proc
+            started = time.monotonic()
+            if self._wait_ready(proc):
+                LOG.warning("tritonserver restarted (restart %d), pid %s ready", self.restarts, proc.pid)
+            elif proc.is_running() and not self._stopping.is_set():
+                # hung (a stub that cannot start, a port taken, no readiness in time): ended, so that
+                # the next proc.wait() reports it as a death instead of waiting on it for ever
+                LOG.error("tritonserver restart %d (pid %s) failed: %s; stopping it", self.restarts, proc.pid,
+                          self._not_ready_reason(proc, time.monotonic() - started))
+                proc.terminate(timeout=10)
+            # not ready and exited: the next proc.wait() returns at once and reports it
 
     def _report(self, proc: ManagedProcess) -> None:
         returncode = proc.returncode

@@ -263,6 +263,28 @@ def test_supervision_restarts_after_segv(tmp_path, identity_repo, stopper):
     assert shm_regions(server) == 0
 
 
+def test_a_restart_that_hangs_on_a_stub_that_cannot_start_is_a_death_not_a_wait(tmp_path, identity_repo, stopper):
+    """The first start is good; the restart's stub cannot load its libpython, so that server would
+    wait for it for ever: it is ended and reported as the next death, and past the limit the
+    supervisor gives up instead of waiting on it."""
+    server = embedded(tmp_path, identity_repo, restart_on_death=True, max_restarts=1, restart_backoff=0.2)
+    server.startup_timeout = 600  # a hung restart must be noticed long before this
+    stopper(server)
+    server.start()
+    broken = tmp_path / "broken_libpython"
+    broken.mkdir()
+    (broken / f"libpython{python_version_tag()}.so.1.0").write_bytes(b"")
+    server.extra_env["LD_LIBRARY_PATH"] = f"{broken}{os.pathsep}{server_env()['LD_LIBRARY_PATH']}"
+    os.kill(server.pid, signal.SIGKILL)
+
+    assert wait_for(lambda: server.gave_up, timeout=120), [str(d) for d in server.deaths]
+    first, second = server.deaths
+    assert first.signal == "SIGKILL" and first.restarting
+    assert not second.restarting and server.restarts == 1
+    assert "error while loading shared libraries" in second.log_tail
+    assert_gone(second.pid)
+
+
 def test_supervision_without_restart_reports_and_gives_up(tmp_path, identity_repo, stopper):
     server = embedded(tmp_path, identity_repo)
     stopper(server)
