@@ -107,6 +107,13 @@ WORKER_ARGS ?=
 worker: venv
 	$(BIN)/triton-patterns worker --processes $(WORKERS) $(WORKER_ARGS)
 
+# Container images (tools/images.sh): the server images (model-load, model-in-image) and the client image,
+# with Docker where a Docker engine answers, else podman (installed as root); the NGC base where nvcr.io
+# answers, else local stand-ins built once from the Debian archive (docs/deploy.md)
+.PHONY: image
+image: models
+	tools/images.sh
+
 clean:
 	rm -rf build reports
 	find model_repository \( -name model.onnx -o -name manifest.json -o -name tokenizer.json \) -delete

@@ -26,46 +26,13 @@ run_dir=build/bare-machine/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$run_dir"
 run_dir=$(cd "$run_dir" && pwd)
 
-# podman with runc: Debian's default crun fails here (setrlimit RLIMIT_NOFILE not permitted, then
-# "cgroups in hybrid mode not supported"); the ulimits are what the suite's servers need
-tools=(podman runc newuidmap slirp4netns fuse-overlayfs mmdebstrap)
-packages=(podman runc uidmap slirp4netns fuse-overlayfs mmdebstrap)
-for i in "${!tools[@]}"; do
-    if ! command -v "${tools[$i]}" >/dev/null; then
-        echo "installing ${packages[*]}"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
-        break
-    fi
-done
-export CONTAINERS_CONF=$run_dir/containers.conf
-cat > "$CONTAINERS_CONF" <<'EOF'
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-[engine]
-runtime = "runc"
-EOF
+. tools/podman_env.sh
+podman_install
+podman_conf "$run_dir"
 
-if ! podman image exists "$IMAGE"; then  # built, not pulled: Debian's own packages, minbase
-    echo "building $IMAGE with mmdebstrap"
-    mmdebstrap --variant=minbase --include="$BARE_PACKAGES" bookworm "$run_dir/rootfs.tar"
-    podman import "$run_dir/rootfs.tar" "$IMAGE" >/dev/null
-    rm -f "$run_dir/rootfs.tar"
-fi
+debian_image "$IMAGE" "$BARE_PACKAGES"
 
-# what the host's pip reads: its config files, and the local paths in them or in PIP_* (folders of
-# wheels, file:// indexes with the folder of files beside them, constraint files)
-mounts=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
-for conf in /etc/pip.conf /etc/xdg/pip "$HOME/.config/pip" "$HOME/.pip"; do
-    [ -e "$conf" ] && mounts+=(-v "$conf:${conf/#$HOME//root}:ro")
-done
-for path in $(python3 -m pip config list 2>/dev/null | sed -n "s/^[^=]*='\(.*\)'$/\1/p" | tr ' ' '\n' \
-              | sed -n 's|^file://||; /^\//p' | sort -u); do
-    [ "$(basename "$path")" = simple ] && path=$(dirname "$path")
-    case "$path" in /etc/ssl/*|/etc/xdg/pip*|/etc/pip.conf) continue ;; esac
-    [ -e "$path" ] && mounts+=(-v "$path:$path:ro")
-done
-envs=()
-while IFS='=' read -r name _; do envs+=(-e "$name"); done < <(env | grep '^PIP_' || true)
+pip_mounts
 
 branch=$(git rev-parse --abbrev-ref HEAD)
 common=$(cd "$(git rev-parse --git-common-dir)" && pwd)
@@ -74,7 +41,7 @@ echo "bare machine check of $branch at $(git rev-parse --short HEAD) ($(git log 
 
 container=bare-check-$$
 podman run -d --rm --name "$container" --pids-limit=-1 --shm-size=4g \
-    -v "$common:/src.git:ro" -v bare-machine-pip-cache:/root/.cache/pip "${mounts[@]}" "${envs[@]}" \
+    -v "$common:/src.git:ro" -v bare-machine-pip-cache:/root/.cache/pip "${PIP_MOUNTS[@]}" "${PIP_ENVS[@]}" \
     "$IMAGE" sleep infinity >/dev/null
 trap 'podman rm -f -t 5 "$container" >/dev/null 2>&1 || true' EXIT
 podman exec "$container" git clone -q --no-local --branch "$branch" /src.git /work/project
