@@ -114,6 +114,17 @@ worker: venv
 image: models
 	tools/images.sh
 
+# The compose stack (deploy/compose/compose.yaml: triton, redis, worker, gateway on :8443, prometheus;
+# otel-collector, jaeger, grafana where their images can be had) on those images (tools/stack.sh);
+# stack-down keeps the volumes unless STACK_DOWN_ARGS=--volumes
+STACK_DOWN_ARGS ?=
+.PHONY: stack-up stack-down
+stack-up: image
+	tools/stack.sh up
+
+stack-down:
+	tools/stack.sh down $(STACK_DOWN_ARGS)
+
 clean:
 	rm -rf build reports
 	find model_repository \( -name model.onnx -o -name manifest.json -o -name tokenizer.json \) -delete

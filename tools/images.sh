@@ -5,7 +5,7 @@
 # The base is the NGC tritonserver image where nvcr.io answers; else a local stand-in
 # (localhost/tritonserver:2.51-pytriton, deploy/docker/standin/Dockerfile), and the same for
 # python, nginx, redis and prometheus: built once per machine from the Debian archive, rebuilt
-# only when their files change, and said so. Prints each build's time and the images' sizes.
+# only when their files change (each is also tagged localhost/standin:TARGET-HASH), and said so. Prints each build's time and the images' sizes.
 #
 #   tools/images.sh [TAG]            (default 0.1.0)
 #   tools/images.sh --env            only the settings: ENGINE=..., *_IMAGE=... lines for the compose stack
@@ -42,16 +42,17 @@ standin() {  # standin TARGET: its image, built when missing or when its files c
     ctx=build/containers/standin-context
     rm -rf "$ctx" && mkdir -p "$ctx" && cp -a deploy/docker/standin/. "$ctx/" && cp -a backends/onnxruntime "$ctx/onnxruntime"
     find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
-    [ "$target" != tritonserver ] || python3 -m pip download -q --no-deps -d "$ctx/wheel" "$PYTRITON" \
-        || { echo "images: pip download $PYTRITON failed" >&2; exit 1; }
-    sum=$( (cat deploy/docker/standin/Dockerfile; tar -C "$ctx" --sort=name --mtime=@0 --owner=0 --group=0 -cf - .) | sha256sum | cut -c1-16)
-    if [ "$($engine image inspect --format '{{index .Config.Labels "triton-patterns.standin"}}' "$image" 2>/dev/null)" = "$sum" ]; then
+    [ "$target" != tritonserver ] || python3 -m pip download -q --no-deps -d "$ctx/wheel" "$PYTRITON" 2>"$ctx.log" \
+        || { echo "images: pip download $PYTRITON failed:" >&2; tail -n 5 "$ctx.log" >&2; exit 1; }
+    sum=$( (cat deploy/docker/standin/Dockerfile; tar -C "$ctx" --sort=name --mtime=@0 --owner=0 --group=0 -cf - . 2>/dev/null) | sha256sum | cut -c1-16)
+    if exists "localhost/standin:$target-$sum"; then  # a tag per content: machine-wide, whatever the checkout
+        $engine tag "localhost/standin:$target-$sum" "$image"
         say "using the local stand-in $image (deploy/docker/standin/Dockerfile, target $target)"
         return
     fi
     [ "$engine" = podman ] && debian_image localhost/debian:bookworm
     say "building the local stand-in $image (deploy/docker/standin/Dockerfile, target $target)"
-    timed "$image" $engine build --format docker -q --label "triton-patterns.standin=$sum" \
+    timed "$image" $engine build --format docker -q -t "localhost/standin:$target-$sum" \
         -f deploy/docker/standin/Dockerfile --target "$target" -t "$image" "$ctx" >&2
 }
 
@@ -73,7 +74,7 @@ else
 fi
 
 if [ "$tag" = --env ]; then
-    printf '%s\n' "ENGINE=$engine" "TRITON_IMAGE=$triton_image" "PYTHON_IMAGE=$python_image" \
+    printf '%s\n' "ENGINE=$engine" "CONTAINERS_CONF=${CONTAINERS_CONF:-}" "TRITON_IMAGE=$triton_image" "PYTHON_IMAGE=$python_image" \
         "GATEWAY_IMAGE=$gateway_image" "REDIS_IMAGE=$redis_image" "PROMETHEUS_IMAGE=$prometheus_image"
     exit 0
 fi

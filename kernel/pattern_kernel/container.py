@@ -13,6 +13,7 @@ launcher's flags, configured by environment variables.
 | MODEL_CONTROL_MODE, LOAD_MODELS | none / explicit / poll; with explicit, a comma list of models to load ("*" all) | none |
 | CACHE_SIZE_BYTES | Triton's local response cache (0: none) | 67108864 |
 | TRITON_PATTERNS_TRACE | request tracing, as `serve --trace`: e.g. `rate=1000,mode=opentelemetry,url=http://otel-collector:4318/v1/traces` (`pattern_kernel.trace_config`) | off |
+| TRITON_PATTERNS_HTTP_MAX_INPUT_SIZE | bytes a JSON input may declare (`--http-max-input-size`), passed only to a tritonserver that knows the flag (2.59+, from `TRITON_SERVER_VERSION`, which the NGC images set) | unset |
 | TRITON_ARGS | more tritonserver flags (shell words), before those on the command line | |
 
 Stdlib only: the NGC image has no tritonclient.
@@ -31,6 +32,33 @@ from pattern_kernel.server_command import CONTAINER_MODELS, DEFAULT_CACHE_SIZE_B
 from pattern_kernel.trace_config import TraceConfig
 
 TRACE_ENV = "TRITON_PATTERNS_TRACE"
+MAX_INPUT_ENV = "TRITON_PATTERNS_HTTP_MAX_INPUT_SIZE"
+VERSION_ENV = "TRITON_SERVER_VERSION"
+MAX_INPUT_SINCE = (2, 59)  # the first tritonserver with --http-max-input-size
+
+
+def server_version(environ: Mapping[str, str]) -> tuple[int, ...] | None:
+    """The image's tritonserver version from TRITON_SERVER_VERSION ("2.62.0"), None when unset or unparsable."""
+    try:
+        return tuple(int(part) for part in environ[VERSION_ENV].split(".")[:2])
+    except (KeyError, ValueError):
+        return None
+
+
+def version_flags(environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """(flags, notes): the flags only newer tritonservers know, for this image's version, and a
+    line for each one left out."""
+    size = environ.get(MAX_INPUT_ENV)
+    if not size:
+        return [], []
+    if not size.isdigit():
+        raise ValueError(f"{MAX_INPUT_ENV} must be a number of bytes, not {size!r}")
+    version = server_version(environ)
+    if version is not None and version >= MAX_INPUT_SINCE:
+        return [f"--http-max-input-size={size}"], []
+    known = environ.get(VERSION_ENV) or "of unknown version (no TRITON_SERVER_VERSION)"
+    return [], [f"{MAX_INPUT_ENV} not applied: tritonserver {known} has no --http-max-input-size "
+                f"(2.59+); the gateway's limits are the only ones"]
 
 
 def command_from_env(environ: Mapping[str, str], argv: list[str]) -> list[str]:
@@ -45,7 +73,7 @@ def command_from_env(environ: Mapping[str, str], argv: list[str]) -> list[str]:
         access=Access(admin_key=admin_key, api_key=environ.get(API_KEY_ENV) or None),
         grpc_tls=tls_from_env(environ),
         trace=TraceConfig.parse(environ[TRACE_ENV]) if environ.get(TRACE_ENV) else None,
-        extra_args=[*shlex.split(environ.get("TRITON_ARGS", "")), *argv],
+        extra_args=[*version_flags(environ)[0], *shlex.split(environ.get("TRITON_ARGS", "")), *argv],
     )
 
 
@@ -63,7 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     dry_run = "--print" in argv
     argv = [a for a in argv if a != "--print"]
-    command = command_from_env(os.environ, argv)
+    try:
+        command = command_from_env(os.environ, argv)
+    except ValueError as error:
+        print(f"triton-patterns: {error}", file=sys.stderr)
+        return 2
+    for note in version_flags(os.environ)[1]:
+        print(f"triton-patterns: {note}", file=sys.stderr)
     if not os.environ.get(ADMIN_KEY_ENV):
         print(f"triton-patterns: no {ADMIN_KEY_ENV}: the model-repository and shared-memory APIs are locked",
               file=sys.stderr)

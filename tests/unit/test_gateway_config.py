@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pattern_kernel import container
 from pattern_runtime import gateway as gw
 from triton_patterns import paths
 
@@ -75,10 +76,11 @@ def _bytes(size: str) -> int:
 
 def test_triton_on_the_ngc_image_limits_json_inputs_like_the_gateway():
     limit = _bytes(gw.DEFAULT_BODY_LIMIT)
-    compose_args = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())["x-triton"]["environment"]["TRITON_ARGS"]
-    k8s_args = next(e["value"] for e in _k8s_containers()["triton"]["env"] if e["name"] == "TRITON_ARGS")
-    for args in (compose_args, k8s_args):
-        assert f"--http-max-input-size={limit}" in args.split()
+    compose_env = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())["x-triton"]["environment"]
+    k8s_env = {e["name"]: e.get("value") for e in _k8s_containers()["triton"]["env"]}
+    for env in (compose_env, k8s_env):  # the entry point passes it on as --http-max-input-size to Triton >= 2.59
+        assert int(env[container.MAX_INPUT_ENV]) == limit
+        assert "--http-max-input-size" not in env.get("TRITON_ARGS", "")
 
 
 @pytest.mark.parametrize("option, value, message", [

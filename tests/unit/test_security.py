@@ -182,6 +182,20 @@ def test_container_entry_point_from_environment():
     assert len(locked) == 1 and locked[0].startswith("--http-restricted-api=model-repository,")  # random key
 
 
+@pytest.mark.parametrize("version, passed", [("2.62.0", True), ("2.59.0", True), ("2.51.0", False), (None, False)])
+def test_container_passes_the_input_size_limit_only_to_a_server_that_knows_it(version, passed):
+    env = {container.MAX_INPUT_ENV: "67108864", **({container.VERSION_ENV: version} if version else {})}
+    flags, notes = container.version_flags(env)
+    assert ("--http-max-input-size=67108864" in container.command_from_env(env, [])) == passed
+    assert flags == (["--http-max-input-size=67108864"] if passed else [])
+    assert (notes == []) == passed and all(container.MAX_INPUT_ENV in n and "2.59" in n for n in notes)
+
+
+def test_container_refuses_an_input_size_limit_that_is_not_a_number():
+    with pytest.raises(ValueError, match=container.MAX_INPUT_ENV):
+        container.command_from_env({container.MAX_INPUT_ENV: "64m", container.VERSION_ENV: "2.62.0"}, [])
+
+
 def test_container_print(monkeypatch, capsys):
     monkeypatch.setenv(ADMIN_KEY_ENV, ADMIN)
     assert container.main(["--print"]) == 0
