@@ -116,6 +116,7 @@ def container_stack(tmp_path_factory):
         print(f"container stack {project}: " + ", ".join(f"{k} {v:.0f} s" for k, v in stack.timings.items()))
 
 
+@pytest.mark.timeout(BUILD_TIMEOUT_S + UP_TIMEOUT_S)  # a cold machine builds every image first (docs/deploy.md)
 def test_the_compose_stack_serves_through_the_gateway_runs_jobs_and_stops_clean(container_stack):
     stack = container_stack
     texts, topics = [t for t, _ in TEXT_SAMPLES], [topic for _, topic in TEXT_SAMPLES]
