@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pattern_runtime.processes import free_ports, wait_for
 from pattern_tools.demo import TEXT_SAMPLES
@@ -35,6 +36,7 @@ PORT_VARIABLES = ("TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT",
                   "GATEWAY_GRPC_PORT", "REDIS_PORT", "PROMETHEUS_PORT")
 BUILD_TIMEOUT_S = 900
 UP_TIMEOUT_S = 420
+ALERT_RULES = paths.PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 
 def engine_or_reason() -> tuple[str | None, str]:
@@ -140,6 +142,12 @@ def test_the_compose_stack_serves_through_the_gateway_runs_jobs_and_stops_clean(
             targets = json.load(response)["data"]["activeTargets"]
         return next((t for t in targets if t["labels"].get("instance") == "triton:8002"), {})
     assert wait_for(lambda: triton_target().get("health") == "up", timeout=60, interval=1), triton_target()
+
+    # Prometheus loaded the project's alert rules: each group of alerts.yml, with its alerts
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.ports['PROMETHEUS_PORT']}/api/v1/rules", timeout=5) as response:
+        loaded = {g["name"]: sorted(r["name"] for r in g["rules"]) for g in json.load(response)["data"]["groups"]}
+    expected = {g["name"]: sorted(r["alert"] for r in g["rules"]) for g in yaml.safe_load(ALERT_RULES.read_text())["groups"]}
+    assert expected and loaded == expected
 
     triton = stack.container("triton")
     image = stack.engine_out("inspect", "--format", "{{.Config.Image}}", triton)
