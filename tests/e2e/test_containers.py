@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from pattern_runtime.processes import free_ports, wait_for
@@ -122,6 +123,17 @@ def container_stack(tmp_path_factory):
 def test_the_compose_stack_serves_through_the_gateway_runs_jobs_and_stops_clean(container_stack):
     stack = container_stack
     texts, topics = [t for t, _ in TEXT_SAMPLES], [topic for _, topic in TEXT_SAMPLES]
+    # the gateway refuses a JSON input declaring far more values than it carries (a 2.51 tritonserver
+    # would allocate the declared gigabytes), and Triton behind it still answers the same model
+    infer = f"https://127.0.0.1:{stack.ports['GATEWAY_HTTPS_PORT']}/v2/models/iris/infer"
+    def iris(shape: list[int]) -> requests.Response:
+        body = {"inputs": [{"name": "FEATURES", "shape": shape, "datatype": "FP32", "data": SETOSA}]}
+        return requests.post(infer, json=body, verify=str(stack.cert), timeout=30)
+    refused = iris([1, 1_000_000_000])
+    assert refused.status_code == 400 and "input 'FEATURES'" in refused.json()["error"], (refused.status_code, refused.text)
+    answered = iris([1, 4])
+    assert answered.status_code == 200, (answered.status_code, answered.text)
+    assert next(o["data"] for o in answered.json()["outputs"] if o["name"] == "LABEL") == [0]  # setosa
     with PatternClient(f"127.0.0.1:{stack.ports['GATEWAY_HTTPS_PORT']}", root_certificates=str(stack.cert)) as client:
         assert [p.label for p in client.predict("serial", texts)] == topics            # ensemble
         assert [p.label for p in client.predict("serial_bls_text", texts)] == topics   # BLS pipeline
