@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ PORT_VARIABLES = ("TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT",
 BUILD_TIMEOUT_S = 900
 UP_TIMEOUT_S = 420
 ALERT_RULES = paths.PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml"
+COMPOSE_FILE = paths.PROJECT_ROOT / "deploy" / "compose" / "compose.yaml"
 
 
 def engine_or_reason() -> tuple[str | None, str]:
@@ -95,6 +97,19 @@ class ContainerStack:
         return time.monotonic() - started
 
 
+@contextmanager
+def baked_server(stack: ContainerStack):
+    """The model-in-image server (compose's triton-baked image) run alone, with no volume, its HTTP
+    port on a free host port: yields (container name, port); removed on the way out."""
+    image = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["triton-baked"]["image"]
+    name, (port,) = f"{stack.project}-baked", free_ports(1)
+    stack.engine_out("run", "-d", "--name", name, "--shm-size=1g", "-p", f"127.0.0.1:{port}:8000", image)
+    try:
+        yield name, port
+    finally:
+        stack.engine_out("rm", "-f", name)
+
+
 @pytest.fixture(scope="module")
 def container_stack(tmp_path_factory):
     engine, reason = engine_or_reason()
@@ -123,6 +138,26 @@ def container_stack(tmp_path_factory):
 def test_the_compose_stack_serves_through_the_gateway_runs_jobs_and_stops_clean(container_stack):
     stack = container_stack
     texts, topics = [t for t, _ in TEXT_SAMPLES], [topic for _, topic in TEXT_SAMPLES]
+    started = time.monotonic()
+    with baked_server(stack) as (baked, baked_port):  # starts while the stack is checked
+        check_the_stack(stack, texts, topics)
+        assert json.loads(stack.engine_out("inspect", "--format", "{{json .Mounts}}", baked)) == [], baked
+        with PatternClient(f"127.0.0.1:{baked_port}") as client:
+            def answers() -> bool:
+                try:
+                    return [p.label for p in client.predict("serial", texts)] == topics
+                except Exception:  # not serving yet: refused, or a model still loading
+                    return False
+            assert wait_for(answers, timeout=UP_TIMEOUT_S, interval=1), stack.run(stack.engine, "logs", "--tail", "20", baked)
+        stack.timings["model-in-image answered after"] = time.monotonic() - started
+    assert stack.engine_out("ps", "-a", "--filter", f"name=^{baked}$", "--format", "{{.Names}}") == ""
+
+    stack.tool("stack.sh", "down", "--volumes", timeout=120)
+    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+def check_the_stack(stack: ContainerStack, texts: list[str], topics: list[str]) -> None:
+    """Everything the running compose stack must do: gateway, jobs, Prometheus, health check."""
     # the gateway refuses a JSON input declaring far more values than it carries (a 2.51 tritonserver
     # would allocate the declared gigabytes), and Triton behind it still answers the same model
     infer = f"https://127.0.0.1:{stack.ports['GATEWAY_HTTPS_PORT']}/v2/models/iris/infer"
@@ -167,6 +202,3 @@ def test_the_compose_stack_serves_through_the_gateway_runs_jobs_and_stops_clean(
     assert healthcheck[0] == "CMD" and healthcheck[1:3] == ["python3", "-m"], healthcheck  # the image's own, not compose's
     probe = stack.run(stack.engine, "exec", triton, *healthcheck[1:], timeout=60)
     assert probe.returncode == 0, f"{healthcheck[1:]} in {triton}: {probe.stdout}{probe.stderr}"
-
-    stack.tool("stack.sh", "down", "--volumes", timeout=120)
-    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
