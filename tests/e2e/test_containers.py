@@ -1,9 +1,11 @@
 """End-to-end: the project's images and compose stack on this machine's container engine, as
 `make image` and `make stack-up` build and start them (tools/images.sh, tools/stack.sh: Docker, or
 podman as root; NGC or the local stand-ins). Through the gateway over TLS an ensemble, a BLS
-pipeline and a router answer right; a job submitted from here is completed by the worker
-container and read back; Prometheus scrapes Triton; the server image's own HEALTHCHECK command
-passes in the running container; a stop leaves no container, volume or network behind.
+pipeline and a router answer right, and a JSON input declaring a billion values is refused with a
+400 naming it; a job submitted from here is completed by the worker container and read back;
+Prometheus scrapes Triton and has loaded the alert rules of deploy/prometheus/alerts.yml; the server
+image's own HEALTHCHECK command passes in the running container; the model-in-image image, run
+alone with no volume, answers; a stop leaves no container, volume or network behind.
 
 The stack runs as its own compose project on free host ports, so a `make stack-up` of the
 checkout is not touched. Images are cached by the engine between runs (base stand-ins once per
@@ -17,10 +19,13 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
+import yaml
 
 from pattern_runtime.processes import free_ports, wait_for
 from pattern_tools.demo import TEXT_SAMPLES
@@ -35,6 +40,8 @@ PORT_VARIABLES = ("TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT",
                   "GATEWAY_GRPC_PORT", "REDIS_PORT", "PROMETHEUS_PORT")
 BUILD_TIMEOUT_S = 900
 UP_TIMEOUT_S = 420
+ALERT_RULES = paths.PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml"
+COMPOSE_FILE = paths.PROJECT_ROOT / "deploy" / "compose" / "compose.yaml"
 
 
 def engine_or_reason() -> tuple[str | None, str]:
@@ -92,6 +99,19 @@ class ContainerStack:
         return time.monotonic() - started
 
 
+@contextmanager
+def baked_server(stack: ContainerStack):
+    """The model-in-image server (compose's triton-baked image) run alone, with no volume, its HTTP
+    port on a free host port: yields (container name, port); removed on the way out."""
+    image = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["triton-baked"]["image"]
+    name, (port,) = f"{stack.project}-baked", free_ports(1)
+    stack.engine_out("run", "-d", "--name", name, "--shm-size=1g", "-p", f"127.0.0.1:{port}:8000", image)
+    try:
+        yield name, port
+    finally:
+        stack.engine_out("rm", "-f", "-t", "0", name)
+
+
 @pytest.fixture(scope="module")
 def container_stack(tmp_path_factory):
     engine, reason = engine_or_reason()
@@ -120,6 +140,39 @@ def container_stack(tmp_path_factory):
 def test_the_compose_stack_serves_through_the_gateway_runs_jobs_and_stops_clean(container_stack):
     stack = container_stack
     texts, topics = [t for t, _ in TEXT_SAMPLES], [topic for _, topic in TEXT_SAMPLES]
+    started = time.monotonic()
+    with baked_server(stack) as (baked, baked_port):  # starts while the stack is checked
+        check_the_stack(stack, texts, topics)
+        assert json.loads(stack.engine_out("inspect", "--format", "{{json .Mounts}}", baked)) == [], baked
+        with PatternClient(f"127.0.0.1:{baked_port}") as client:
+            def answers() -> bool:
+                try:
+                    return [p.label for p in client.predict("serial", texts)] == topics
+                except Exception:  # not serving yet: refused, or a model still loading
+                    return False
+            assert wait_for(answers, timeout=UP_TIMEOUT_S, interval=1), stack.run(stack.engine, "logs", "--tail", "20", baked)
+        stack.timings["model-in-image answered after"] = time.monotonic() - started
+    assert stack.engine_out("ps", "-a", "--filter", f"name=^{baked}$", "--format", "{{.Names}}") == ""
+
+    stack.tool("stack.sh", "down", "--volumes", timeout=120)
+    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+def check_the_stack(stack: ContainerStack, texts: list[str], topics: list[str]) -> None:
+    """Everything the running compose stack must do: gateway, jobs, Prometheus, health check."""
+    # the gateway refuses a JSON input declaring far more values than it carries (a 2.51 tritonserver
+    # would allocate the declared gigabytes), and Triton behind it still answers the same model
+    infer = f"https://127.0.0.1:{stack.ports['GATEWAY_HTTPS_PORT']}/v2/models/iris/infer"
+    def iris(shape: list[int]) -> requests.Response:
+        body = {"inputs": [{"name": "FEATURES", "shape": shape, "datatype": "FP32", "data": SETOSA}]}
+        return requests.post(infer, json=body, verify=str(stack.cert), timeout=30)
+    refused = iris([1, 1_000_000_000])
+    # the gateway's words (tritonserver's own errors also say "for input 'FEATURES'")
+    assert refused.status_code == 400, (refused.status_code, refused.text)
+    assert refused.json()["error"].startswith("input 'FEATURES': shape [1,1000000000] declares"), refused.text
+    answered = iris([1, 4])
+    assert answered.status_code == 200, (answered.status_code, answered.text)
+    assert next(o["data"] for o in answered.json()["outputs"] if o["name"] == "LABEL") == [0]  # setosa
     with PatternClient(f"127.0.0.1:{stack.ports['GATEWAY_HTTPS_PORT']}", root_certificates=str(stack.cert)) as client:
         assert [p.label for p in client.predict("serial", texts)] == topics            # ensemble
         assert [p.label for p in client.predict("serial_bls_text", texts)] == topics   # BLS pipeline
@@ -141,12 +194,15 @@ def test_the_compose_stack_serves_through_the_gateway_runs_jobs_and_stops_clean(
         return next((t for t in targets if t["labels"].get("instance") == "triton:8002"), {})
     assert wait_for(lambda: triton_target().get("health") == "up", timeout=60, interval=1), triton_target()
 
+    # Prometheus loaded the project's alert rules: each group of alerts.yml, with its alerts
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.ports['PROMETHEUS_PORT']}/api/v1/rules", timeout=5) as response:
+        loaded = {g["name"]: sorted(r["name"] for r in g["rules"]) for g in json.load(response)["data"]["groups"]}
+    expected = {g["name"]: sorted(r["alert"] for r in g["rules"]) for g in yaml.safe_load(ALERT_RULES.read_text())["groups"]}
+    assert expected and loaded == expected
+
     triton = stack.container("triton")
     image = stack.engine_out("inspect", "--format", "{{.Config.Image}}", triton)
     healthcheck = json.loads(stack.engine_out("image", "inspect", "--format", "{{json .Config.Healthcheck.Test}}", image))
     assert healthcheck[0] == "CMD" and healthcheck[1:3] == ["python3", "-m"], healthcheck  # the image's own, not compose's
     probe = stack.run(stack.engine, "exec", triton, *healthcheck[1:], timeout=60)
     assert probe.returncode == 0, f"{healthcheck[1:]} in {triton}: {probe.stdout}{probe.stderr}"
-
-    stack.tool("stack.sh", "down", "--volumes", timeout=120)
-    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
