@@ -4,7 +4,7 @@ Starts what it measures on free 127.0.0.1 ports (one tritonserver over a tempora
 project's repository with benchmark variants, and the FastAPI peer with 1 and 2 workers), drives
 each setup with a closed-loop load at several concurrencies (`loadtest.loadgen`), then writes
 `results.json`, PNG plots under `reports/bench/` and, in full mode, `BENCHMARKS.md` with the
-ratios against the targets of issue 3.
+ratios against the project's targets (loadtest/bench_report.py).
 
     python -m loadtest.bench                # full: c=1,8,32, 8 s per point after 2 s warm-up
     python -m loadtest.bench --quick        # CI: c=1,8, ~1 s per point, no BENCHMARKS.md
@@ -396,7 +396,7 @@ def _parallel_vote(config: str) -> str:
         'string_value: "majority"', 'string_value: "mean"')
 
 
-# the cost of tracing (issue 17): copies traced at one request in N (their own trace settings, set
+# the cost of tracing: copies traced at one request in N (their own trace settings, set
 # through the trace API once the server runs: triton mode, to the server's trace file)
 TRACED = {f"{name}_trace{rate}": (source, rate) for name, source in (
     ("text_classify", "text_classify"), ("iris_parallel_vote", "iris_parallel")) for rate in (1000, 1)}
@@ -465,7 +465,7 @@ def bench_stack(log_dir: Path) -> Iterator[Stack]:
 
 
 def batch_job_setup(url: str) -> Setup:
-    """The batch job (issue 6) over iris records in SQLite; `c` = chunks in flight. Its point's
+    """The batch job over iris records in SQLite; `c` = chunks in flight. Its point's
     `extra` carries the same job with in-process onnxruntime and inference alone, for the ratio."""
 
     def measure(level: int) -> Point:
@@ -481,7 +481,7 @@ def batch_job_setup(url: str) -> Setup:
 
 
 def async_setup(url: str, redis_url: str) -> Setup:
-    """The asynchronous pattern (issues 6, 16): one-row iris jobs submitted through
+    """The asynchronous pattern: one-row iris jobs submitted through
     `iris_async_submit` over gRPC at the run's top concurrency, a Redis Stream and batched worker
     processes; `c` = workers. The point is the drain rate (queue filled first); its `extra` has
     the live rate (submitted while running), the synchronous iris gRPC rate measured just before

@@ -68,7 +68,7 @@ COMPARISONS = [
      None),
     ("data cache, Redis hit vs store read, throughput", "data_cache_redis_grpc", "data_cache_store_grpc", "top",
      "rows_per_s", None),
-    # the cost of tracing (issue 17): one request in 1000 within 5% of off; every request reported
+    # the cost of tracing: one request in 1000 within 5% of off; every request reported
     *((f"tracing {what} vs off, {pipeline}, p50", f"{prefix}_trace{rate}_grpc", off, c, "p50_ms", goal)
       for pipeline, prefix, off in (("text_classify", "text", "text_ensemble_grpc"),
                                     ("parallel BLS", "parallel", "parallel_bls_grpc"))
@@ -78,7 +78,7 @@ UNITS = {"p50_ms": "ms", "p99_ms": "ms", "rows_per_s": "/s"}
 
 
 def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
-    """The ratios of issues 3-5, 15 (the gateway) and 17 (tracing), from this run's points (None when a setup was not measured)."""
+    """The target ratios (patterns vs peers, the gateway, tracing), from this run's points (None when a setup was not measured)."""
     found = []
 
     def add(name, goal, value, passed, detail):
@@ -143,7 +143,7 @@ def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
 
 
 def async_targets(points: list[Point]) -> list[Target]:
-    """Issue 16: batched async workers against the synchronous endpoint measured beside them."""
+    """Batched async workers against the synchronous endpoint measured beside them."""
     two = next((p for p in points if p.concurrency == 2), None)
     if two is None:
         return [Target("asynchronous jobs/s, 2 workers, vs synchronous iris gRPC", ">= 0.5x", None, None, "not measured")]
@@ -269,7 +269,7 @@ def markdown(outcomes: list[Outcome], found: list[Target], info: dict, args, plo
         "| | |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in info.items()],
         "",
-        "## Targets (issues 3-5, 15, 16, 17), from this run",
+        "## Targets, from this run",
         "",
         "| target | goal | this run | result | from |", "|---|---|---|---|---|",
         *[f"| {t.name} | {t.goal} | {_fmt(t.value, 2)} | "

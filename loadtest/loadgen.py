@@ -6,7 +6,7 @@ coroutines, each sending its next request when the previous answered), `wrk` for
 `session.run` (`inprocess_load`, the limit). Each runs a warm-up, then measures for a fixed
 duration and records throughput, p50/p90/p99, errors and the load generator's own CPU share
 (CPU seconds it used / (wall seconds x cores)). No in-flight request is ever cancelled: the
-embedded Triton 2.51 crashes on gRPC cancellation with the response cache (DESIGN section 7).
+embedded Triton 2.51 crashes on gRPC cancellation with the response cache (docs/patterns/prediction_cache.md, limits).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 `python -m loadtest.perf` starts tritonserver on free ports, runs tritonclient 2.51.0's
 `bin/perf_analyzer` over gRPC at a concurrency range for each model (`--bls-composing-models` for
 BLS models) and writes one CSV per model under `reports/perf/`. perf_analyzer needs Debian's
-`libb64-0d` and `libcudart.so.12` from the `nvidia-cuda-runtime-cu12` wheel (DESIGN section 7).
+`libb64-0d` and `libcudart.so.12` from the `nvidia-cuda-runtime-cu12` wheel (docs/tuning.md).
 """
 
 from __future__ import annotations

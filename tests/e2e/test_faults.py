@@ -1,4 +1,4 @@
-"""Faults (issue 9): Redis killed and restarted while asynchronous jobs and prediction-cache
+"""Faults: Redis killed and restarted while asynchronous jobs and prediction-cache
 traffic are in flight. Every job the server accepted (it returned a job id) completes exactly
 once, none is lost; the cache keeps answering from the model while Redis is down (degraded, no
 errors) and serves hits again once Redis is back. Own Redis (append-only file, fsync always, so

@@ -1,4 +1,4 @@
-"""Bad-input fuzzing (issue 9): malformed requests to every model in the repository over HTTP
+"""Bad-input fuzzing: malformed requests to every model in the repository over HTTP
 JSON, HTTP binary and gRPC. Each must get a client-error answer (HTTP 4xx / a gRPC client-error
 status) whose message names the problem: never a 5xx, a stack trace or a hang. Requests that are
 well-formed for the model's config (NaN, odd bytes, extra parameters...) may also succeed, but
@@ -309,7 +309,7 @@ def test_after_the_fuzzing_every_pattern_answers_and_no_stub_died(triton, client
     assert {m["name"] for m in triton.model_index() if m.get("state") == "READY"} >= set(configs)
 
 
-# --------------------------------------------------------------------------- declared shapes (issue 15)
+# --------------------------------------------------------------------------- declared shapes
 # A KServe v2 JSON input whose shape declares far more values than its `data` carries. Triton 2.51
 # allocates the declared size before comparing it with the data (no --http-max-input-size before
 # 2.59); the gateway (deploy/gateway) refuses it before it reaches tritonserver.

@@ -1,4 +1,4 @@
-"""The nginx gateway in front of tritonserver (issue 15): TLS for HTTP and gRPC, the API and admin
+"""The nginx gateway in front of tritonserver: TLS for HTTP and gRPC, the API and admin
 keys, the rate limit's 429, the body limit, JSON error bodies and the access log, each through a
 real nginx (Debian's, with its njs module) and a real tritonserver, with curl and the SDKs.
 The declared-shape battery is in test_fuzz.py."""

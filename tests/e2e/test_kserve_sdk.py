@@ -1,4 +1,4 @@
-"""Every model of the repository through two KServe v2 clients, over REST and gRPC (issue 13):
+"""Every model of the repository through two KServe v2 clients, over REST and gRPC:
 the project's SDK (`PatternClient` and its tritonclient) and the KServe Python SDK 0.21
 (`InferenceRESTClient`, `InferenceGRPCClient`), the latter in its own virtualenv (`make
 kserve-venv`: it needs numpy 2 and protobuf 6, the project pins numpy<2 and tritonclient 2.51),

@@ -1,4 +1,4 @@
-"""What a new user runs, run for real (issue 13, section 4): `triton-patterns serve` as a
+"""What a new user runs, run for real: `triton-patterns serve` as a
 subprocess on free ports (with the embedded Redis it starts, its data in the test's folder, and
 the data store it seeds), every
 command of the fenced shell blocks in README.md and docs/patterns/*.md against it, `triton-patterns

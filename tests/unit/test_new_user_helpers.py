@@ -1,4 +1,4 @@
-"""Pieces a new user relies on (issue 13): the shipped sample image, the default addresses taken
+"""Pieces a new user relies on: the shipped sample image, the default addresses taken
 from the environment, valid perf_analyzer input data for every model, and the doc-block parser
 of tests/e2e/test_new_user.py (which runs the README's and pattern pages' commands)."""
 
