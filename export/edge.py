@@ -49,32 +49,30 @@ def edge_repository(repo: Path) -> Path:
     return Path(repo).resolve().parent / "build" / "edge"
 
 
-def serving_config(repo: Path, model: str):
-    """A model's config.pbtxt as the backends see it (`pattern_kernel.model_config`)."""
-    from google.protobuf import json_format
-
-    from pattern_kernel.model_config import parse_model_config
+def serving_parameters(repo: Path, model: str) -> dict:
+    """A model's parameters as its backend reads them: its config.pbtxt's, typed by the backend's spec."""
+    from pattern_kernel.specs import load_specs
     from pattern_tools.repo_check import load_config
+    from triton_patterns import paths
 
     path = Path(repo) / model / "config.pbtxt"
     if not path.is_file():  # an export into another folder: the configs are the project's
         path = mf.DEFAULT_REPOSITORY / model / "config.pbtxt"
-    return parse_model_config(json_format.MessageToDict(load_config(path), preserving_proto_field_name=True))
+    config = load_config(path)
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    return load_specs(paths.BACKENDS)[config.backend].read(config.name, parameters)
 
 
 def image_preprocess_parameters(repo: Path) -> dict:
     """digits_preprocess's preprocessing parameters (backends/image_preprocess reads the same)."""
-    c = serving_config(repo, "digits_preprocess")
-    return {"width": int(c.required_parameter("width")), "height": int(c.required_parameter("height")),
-            "scale_max": float(c.required_parameter("scale_max")),
-            "invert": c.required_parameter("invert").lower() == "true"}
+    p = serving_parameters(repo, "digits_preprocess")
+    return {key: p[key] for key in ("width", "height", "scale_max", "invert")}
 
 
 def tokenizer_parameters(repo: Path) -> dict:
     """text_tokenizer's truncation and padding (backends/text_tokenizer reads the same)."""
-    c = serving_config(repo, "text_tokenizer")
-    return {"max_length": int(c.required_parameter("max_length")),
-            "pad_to_multiple_of": int(c.required_parameter("pad_to_multiple_of"))}
+    p = serving_parameters(repo, "text_tokenizer")
+    return {key: p[key] for key in ("max_length", "pad_to_multiple_of")}
 
 
 # ---------------------------------------------------------------- shared measurements

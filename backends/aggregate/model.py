@@ -12,7 +12,6 @@ from pattern_kernel.pattern_model import PatternModel
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "aggregate"
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         labels, scores = aggregate(self.params["aggregation"], [inputs[s.name] for s in self.config.inputs])

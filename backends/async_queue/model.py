@@ -93,10 +93,9 @@ def job_answers(ids: list[str], states: list[JobState | None], reason: Callable[
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "async_queue"
 
     def setup(self, args):
-        self.queue = queue_for(self.config)
+        self.queue = queue_for(self.params)
         if self.params["mode"] == "submit":
             self.handle_batch = self._submit
             self.targets = parse_targets(self.required("targets"))

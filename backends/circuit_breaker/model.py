@@ -43,7 +43,6 @@ from pattern_kernel.triton_glue import call_model_async, fallback_metrics
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "circuit_breaker"
 
     def setup(self, args):
         c, p = self.config, self.params

@@ -34,11 +34,10 @@ from pattern_kernel.validation import utf8_values
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "data_cache"
 
     def setup(self, args):
         self.store = SQLiteStore(os.environ.get(DATA_STORE_ENV) or self.params["store_path"])
-        self.redis = connect(self.config, cache=True)
+        self.redis = connect(self.params, cache=True)
         self.ttl = self.params["ttl_seconds"]
         self.outputs = [s.name for s in self.model_outputs]
         self.lookups = self.metrics("data_cache_lookups_total", "Data cache lookups in Redis by result (hit, miss, "

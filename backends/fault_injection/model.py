@@ -30,13 +30,12 @@ class InjectedFault(RuntimeError):
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "fault_injection"
 
     def setup(self, args):
         p = self.params
         self.delay_s = p["latency_ms"] / 1000 + (p["hang_seconds"] if p["hang"] else 0.0)
         self.random = random.Random(p["seed"])
-        self.redis = connect(self.config) if p["fault_key"] else None
+        self.redis = connect(self.params) if p["fault_key"] else None
 
     def _switched_fault(self) -> tuple[bool, float]:
         """(fail, extra seconds) from the fault_key switch."""

@@ -18,7 +18,6 @@ from pattern_kernel.pattern_model import PatternModel
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "image_preprocess"
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         name, p = self.config.inputs[0].name, self.params

@@ -24,10 +24,9 @@ from pattern_kernel.pattern_model import PatternModel
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "onnxruntime"
 
     def setup(self, args):
-        self.session = load_session(self.config, args["model_repository"], args["model_version"])
+        self.session = load_session(self.config, self.params, args["model_repository"], args["model_version"])
         have = {t.name for t in self.session.get_inputs()} | {t.name for t in self.session.get_outputs()}
         missing = [s.name for s in (*self.config.inputs, *self.config.outputs) if s.name not in have]
         if missing:

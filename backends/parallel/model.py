@@ -35,7 +35,6 @@ LABEL, SCORES = "LABEL", "PROBABILITIES"
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "parallel"
 
     def setup(self, args):
         self.targets = parse_targets(self.params["targets"])

@@ -30,7 +30,6 @@ from pattern_kernel.triton_glue import call_model
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "prediction_cache"
 
     def setup(self, args):
         self.target, self.version = self.params["target_model"], self.params["target_version"]
@@ -39,7 +38,7 @@ class TritonPythonModel(PatternModel):
                 f"model '{self.config.name}': target_version must be an explicit version number, so "
                 "that a new version never gets the old one's cached answers"
             )
-        self.redis = connect(self.config, cache=True)
+        self.redis = connect(self.params, cache=True)
         self.outputs = [s.name for s in self.model_outputs]
         self.lookups = self.metrics("prediction_cache_requests_total",
                                     "Prediction cache lookups by result (hit, miss, error)", target=self.target)

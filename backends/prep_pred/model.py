@@ -20,7 +20,6 @@ from pattern_kernel.validation import parse_list
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "prep_pred"
 
     def setup(self, args):
         self.features = parse_list(self.params["features"])

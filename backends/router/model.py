@@ -73,7 +73,6 @@ def _strings(values: list[str]) -> np.ndarray:
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "router"
 
     def setup(self, args):
         c = self.config
@@ -152,7 +151,7 @@ class SplitMode:
         self._set_weights(self.split.config_weights, "config")
         self.weights_key = p["weights_key"]
         if self.weights_key:
-            self.redis = connect(router.config)
+            self.redis = connect(router.params)
             self._refresh_weights()
             threading.Thread(target=self._poll_weights, name="router-weights", daemon=True).start()
         self._sync_gauges()
@@ -216,7 +215,7 @@ class ShadowMode:
         self.compare = p["compare_output"]
         if self.compare not in router.outputs:
             raise ValueError(f"model '{name}': compare_output {self.compare!r} is not one of the outputs")
-        self.redis = connect(router.config)
+        self.redis = connect(router.params)
         self.counts = router.metrics("shadow_comparisons_total", "Shadow calls to a candidate by result",
                                      candidate=self.arms[1].target)
         for result in SHADOW_RESULTS:

@@ -29,7 +29,6 @@ from pattern_kernel.triton_glue import call_model, call_model_async, fallback_me
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "serial"
 
     def setup(self, args):
         self.steps = parse_steps(self.params["steps"])

@@ -20,7 +20,6 @@ from pattern_kernel.text import decode_texts, load_tokenizer, tokenize
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "text_tokenizer"
 
     def setup(self, args):
         p = self.params

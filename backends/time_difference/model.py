@@ -31,7 +31,6 @@ from pattern_kernel.triton_glue import call_model_async, error_response, read_in
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "time_difference"
 
     def setup(self, args):
         p = self.params
@@ -40,7 +39,7 @@ class TritonPythonModel(PatternModel):
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(self.config.raw)
         if self.decoupled:
             return
-        self.queue = queue_for(self.config)
+        self.queue = queue_for(self.params)
         self.jobs = self.metrics("time_difference_jobs_total",
                                  "Slow-model jobs queued by a time-difference model (error: Redis down)")
         for result in ("queued", "error"):

@@ -23,7 +23,6 @@ from pattern_kernel.validation import check_finite, check_ranges, parse_list
 
 
 class TritonPythonModel(PatternModel):
-    BACKEND = "web_single"
 
     def setup(self, args):
         p = self.params
@@ -36,7 +35,7 @@ class TritonPythonModel(PatternModel):
                 f"model '{self.config.name}': feature_names, feature_min and feature_max "
                 "must have the same length"
             )
-        self.session = load_session(self.config, args["model_repository"], args["model_version"])
+        self.session = load_session(self.config, self.params, args["model_repository"], args["model_version"])
         self.session_input = self.session.get_inputs()[0].name
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -4,7 +4,7 @@ which SDK method with which options, and what its answers carry.
 A pattern here is data, not code: adding a pattern whose model takes one input tensor and
 answers with a class is one entry in PATTERNS; both clients (client.py) get its method from the
 entry (methods.py), and `Prediction` reads its extra outputs through RESULT_FIELDS, which come
-from the backends' declared specs (`pattern_kernel.specs`).
+from the backends' declared specs (`backends/<name>/spec.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from pattern_kernel.specs import SPECS
+from pattern_kernel.specs import load_specs
+from triton_patterns import paths
+
+SPECS = load_specs(paths.BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ CORE_OUTPUTS = ("LABEL", "CLASS_ID", "PROBABILITIES")  # Prediction's own fields
 
 
 def result_fields(specs=SPECS) -> tuple[ResultField, ...]:
-    """Every extra output the backends declare (their kernel specs' `extra_outputs`) beyond
+    """Every extra output the backends declare (their specs' `extra_outputs`) beyond
     CORE_OUTPUTS, as Prediction attributes, in as_dict order (the backends' in name order)."""
     found: dict[str, tuple[list[str], str, list[str]]] = {}  # attribute: (outputs, kind, docs)
     for backend, spec in sorted(specs.items()):

@@ -31,6 +31,7 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import redis
@@ -564,12 +565,13 @@ class JobQueue:
         return {"stream": int(length), "pending": int(pending), "dead": int(self.redis.xlen(self.dead))}
 
 
-def queue_for(config) -> JobQueue:
-    """The queue a backend's config names (`namespace`, `ttl_seconds`, `redis_url`,
-    `redis_timeout_ms`), its consumer group created when Redis is up."""
+def queue_for(params: Mapping[str, Any]) -> JobQueue:
+    """The queue a backend's parameters name (`spec.job_queue_parameters`, read by its spec:
+    `namespace`, `ttl_seconds`, `redis_url`, `redis_timeout_ms`), its consumer group created when
+    Redis is up."""
     from pattern_kernel.redis_link import connect
 
-    queue = JobQueue(connect(config), config.parameter("namespace", "async"), config.int_parameter("ttl_seconds", 3600))
+    queue = JobQueue(connect(params), params["namespace"], params["ttl_seconds"])
     try:
         queue.ensure_group()
     except redis.RedisError:

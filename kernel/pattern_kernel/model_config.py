@@ -39,7 +39,11 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The config's plain values; the parameters' typed values come from the backend's spec
+    (`spec.BackendSpec.read`)."""
+
     name: str
+    backend: str
     max_batch_size: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -49,32 +53,6 @@ class ModelConfig:
     @property
     def batching(self) -> bool:
         return self.max_batch_size > 0
-
-    def parameter(self, key: str, default: str | None = None) -> str | None:
-        return self.parameters.get(key, default)
-
-    def _typed_parameter(self, key: str, default, cast, expected: str):
-        value = self.parameters.get(key)
-        if value is None or value == "":
-            return default
-        try:
-            return cast(value)
-        except ValueError:
-            raise ValueError(
-                f"model '{self.name}': parameter '{key}' must be {expected}, got {value!r}"
-            ) from None
-
-    def int_parameter(self, key: str, default: int) -> int:
-        return self._typed_parameter(key, default, int, "an integer")
-
-    def float_parameter(self, key: str, default: float) -> float:
-        return self._typed_parameter(key, default, float, "a number")
-
-    def required_parameter(self, key: str) -> str:
-        value = self.parameters.get(key)
-        if not value:
-            raise ValueError(f"model '{self.name}': config parameter '{key}' is required")
-        return value
 
 
 def numpy_dtype(triton_type: str) -> type:
@@ -103,6 +81,7 @@ def parse_model_config(model_config: str | dict[str, Any]) -> ModelConfig:
     }
     return ModelConfig(
         name=raw.get("name", ""),
+        backend=raw.get("backend", ""),
         max_batch_size=int(raw.get("max_batch_size", 0)),
         inputs=tuple(_tensor_spec(e) for e in raw.get("input", [])),
         outputs=tuple(_tensor_spec(e) for e in raw.get("output", [])),

@@ -1,7 +1,11 @@
 """`PatternModel`: the `TritonPythonModel` boilerplate every pattern backend shares.
 
+A model config's `backend: "router"` makes Triton load `<backend directory>/router/model.py`,
+whose `TritonPythonModel` subclasses this class; the backend's spec is `spec.py` beside it (the
+registry `pattern_kernel.specs`), found by the config's `backend`. `auto_complete_config` adds
+the extra outputs the spec declares that the config leaves out (`BackendSpec.completed_outputs`).
 `initialize` counts failures (`triton_glue.count_failures`), parses the model config and reads
-the backend's declared parameters (`specs.SPECS[BACKEND]`) into `self.params`, then calls
+the backend's declared parameters into `self.params` (`BackendSpec.read`), then calls
 `setup(args)`. `execute` answers each request with outputs or an error response of its own;
 a backend defines one of:
 
@@ -21,10 +25,13 @@ a whole batch (`run`, `handle_batch`) carry the batch's first request's.
 from __future__ import annotations
 
 import asyncio
+import inspect
+from pathlib import Path
 
 from pattern_kernel import prediction_log as plog
 from pattern_kernel.model_config import parse_model_config
-from pattern_kernel.specs import SPECS
+from pattern_kernel.spec import BackendSpec
+from pattern_kernel.specs import load_spec
 from pattern_kernel.triton_glue import (
     Metrics,
     count_failures,
@@ -37,12 +44,29 @@ from pattern_kernel.triton_glue import (
 
 
 class PatternModel:
-    BACKEND = ""  # the backend's name, its spec's key in SPECS
+    @classmethod
+    def backends_root(cls) -> Path:
+        """The folder of the backend folders: the one holding this model.py's folder."""
+        return Path(inspect.getfile(cls)).parent.parent
+
+    @classmethod
+    def backend_spec(cls, backend: str) -> BackendSpec:
+        """The spec of the config's `backend`."""
+        return load_spec(cls.backends_root() / backend)
+
+    @classmethod
+    def auto_complete_config(cls, auto_complete_model_config):
+        """Triton's auto-complete (on unless tritonserver runs with --disable-auto-complete-config):
+        the spec's extra outputs that apply to this config and that it does not declare."""
+        config = auto_complete_model_config.as_dict()
+        for output in cls.backend_spec(config["backend"]).completed_outputs(config):
+            auto_complete_model_config.add_output(output)
+        return auto_complete_model_config
 
     def initialize(self, args):
         count_failures(args)
         self.config = parse_model_config(args["model_config"])
-        self.spec = SPECS[self.BACKEND]
+        self.spec = self.backend_spec(self.config.backend)
         self.params = self.spec.read(self.config.name, self.config.parameters)
         # this model's own outputs: the config's, less those the backend adds (FALLBACK, ARM...)
         self.model_outputs = [s for s in self.config.outputs if s.name not in self.spec.extra_output_names]
@@ -70,7 +94,7 @@ class PatternModel:
         counter = self.metrics("prediction_log_records_total",
                                "Prediction log records written (error: the sink was unavailable)")
         stream = self.params["prediction_log_stream"] or plog.stream_name(self.config.name)
-        return plog.Writer(connect(self.config), stream, self.params["prediction_log_maxlen"], counter)
+        return plog.Writer(connect(self.params), stream, self.params["prediction_log_maxlen"], counter)
 
     def batch_done(self) -> None:
         """Called after each batch of requests has been answered."""

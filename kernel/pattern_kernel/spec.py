@@ -2,16 +2,17 @@
 choices, doc), the outputs it adds to its targets', and which parameters name other models.
 
 Free of Triton, so the tools (checker, template, docs) read it outside the server; inside, the
-backends read their parameters through `BackendSpec.read` (see `pattern_model.PatternModel`).
-The specs themselves are in `pattern_kernel.specs`, one module per backend.
+backends read their parameters through `BackendSpec.read` and their configs get the extra outputs
+through `BackendSpec.completed_outputs` (see `pattern_model.PatternModel`). Each spec is the
+`spec.py` beside its backend's model.py, found by the registry `pattern_kernel.specs`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 from pattern_kernel.capture import MIN_BYTES as MIN_CAPTURE_BYTES
 from pattern_kernel.pipeline import parse_steps
@@ -31,6 +32,15 @@ _CASTS = {"str": str, "int": int, "float": float, "bool": _bool, "json": json.lo
 
 
 @dataclass(frozen=True)
+class Targets:
+    """What `triton-patterns new pattern` knows of the models a new config calls: their names (in
+    order) and the first one's outputs as (name, dims)."""
+
+    names: tuple[str, ...]
+    outputs: tuple[tuple[str, tuple[int, ...]], ...]
+
+
+@dataclass(frozen=True)
 class Parameter:
     """One `parameters { key: ... }` entry of a model config."""
 
@@ -42,7 +52,8 @@ class Parameter:
     min: float | None = None
     max: float | None = None
     choices: tuple = ()
-    template: bool = False  # `triton-patterns new pattern` writes it with its default
+    # `triton-patterns new pattern` writes it: True with its default; a function: with its value for the targets
+    template: Union[bool, Callable[[Targets], str]] = False
 
     def parse(self, raw: str | None, model: str) -> Any:
         """The typed value of `raw` (the config's string; None or "": the default)."""
@@ -84,6 +95,22 @@ class Output:
     doc: str = ""
     json: bool = False  # a TYPE_STRING holding a JSON document
     attribute: str = ""  # the SDK's Prediction attribute (default: the name in lower case)
+    when: tuple[tuple[str, str], ...] = ()  # (parameter, value) pairs a config must have for this output
+    decoupled: bool | None = None  # only for a decoupled (True) or a not decoupled (False) model; None: both
+    per_row: bool = True  # one value per row: a model without batching gets dims [-1, *dims]
+
+    def applies(self, config: Mapping[str, Any]) -> bool:
+        """Whether a model config (Triton's JSON form, as a dict) has this output."""
+        parameters = config.get("parameters") or {}
+        if any((parameters.get(key) or {}).get("string_value") != value for key, value in self.when):
+            return False
+        decoupled = bool((config.get("model_transaction_policy") or {}).get("decoupled", False))
+        return self.decoupled is None or self.decoupled == decoupled
+
+    def config_entry(self, batching: bool) -> dict[str, Any]:
+        """The output as a config's `output` entry (Triton's JSON form)."""
+        dims = list(self.dims) if batching or not self.per_row else [-1, *self.dims]
+        return {"name": self.name, "data_type": self.type, "dims": dims}
 
 
 @dataclass(frozen=True)
@@ -131,6 +158,7 @@ class BackendSpec:
     parameters: tuple[Parameter, ...] = ()
     extra_outputs: tuple[Output, ...] = ()
     references: tuple[Reference, ...] = ()
+    template_batching: bool = False  # a new config from the template gets dynamic_batching (when it batches)
 
     def parameter(self, name: str) -> Parameter:
         for p in self.parameters:
@@ -142,14 +170,23 @@ class BackendSpec:
     def extra_output_names(self) -> frozenset[str]:
         return frozenset(o.name for o in self.extra_outputs)
 
+    def completed_outputs(self, config: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The extra outputs a model config (Triton's JSON form) gets that it does not declare itself,
+        as `output` entries: what the backend's `auto_complete_config` adds, and what the checker
+        adds before it validates."""
+        declared = {o.get("name") for o in config.get("output") or []}
+        batching = int(config.get("max_batch_size") or 0) > 0
+        return [o.config_entry(batching) for o in self.extra_outputs if o.name not in declared and o.applies(config)]
+
     def read(self, model: str, parameters: Mapping[str, str]) -> dict[str, Any]:
         """Every declared parameter's typed value (default when absent); ValueError naming the
         model and the parameter when one is missing, of the wrong type or out of bounds."""
         return {p.name: p.parse(parameters.get(p.name), model) for p in self.parameters}
 
-    def template_defaults(self) -> dict[str, str]:
-        """The parameters a new config from the template starts with, as strings."""
-        return {p.name: p.shown_default() for p in self.parameters if p.template}
+    def template_defaults(self, targets: Targets) -> dict[str, str]:
+        """The parameters a new config from the template over `targets` starts with, as strings."""
+        return {p.name: p.template(targets) if callable(p.template) else p.shown_default()
+                for p in self.parameters if p.template}
 
 
 # Parameters several backends share, by the kernel helper that reads them (redis_link.connect).

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from pattern_kernel.capture import MIN_BYTES, Capturer, StepRecord, size
-from pattern_kernel.specs import SPECS
+from pattern_kernel.specs import load_specs
 from pattern_tools.captures import format_capture
+from triton_patterns import paths
+
+SPECS = load_specs(paths.BACKENDS)
 
 FEATURES = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
 LABEL = np.array([[2]], dtype=np.int64)

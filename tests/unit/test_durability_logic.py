@@ -12,12 +12,13 @@ import pytest
 from pattern_kernel import redis_link
 from pattern_kernel.data_store import SQLiteStore
 from pattern_kernel.job_queue import job_created, missing_job, new_job_id
-from pattern_kernel.model_config import ModelConfig
+from pattern_kernel.spec import REDIS, BackendSpec
 from pattern_runtime import seeding
 
 
-def _config(url: str | None = None) -> ModelConfig:
-    return ModelConfig("m", 0, (), (), {} if url is None else {"redis_url": url})
+def _params(url: str | None = None) -> dict:
+    """The Redis parameters as a backend's spec reads them."""
+    return BackendSpec("m", "", REDIS).read("m", {} if url is None else {"redis_url": url})
 
 
 @pytest.mark.parametrize("env, cache, expected", [
@@ -35,8 +36,8 @@ def test_a_cache_uses_the_cache_redis_then_the_queue_redis_then_its_config(monke
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert redis_link.redis_url(_config("redis://config/0"), cache=cache) == expected
-    assert redis_link.redis_url(_config(), cache=cache) == (expected if env else redis_link.DEFAULT_URL)
+    assert redis_link.redis_url(_params("redis://config/0"), cache=cache) == expected
+    assert redis_link.redis_url(_params(), cache=cache) == (expected if env else "redis://127.0.0.1:6379/0")
 
 
 def test_a_job_id_carries_its_creation_time_and_is_unique():

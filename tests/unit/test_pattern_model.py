@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pattern_kernel.errors import InputError, StepError
+from triton_patterns import paths
 
 
 class _Error:
@@ -81,7 +82,7 @@ def pattern_model():
 
 
 def _args(parameters: dict, max_batch_size: int = 8) -> dict:
-    config = {"name": "m", "max_batch_size": max_batch_size,
+    config = {"name": "m", "backend": "fault_injection", "max_batch_size": max_batch_size,
               "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [2]}],
               "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [2]},
                          {"name": "FALLBACK", "data_type": "TYPE_BOOL", "dims": [1]}],
@@ -90,7 +91,8 @@ def _args(parameters: dict, max_batch_size: int = 8) -> dict:
 
 
 def _model(pattern_model, body: dict, parameters: dict | None = None):
-    cls = type("Model", (pattern_model.PatternModel,), {"BACKEND": "fault_injection", **body})
+    # a model.py of backends/ finds its folder's neighbours beside it; this class is not in one
+    cls = type("Model", (pattern_model.PatternModel,), {"backends_root": classmethod(lambda c: paths.BACKENDS), **body})
     model = cls()
     model.initialize(_args({"target_model": "iris", **(parameters or {})}))
     return model

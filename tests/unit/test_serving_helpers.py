@@ -14,10 +14,13 @@ from pattern_kernel.batching import concat_requests, run_requests, split_rows
 from pattern_kernel.errors import InputError, StepError, StepTimeout
 from pattern_kernel.images import decode_image
 from pattern_kernel.model_config import parse_model_config
+from pattern_kernel.specs import load_specs
 from pattern_kernel.validation import check_finite, check_ranges, parse_list
+from triton_patterns import paths
 
 CONFIG = {
     "name": "iris",
+    "backend": "onnxruntime",
     "max_batch_size": 64,
     "input": [{"name": "FEATURES", "data_type": "TYPE_FP32", "dims": ["4"]}],
     "output": [
@@ -38,12 +41,12 @@ def test_model_config_parses_tensors_reshape_and_parameters():
     assert [s.name for s in config.inputs] == ["FEATURES"]
     assert config.inputs[0].dtype is np.float32 and config.inputs[0].dims == (4,)
     assert config.outputs[0].reshape == () and config.outputs[1].reshape is None
-    assert config.int_parameter("intra_op_thread_count", 0) == 1
-    assert config.int_parameter("missing", 7) == 7
-    with pytest.raises(ValueError, match="'bad_int' must be an integer"):
-        config.int_parameter("bad_int", 0)
-    with pytest.raises(ValueError, match="'nope' is required"):
-        config.required_parameter("nope")
+    assert config.backend == "onnxruntime" and config.parameters["bad_int"] == "one"
+    spec = load_specs(paths.BACKENDS)[config.backend]
+    params = spec.read(config.name, config.parameters)  # typed by the spec, its defaults when absent
+    assert params["intra_op_thread_count"] == 1 and params["inter_op_thread_count"] == 0
+    with pytest.raises(ValueError, match="model 'iris': parameter 'intra_op_thread_count' must be an integer"):
+        spec.read(config.name, {**config.parameters, "intra_op_thread_count": "one"})
 
 
 def test_concat_and_split_round_trip_keeps_request_order():

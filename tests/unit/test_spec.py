@@ -8,10 +8,12 @@ import pytest
 
 from pattern_kernel.batching import to_config_rank
 from pattern_kernel.spec import BackendSpec, Parameter, Reference, markdown_table
-from pattern_kernel.specs import SPECS
+from pattern_kernel.specs import load_specs
 from pattern_tools import spec_docs
 from pattern_tools.repo_check import load_config
 from triton_patterns import paths
+
+SPECS = load_specs(paths.BACKENDS)
 
 SPEC = BackendSpec("demo", "a demo", parameters=(
     Parameter("mode", required=True, choices=("a", "b")),

@@ -88,11 +88,16 @@ def test_ensemble_and_patterns_pass_the_checker(repo, tmp_path):
     for name, c in made.items():
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(render_config(c))
-    assert check_repository(repo, paths.BACKENDS, files=False).problems == []
+    report = check_repository(repo, paths.BACKENDS, files=False)
+    assert report.problems == []
     steps = json.loads(made["iris_serial"].parameters["steps"].string_value)
     assert [(s["model"], s["version"], s["inputs"]) for s in steps] == [("iris", 1, {"FEATURES": "FEATURES"}),
                                                                           ("iris", 2, {"FEATURES": "FEATURES"})]
-    assert [t.name for t in made["iris_guard"].output][-2:] == ["FALLBACK", "FALLBACK_REASON"]
+    # the config leaves the spec's extra outputs to the backend's auto_complete_config; the checker adds them too
+    assert [t.name for t in made["iris_guard"].output] == ["LABEL", "PROBABILITIES"]
+    assert [t.name for t in report.models["iris_guard"].config.output] == ["LABEL", "PROBABILITIES", "FALLBACK",
+                                                                           "FALLBACK_REASON"]
+    assert made["iris_guard"].HasField("dynamic_batching") and not made["iris_fan"].HasField("dynamic_batching")
     assert json.loads(made["iris_guard"].parameters["default_outputs"].string_value) == {
         "LABEL": 0, "PROBABILITIES": [0.3333] * 3}
     assert made["iris_fan"].parameters["min_answers"].string_value == "2"

@@ -15,8 +15,11 @@ What is checked, per model folder (every problem names the file and the config f
   keys are that model's inputs / outputs; every non-optional input is mapped once; tensors
   passed between steps agree in dtype and (wildcard-compatible) dims; every step input and
   ensemble output is produced; `max_batch_size` is at most each batching step's.
+* Pattern models (a `backend` with a spec, `backends/<name>/spec.py`) are checked as Triton
+  serves them: with the extra outputs their backend's `auto_complete_config` adds
+  (`BackendSpec.completed_outputs`), and their parameters read by the spec.
 * BLS pattern models: the parameters their backend's spec declares as references
-  (`pattern_kernel.specs`: one model and its version, a `targets` list, the serial `steps`,
+  (one model and its version, a `targets` list, the serial `steps`,
   parsed by the kernel's own parsers) name models that exist and serve the named version;
   serial steps map existing inputs and outputs; reference cycles are errors; a caller's batch (`max_batch_size`,
   else `max_rows`) larger than the callee's `max_batch_size` is a warning (a BLS backend may split
@@ -33,11 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from pattern_kernel.pipeline import parse_steps
-from pattern_kernel.specs import SPECS
+from pattern_kernel.spec import BackendSpec
+from pattern_kernel.specs import load_specs
 from pattern_kernel.validation import parse_targets as parse_target_list
 from triton_patterns import paths
 
@@ -58,10 +62,11 @@ TRITON_BACKENDS = {"python": "model.py", "onnxruntime": "model.onnx", "tensorrt"
                    "dali": "model.dali", "identity": None, "repeat": None, "square": None}
 NGC_ONLY = {"tensorrt_plan", "tensorrt", "pytorch_libtorch", "pytorch", "tensorflow_savedmodel",
             "tensorflow_graphdef", "tensorflow", "openvino", "fil", "dali"}
-# Project backends that read a file from each version folder: backend -> (field, default name).
-VERSION_FILES: dict[str, tuple[str, str]] = {
+# Project backends that read a file from each version folder: backend -> (field, default name);
+# a parameter's default is its spec's.
+VERSION_FILES: dict[str, tuple[str, str | None]] = {
     "web_single": ("default_model_filename", "model.onnx"),
-    "text_tokenizer": ("parameters.tokenizer_file", SPECS["text_tokenizer"].parameter("tokenizer_file").default),
+    "text_tokenizer": ("parameters.tokenizer_file", None),
 }
 ONNX_TYPES = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 4: "TYPE_UINT16", 5: "TYPE_INT16",
               6: "TYPE_INT32", 7: "TYPE_INT64", 8: "TYPE_STRING", 9: "TYPE_BOOL", 10: "TYPE_FP16",
@@ -203,6 +208,14 @@ def load_config(path: Path) -> mc.ModelConfig:
     return parse_config_text(Path(path).read_text())
 
 
+def complete_config(config: mc.ModelConfig, spec: BackendSpec) -> None:
+    """Add the outputs a pattern backend's `auto_complete_config` adds when Triton loads `config`."""
+    as_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
+    for output in spec.completed_outputs(as_json):
+        add = config.output.add(name=output["name"], data_type=mc.DataType.Value(output["data_type"]))
+        add.dims.extend(output["dims"])
+
+
 def parse_targets(text: str) -> list[tuple[str, int]]:
     """The kernel's `model[:version]` comma list, as command lines write it: anything after `=`
     or `@` in an item (e.g. a weight) is ignored."""
@@ -235,6 +248,7 @@ class _Checker:
     def __init__(self, root: Path, backends: Path | None, files: bool):
         self.root = root
         self.backends = backends
+        self.specs = load_specs(backends or paths.BACKENDS)  # the project's when backends are not checked
         self.files = files
         self.report = Report(root)
         self.broken: set[str] = set()  # folders whose config does not parse (reported once, there)
@@ -266,6 +280,8 @@ class _Checker:
                 named = re.search(r'field named "([^"]+)"', str(exc))
                 self.error(path, named.group(1) if named else "syntax", f"does not parse as ModelConfig: {exc}")
                 continue
+            if config.backend in self.specs:
+                complete_config(config, self.specs[config.backend])
             versions = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
             model = Model(folder.name, folder, config, versions, [])
             model.served = self.served_versions(model)
@@ -376,7 +392,8 @@ class _Checker:
         if cfg.backend in VERSION_FILES:
             field_, default = VERSION_FILES[cfg.backend]
             if field_.startswith("parameters."):
-                return [(field_, model.parameter(field_.split(".", 1)[1]) or default)]
+                name = field_.split(".", 1)[1]
+                return [(field_, model.parameter(name) or self.specs[cfg.backend].parameter(name).default)]
             return [(field_, getattr(cfg, field_) or default)]
         default = TRITON_PLATFORMS.get(cfg.platform) or TRITON_BACKENDS.get(cfg.backend)
         if default is None:
@@ -553,7 +570,7 @@ class _Checker:
     def references(self, model: Model) -> list[tuple[str, str, int]]:
         """(config field, model name, version) for every model a pattern model's parameters name,
         as its backend's spec declares them."""
-        spec = SPECS.get(model.config.backend)
+        spec = self.specs.get(model.config.backend)
         parameters = {key: model.parameter(key) or "" for key in model.config.parameters}
         refs = []
         for ref in spec.references if spec else ():

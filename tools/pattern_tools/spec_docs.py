@@ -1,4 +1,4 @@
-"""The docs' parameter tables, generated from the backends' specs (`pattern_kernel.specs`).
+"""The docs' parameter tables, generated from the backends' specs (`backends/<name>/spec.py`).
 
 A page of docs/patterns holds a backend's table between markers:
 
@@ -18,8 +18,10 @@ import sys
 from pathlib import Path
 
 from pattern_kernel.spec import markdown_table
-from pattern_kernel.specs import SPECS
+from pattern_kernel.specs import load_specs
 from triton_patterns import paths
+
+SPECS = load_specs(paths.BACKENDS)
 
 DOCS = paths.PROJECT_ROOT / "docs" / "patterns"
 _TABLE = re.compile(r"(<!-- spec-table: (\w+) -->\n)(.*?)(<!-- /spec-table -->)", re.S)

@@ -36,7 +36,8 @@ import numpy as np
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from pattern_kernel.specs import SPECS
+from pattern_kernel.spec import Targets
+from pattern_kernel.specs import load_specs
 from pattern_tools.repo_check import Model, check_repository, onnx_signature, parse_targets, type_name
 from triton_patterns import paths
 
@@ -299,36 +300,26 @@ def ensemble_config(name: str, steps: list[tuple[Model, int]]) -> mc.ModelConfig
     return cfg
 
 
-def _default_outputs(outputs) -> str:
-    """A circuit breaker's default answer: class 0, uniform scores, zeros elsewhere."""
-    values: dict[str, Any] = {}
-    for t in outputs:
-        n = t.dims[-1] if t.dims and t.dims[-1] > 0 else 1
-        values[t.name] = [round(1.0 / n, 4)] * n if t.name == "PROBABILITIES" else 0
-    return json.dumps(values)
-
-
 def pattern_config(name: str, backend: str, targets: list[tuple[Model, int]],
                    params: dict[str, str] | None = None, extra_outputs: list[str] = ()) -> mc.ModelConfig:
     """A config of a pattern backend over `targets`: the parameters its spec names models with
     (the first reference: one model, a `targets` list or serial `steps`), the spec's template
-    defaults and extra outputs, then `params`."""
-    spec = SPECS.get(backend)
+    defaults, then `params`; the spec's extra outputs are the backend's `auto_complete_config`'s."""
+    specs = load_specs(paths.BACKENDS)
+    spec = specs.get(backend)
     if spec is None or not spec.references:
         raise TemplateError(f"backend {backend!r} is not a pattern backend over target models "
-                            f"(those are: {', '.join(n for n, s in SPECS.items() if s.references)})")
+                            f"(those are: {', '.join(n for n, s in specs.items() if s.references)})")
     ref = spec.references[0]
     models = [m for m, _ in targets]
     if ref.kind == "model" and len(targets) > 1:
         raise TemplateError(f"backend {backend!r} wraps one target model; got {len(targets)}")
     first, last = models[0], models[-1]
-    cfg = _base(name, _max_batch_size(models), _labels(last), batching_queue=backend == "circuit_breaker")
+    cfg = _base(name, _max_batch_size(models), _labels(last), batching_queue=spec.template_batching)
     cfg.backend = backend
     _copy_tensors(cfg.input, first.config.input)
     source = last if ref.kind == "steps" else first
     _copy_tensors(cfg.output, source.config.output)
-    for out in spec.extra_outputs:
-        add_tensor(cfg.output, out.name, out.type, list(out.dims))
     for text in extra_outputs:
         add_tensor(cfg.output, *parse_tensor(text))
     defaults: dict[str, str] = {}
@@ -341,11 +332,8 @@ def pattern_config(name: str, backend: str, targets: list[tuple[Model, int]],
         defaults[ref.parameter] = ",".join(f"{m.name}:{v}" for m, v in targets)
     else:
         defaults.update({ref.parameter: first.name, ref.version: str(targets[0][1])})
-    defaults.update(spec.template_defaults())
-    if backend == "router":
-        defaults["weights"] = ",".join(["1"] * len(targets))
-    if backend == "circuit_breaker":
-        defaults["default_outputs"] = _default_outputs(first.config.output)
+    defaults.update(spec.template_defaults(Targets(tuple(m.name for m in models),
+                                                   tuple((t.name, tuple(t.dims)) for t in first.config.output))))
     for key, value in {**defaults, **(params or {})}.items():
         cfg.parameters[key].string_value = value
     return cfg

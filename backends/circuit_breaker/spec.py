@@ -1,14 +1,27 @@
 """The circuit_breaker backend: a target model behind a breaker, with a default answer."""
 
+import json
+
 from pattern_kernel.spec import (
     REDIS,
     BackendSpec,
     Output,
     Parameter,
     Reference,
+    Targets,
     model_parameters,
     prediction_log_parameters,
 )
+
+
+def default_answer(targets: Targets) -> str:
+    """A new breaker's default answer: class 0, uniform PROBABILITIES, zeros elsewhere."""
+    values = {}
+    for name, dims in targets.outputs:
+        n = dims[-1] if dims and dims[-1] > 0 else 1
+        values[name] = [round(1.0 / n, 4)] * n if name == "PROBABILITIES" else 0
+    return json.dumps(values)
+
 
 SPEC = BackendSpec(
     "circuit_breaker",
@@ -28,7 +41,7 @@ SPEC = BackendSpec(
         Parameter("half_open_probes", "int", 1, "calls let through when half-open: a success closes, a failure "
                                                 "re-opens", min=1),
         Parameter("default_outputs", required=True, doc="JSON {output: value}: the fallback answer per row "
-                                                         "(scalar or list)"),
+                                                         "(scalar or list)", template=default_answer),
         Parameter("force_default", "bool", False, "always answer the default; env TRITON_PATTERNS_FORCE_DEFAULT "
                                                    "overrides (true/all, false/none, or a comma list of models)"),
         Parameter("prediction_log", default="off", choices=("off", "redis"),
@@ -43,4 +56,5 @@ SPEC = BackendSpec(
         Output("FALLBACK_REASON", "TYPE_STRING", (1,), '"" or forced, open, deadline, overloaded, target_error'),
     ),
     references=(Reference("target_model", version="target_version"),),
+    template_batching=True,
 )

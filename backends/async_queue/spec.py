@@ -16,7 +16,7 @@ SPEC = BackendSpec(
         *job_queue_parameters("async"),
     ),
     extra_outputs=(
-        Output("JOB_ID", "TYPE_STRING", (1,), "submit: the job's id"),
+        Output("JOB_ID", "TYPE_STRING", (1,), "submit: the job's id", when=(("mode", "submit"),)),
     ),
     references=(Reference("targets", "targets"),),
 )

@@ -23,8 +23,9 @@ SPEC = BackendSpec(
         LABELS,
     ),
     extra_outputs=(
-        Output("JOB_ID", "TYPE_STRING", (1,), "not decoupled: the slow model's job (empty if Redis is down)"),
-        Output("STAGE", "TYPE_STRING", (1,), 'decoupled: "fast" or "slow"'),
+        Output("JOB_ID", "TYPE_STRING", (1,), "not decoupled: the slow model's job (empty if Redis is down)",
+               decoupled=False),
+        Output("STAGE", "TYPE_STRING", (1,), 'decoupled: "fast" or "slow"', decoupled=True, per_row=False),
     ),
     references=(
         Reference("fast_model", version="fast_version"),
