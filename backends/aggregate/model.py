@@ -1,7 +1,6 @@
 """The aggregating step of a parallel ensemble: every input is one model's scores [n, k];
 outputs LABEL (class id) and PROBABILITIES, combined by `parameters.aggregation`
-(majority | mean | max_confidence, see pattern_kernel.aggregation). Parameters: its spec,
-pattern_kernel.specs.aggregate."""
+(see pattern_kernel.aggregation). Parameters: `spec.py` beside this file."""
 
 from __future__ import annotations
 

@@ -2,15 +2,7 @@
 Stream (`pattern_kernel.job_queue`); workers (`pattern_jobs.async_worker`) run the
 jobs against the target models through Triton gRPC.
 
-Parameters (pattern_kernel.specs.async_queue):
-  mode            "submit" or "result"
-  targets         submit: comma list of model[:version] a job may run on; the first is the
-                  default, a request picks another with the request parameter `target`
-                  ("iris_failing" or "iris:1")
-  max_rows        submit: rows per job (default 64)
-  namespace       key prefix (default "async"); ttl_seconds: a job's lifetime after its last
-                  change (default 3600)
-  redis_url       env TRITON_PATTERNS_REDIS_URL overrides; redis_timeout_ms (default 50)
+Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
 submit: the target's inputs (checked: rows, finite numbers, non-empty texts) in; JOB_ID out at
 once (one per row: a batching model answers per row), the job stored as `queued` and added to
 the stream; the jobs of one dynamic batch go to Redis in one pipelined call. The request
@@ -26,7 +18,7 @@ queue Redis (maxmemory, noeviction) refuses a submit as UNAVAILABLE saying so.
 Metrics: async_jobs_submitted_total{model, target} (jobs queued),
 async_jobs_deduplicated_total{model, target} (submits answered by an idempotency key's job).
 The result model owns its namespace's queue gauges (one result model per namespace;
-pattern_kernel.queue_metrics), read from Redis every metrics_interval_s (default 5; 0: none)
+pattern_kernel.queue_metrics), read from Redis every metrics_interval_s (0: none)
 by a daemon thread stopped in finalize:
 async_queue_depth{model, namespace, state="waiting"|"pending"|"dead"},
 async_oldest_job_age_seconds{model, namespace}, async_queue_workers{model, namespace} and

@@ -2,24 +2,10 @@
 target fails, misses the deadline or is overloaded (Triton's queue policy sheds the call), or
 while the circuit is open, the configured default answer is returned at once, flagged.
 
-Parameters (pattern_kernel.specs.circuit_breaker):
-  target_model, target_version  the wrapped model (its inputs/outputs = this model's, less flags)
-  deadline_ms          the target's answer is awaited at most this long (default 1000)
-  target_queue_timeout_ms  sent as the BLS request timeout: the call may wait this long in the
-                       target's queue (needs allow_timeout_override there; default 0: its own policy)
-  max_request_rows     rows one request may have (default 0: any): the target's max_batch_size
-                       when it is smaller than this model's, which batches several requests
-  failure_threshold    failures within window_ms that open the circuit (default 5; window 10000)
-  cool_down_ms         open -> half-open after this (default 5000); half_open_probes calls are
-                       then let through (default 1): a success closes, a failure re-opens
-  default_outputs      JSON {output: value}: the fallback answer per row (scalar or list)
-  force_default        "true": always answer the default (the seeds' switch to the default);
-                       env TRITON_PATTERNS_FORCE_DEFAULT overrides: "true"/"all", "false"/"none",
-                       or a comma list of model names forced
-  prediction_log       "redis": one record per request to the Redis stream prediction_log:<model>
-                       (prediction_log_stream, prediction_log_maxlen 10000; redis_url as the cache);
-                       prediction_log_reference: model:version whose manifest holds the training
-                       statistics (for `triton-patterns drift`)
+Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
+`max_request_rows` is the target's max_batch_size when it is smaller than this model's (which
+batches several requests); `force_default` is the switch to the default answer, and the
+environment variable TRITON_PATTERNS_FORCE_DEFAULT overrides it.
 Outputs: the target's outputs, FALLBACK (BOOL) and FALLBACK_REASON (STRING: "" or forced, open,
 deadline, overloaded, target_error). A bad input (the target's INVALID_ARG) stays an error.
 Metrics: circuit_breaker_state{model,target,instance} (0 closed, 1 half-open, 2 open),

@@ -2,16 +2,8 @@
 (cache-aside, TTL) in front of a slower store, then the model is called.
 
 Two variants (the seeds'): cache the input data, or also cache the preprocessed tensor.
-Parameters (pattern_kernel.specs.data_cache):
-  store_path          SQLite store (env TRITON_PATTERNS_DATA_STORE overrides; see
-                      pattern_kernel.data_store)
-  redis_url           env TRITON_PATTERNS_CACHE_REDIS_URL, else TRITON_PATTERNS_REDIS_URL,
-                      overrides (the cache's Redis); redis_timeout_ms (50)
-  ttl_seconds         lifetime of cached data (default 300; 0 turns the cache off: every read
-                      goes to the store, for comparison); namespace (default "data")
-  target_model, target_version, target_input   the model fed the raw data (input-data cache)
-  preprocess_model, preprocess_version, preprocess_output, predict_model, predict_version
-                      if set: preprocessed-data cache (the preprocess output is cached)
+Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
+ttl_seconds 0 turns the cache off (every read goes to the store, for comparison).
 Input ID (BYTES); outputs: the model's, plus SOURCE ("redis" or "store": where the data came
 from). An unknown id is an INVALID_ARG error naming the id. Redis down: read from the store.
 Metrics: data_cache_lookups_total{model, result="hit"|"miss"|"error"} (one per Redis lookup).

@@ -1,16 +1,10 @@
 """Fault injection: forwards each request to a target model, adding latency, failures or a hang.
 
 For tests and demos of deadlines, skips and fallbacks against real slow and failing models.
-Parameters (pattern_kernel.specs.fault_injection):
-  target_model, target_version   the model that answers (its inputs/outputs = this model's)
-  latency_ms      added before forwarding (default 0)
-  failure_rate    0..1: fraction of requests answered with an UNAVAILABLE error (default 0)
-  hang            "true": never answer within any sane deadline (sleeps hang_seconds, 600)
-  seed            for the failure draws (default 0)
-  fault_key       a Redis key read on every request, so a test or an operator can switch the
-                  fault at run time: "fail" (error), "hang" (sleep hang_seconds), a number (that
-                  many ms of latency); absent, anything else or Redis down: no fault. redis_url
-                  and redis_timeout_ms as for the caches (env TRITON_PATTERNS_REDIS_URL wins)
+Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
+The fault_key switch lets a test or an operator change the fault at run time: "fail" (error),
+"hang" (sleep hang_seconds), a number (that many ms of latency); absent, anything else or Redis
+down: no fault.
 """
 
 from __future__ import annotations

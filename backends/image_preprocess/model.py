@@ -3,8 +3,7 @@
 Decodes encoded image bytes (PNG, JPEG), converts to grayscale, resizes with a box filter and
 scales to [0, scale_max], producing the tensor the classifier was trained on.
 
-Parameters (pattern_kernel.specs.image_preprocess): width, height (pixels after resize),
-scale_max (value of a white pixel), invert ("true" for dark-on-light images).
+Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
 Input: one BYTES tensor [n, 1] of encoded images; output: one FP32 tensor [n, width*height].
 A corrupt or empty image gives an INVALID_ARG error naming the input.
 """

@@ -10,8 +10,8 @@ What it honours from the model config, like the native backend:
 - inputs/outputs by name, their data types and `reshape`;
 - all requests of a dynamic batch run in one `session.run`, results split back per request;
   if the merged run fails, each request is run alone so one bad request fails alone;
-- `parameters` `intra_op_thread_count`, `inter_op_thread_count`, `execution_mode`, and
-  `optimization { graph { level } }` (see `pattern_kernel.onnx_session`).
+- the parameters of `spec.py` beside this file (onnxruntime's thread counts and execution mode)
+  and `optimization { graph { level } }` (see `pattern_kernel.onnx_session`).
 """
 
 from __future__ import annotations

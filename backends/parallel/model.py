@@ -1,18 +1,9 @@
 """Parallel microservice pattern as a BLS model: one request fans out to several models at
 once, the answers that arrive in time are aggregated.
 
-Parameters (pattern_kernel.specs.parallel):
-  targets            comma list of model[:version], e.g. "iris:1,iris:2,iris_slow"
-  target_timeout_ms  per-target deadline: one value, or one per target (comma list)
-  deadline_ms        global deadline for the whole fan-out
-  aggregation        majority | mean | max_confidence | all
-  min_answers        answers needed; with fewer, the default answer is returned
-  default_label      class id of the default answer (its scores are uniform)
+Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
 Deadlines are enforced here with asyncio (the BLS `timeout` only bounds queueing in the callee).
-  capture_rate, capture_max_bytes  sampled capture of each target's answer to the prediction-log
-                     stream (pattern_kernel.capture; prediction_log_stream, redis_url)
-Outputs: the config's label and scores outputs, plus REPORT (JSON: which targets answered, timed
-out or failed, their latencies, and whether the default was used).
+Outputs: the config's label and scores outputs, plus REPORT.
 Metrics: pattern_fallbacks_total{model, pattern="parallel", reason="min_answers"} (default answers).
 """
 

@@ -1,14 +1,8 @@
 """Prediction cache pattern: answers to repeated inputs come from Redis, others from the model.
 
-Parameters (pattern_kernel.specs.prediction_cache):
-  target_model, target_version  the model behind the cache; the version must be explicit, so a
-                                new version (a config change) never gets the old one's answers
-  redis_url                     default redis://127.0.0.1:6379/0; the environment variable
-                                TRITON_PATTERNS_CACHE_REDIS_URL, else TRITON_PATTERNS_REDIS_URL,
-                                overrides it (serve sets both: the cache's Redis is its own)
-  ttl_seconds                   lifetime of a cached answer (default 300)
-  namespace                     key prefix (default "prediction")
-  redis_timeout_ms              socket timeout; Redis being down costs at most this (default 50)
+Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
+The target's version must be explicit, so a new version (a config change) never gets the old
+one's answers.
 The key: sha256 of model, version, every input's name, dtype, shape and bytes, and the
 request parameters. If Redis is down the model still answers (the cache degrades, it does not
 fail) and the error is counted. Output CACHE_HIT says whether the answer came from the cache.

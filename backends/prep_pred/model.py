@@ -3,10 +3,7 @@
 The same flow as the ensemble form, with the two versions pinned together in one config and
 an error that says which step failed (a stock ensemble's error does not).
 
-Parameters (pattern_kernel.specs.prep_pred):
-  preprocess_model, preprocess_version   the preprocessing model and its pinned version
-  predict_model, predict_version         the predictor and its pinned version
-  features                               comma list of preprocess outputs fed to the predictor
+Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
 The model's own inputs go to the preprocessor; its outputs are taken from the predictor.
 """
 

@@ -1,34 +1,17 @@
 """Router pattern as a BLS model: rollouts between model versions (canary, A/B, blue-green entry
 point), shadow traffic and condition-based routing, chosen by configuration.
 
-Parameters (pattern_kernel.specs.router); `mode` picks the strategy (SplitMode, ShadowMode,
-ConditionMode below), each holding what its mode needs:
-  mode          split | shadow | condition
-  targets       comma list of model[:version], one per arm, e.g. "iris:1,iris:2"
-  arms          the arms' names, one per target (default: the targets as written)
-  split (canary, A/B, the blue-green entry point):
-    weights          one weight per arm (default equal): each request's odds
-    sticky_key       request parameter (e.g. user_id) whose value picks the arm through a stable
-                     hash: the same key stays on its arm; without it the arm is drawn at random
-    sticky_required  "true": a request without the key is refused (INVALID_ARG)
-    hash_salt        default: the model name (a new salt reshuffles the keys for a new experiment)
-    weights_key      Redis key holding {"arm": weight, ...} that overrides `weights` at run time,
-                     re-read every weights_refresh_s (default 5) by a background thread, so weights
-                     change without a restart or reload; key absent: the config's weights; Redis
-                     down: the last weights read stay (redis_url, redis_timeout_ms as elsewhere)
-  shadow: the first target (primary) answers; the request is mirrored to the second (candidate)
-    in a thread pool of its own, never awaited before the response:
-    shadow_timeout_ms     the candidate's deadline (default 5000)
-    shadow_max_in_flight  candidate calls at once (default 2); beyond it a request is not mirrored
-                          (counted "skipped"), so a slow candidate never piles up work
-    shadow_stream         Redis stream of comparisons (default "shadow:<model>"), trimmed to about
-                          shadow_stream_maxlen (default 10000) entries
-    compare_output        the output compared for agreement (default LABEL)
-  condition:
-    route_parameter  request parameter naming an arm for all rows (default "target")
-    rules            "INPUT[i] op number -> arm" separated by ";"; each row goes to the first rule it
-                     satisfies (op: < <= > >= == !=)
-    default_arm      the arm of rows no rule takes (default: the first arm)
+Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
+`mode` picks the strategy (SplitMode, ShadowMode, ConditionMode below), each holding what its
+mode needs. split (canary, A/B, the blue-green entry point): a request parameter (sticky_key,
+e.g. user_id) picks the arm through a stable hash, so the same key stays on its arm; without it
+the arm is drawn at random by weight. Weights may be overridden at run time by a Redis key,
+re-read by a background thread, so they change without a restart or reload (key absent: the
+config's weights; Redis down: the last weights read stay). shadow: the first target (primary)
+answers; the request is mirrored to the second (candidate) in a thread pool of its own, never
+awaited before the response; beyond shadow_max_in_flight a request is not mirrored (counted
+"skipped"), so a slow candidate never piles up work. condition: each row goes to the first
+rule it satisfies (op: < <= > >= == !=).
 Outputs: the targets' outputs the config names, plus ARM and TARGET per row (arm name and
 model:version that answered; for shadow, the primary). Batching configs only (max_batch_size > 0).
 Metrics: router_requests_total{model, arm, target} (for shadow: primary calls and mirrored calls);

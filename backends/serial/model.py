@@ -1,16 +1,13 @@
 """Serial microservice pattern as a BLS model: steps run in order, each step may be routed on
 an earlier result, time-boxed, and skipped on error; every error names step, model, version.
 
-Parameters (pattern_kernel.specs.serial):
-  steps   JSON list; each step: name, model, version (-1 latest), inputs {callee: pool},
-          outputs {callee: pool}, timeout_ms (none: no deadline, a synchronous BLS call, which
-          is cheaper than async_exec), on_error "fail"|"skip", skip_values
-          {pool: value}, when {"tensor": pool, "max_below"|"max_at_least"|"argmax_in"|"equals": v}
+Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
+A step without timeout_ms is a synchronous BLS call (cheaper than async_exec).
 The pool starts with this model's inputs; this model's outputs are read from the pool at the
 end. STEPS (JSON) reports each step: ran, skipped (error), not_taken (routing), with latency
 (a failed step is named in the request's error).
-  capture_rate, capture_max_bytes  sampled capture of the steps' inputs and outputs to the
-          prediction-log stream (pattern_kernel.capture; prediction_log_stream, redis_url)
+The steps' inputs and outputs may be captured, sampled, to the prediction-log stream
+(pattern_kernel.capture).
 Metrics: pattern_fallbacks_total{model, pattern="serial", reason="step_skipped"} (skip_values used).
 """
 

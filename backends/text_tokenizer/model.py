@@ -1,10 +1,8 @@
 """Text tokenisation as its own model: raw UTF-8 text in, encoder token tensors out.
 
-Parameters (pattern_kernel.specs.text_tokenizer):
-  tokenizer_file      file in the version folder (default tokenizer.json, written by export)
-  max_length          truncation length in tokens (the encoder's max_seq_length)
-  pad_to_multiple_of  pad each batch to a multiple of this length (more shapes in common,
-                      so the encoder's dynamic batcher can merge more requests)
+Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
+Padding to a multiple gives batches more shapes in common, so the encoder's dynamic batcher
+can merge more requests.
 Input TEXT [n, 1] BYTES; outputs input_ids and attention_mask INT64 [n, longest].
 Empty or non-UTF-8 text gives an INVALID_ARG error naming the input and row.
 """

@@ -1,16 +1,13 @@
 """Time-difference pattern: the fast model answers at once, the slow model's answer follows.
 
-Parameters (pattern_kernel.specs.time_difference):
-  fast_model, fast_version   answers within the request (BLS)
-  slow_model, slow_version   the slow answer
-  Two forms, chosen by the config's transaction policy:
+Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
+Two forms, chosen by the config's transaction policy:
   - not decoupled (`iris_time_difference`): the slow model runs as a job of the asynchronous
-    pattern (`pattern_kernel.job_queue`: namespace, ttl_seconds, redis_url,
-    redis_timeout_ms, max_rows as for async_queue); outputs the fast model's outputs plus
+    pattern (`pattern_kernel.job_queue`); outputs the fast model's outputs plus
     JOB_ID (one per row, the same), whose result the workers store and `async_result` / the SDK's `wait` return. If
     Redis is down the fast answer still comes back, with an empty JOB_ID (metric error).
   - decoupled (`iris_time_difference_stream`, gRPC streaming): two responses on one stream,
-    the fast answer then the slow one (BLS, bounded by slow_timeout_ms, default 10000), output
+    the fast answer then the slow one (BLS, bounded by slow_timeout_ms), output
     STAGE ("fast" / "slow") saying which; Triton's native form, no queue, nothing survives a
     dropped connection.
 Metric: time_difference_jobs_total{model, result="queued"|"error"}.

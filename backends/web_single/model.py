@@ -3,11 +3,7 @@
 The seeds' simplest serving form: one process holds the model and does everything. Here it
 is one Triton model whose config names the features and their valid ranges.
 
-Parameters (pattern_kernel.specs.web_single):
-  feature_names  comma list, one per column of FEATURES (used in error messages)
-  feature_min    comma list of lower bounds;  feature_max  comma list of upper bounds
-  labels         comma list of class names, indexed by the classifier's LABEL
-  intra_op_thread_count ...  onnxruntime options, as for the onnxruntime backend
+Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
 
 Input FEATURES [n, k] raw values; outputs LABEL (class name), CLASS_ID, PROBABILITIES.
 Non-finite or out-of-range values give an INVALID_ARG error naming the feature.
