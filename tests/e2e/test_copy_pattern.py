@@ -51,6 +51,9 @@ def copied(tmp_path_factory):
 def test_the_copy_holds_the_pattern_and_only_the_kernel(copied):
     dest, _, _ = copied
     assert sorted(p.name for p in (dest / "backends").iterdir()) == ["circuit_breaker", "onnxruntime"]
+    # the backend is its folder: the spec beside model.py; the config leaves the extra outputs to auto-complete
+    assert {"model.py", "spec.py", "README.md"} <= {p.name for p in (dest / "backends" / "circuit_breaker").iterdir()}
+    assert "FALLBACK" not in (dest / "models" / "iris_breaker" / "config.pbtxt").read_text()
     assert sorted(p.name for p in (dest / "models").iterdir()) == ["iris", "iris_breaker"]
     python = dest / "venv" / "bin" / "python3"
     kernel = subprocess.run([python, "-c", "import pattern_kernel; print(pattern_kernel.__file__)"],

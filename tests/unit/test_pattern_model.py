@@ -150,6 +150,25 @@ def test_answer_runs_requests_concurrently_then_batch_done(pattern_model):
     assert responses[1].error.code == _Error.INVALID_ARG and "input 'X': is required" in responses[1].error.message
 
 
+def test_auto_complete_adds_the_spec_s_extra_outputs_the_config_leaves_out(pattern_model):
+    class AutoCompleteConfig:  # pb_utils.ModelConfig's part that auto_complete_config uses
+        def __init__(self, config):
+            self.config = config
+
+        def as_dict(self):
+            return self.config
+
+        def add_output(self, output):
+            self.config["output"].append(output)
+
+    cls = type("Model", (pattern_model.PatternModel,), {"backends_root": classmethod(lambda c: paths.BACKENDS)})
+    config = json.loads(_args({})["model_config"])
+    config["backend"] = "circuit_breaker"
+    completed = cls.auto_complete_config(AutoCompleteConfig(config)).as_dict()
+    assert [(o["name"], o["data_type"], o["dims"]) for o in completed["output"]] == [
+        ("Y", "TYPE_FP32", [2]), ("FALLBACK", "TYPE_BOOL", [1]), ("FALLBACK_REASON", "TYPE_STRING", [1])]
+
+
 def test_a_bad_parameter_fails_initialize_naming_it(pattern_model):
     with pytest.raises(ValueError, match="model 'm': parameter 'failure_rate' must be <= 1, got 2.0"):
         _model(pattern_model, {}, {"failure_rate": "2"})

@@ -8,7 +8,7 @@ import pytest
 
 from pattern_kernel.batching import to_config_rank
 from pattern_kernel.spec import BackendSpec, Parameter, Reference, markdown_table
-from pattern_kernel.specs import load_specs
+from pattern_kernel.specs import load_spec, load_specs
 from pattern_tools import spec_docs
 from pattern_tools.repo_check import load_config
 from triton_patterns import paths
@@ -48,6 +48,41 @@ def test_every_backend_folder_has_a_spec_and_every_shipped_config_reads():
             SPECS[config.backend].read(config.name, parameters)  # raises on a bad or missing parameter
             read += 1
     assert read >= 25
+
+
+def test_completed_outputs_are_the_extra_outputs_a_config_has_and_does_not_declare():
+    def config(backend, max_batch_size=8, outputs=(), decoupled=False, **parameters):
+        return {"name": "m", "backend": backend, "max_batch_size": max_batch_size,
+                "output": [{"name": n, "data_type": "TYPE_STRING", "dims": [1]} for n in outputs],
+                "model_transaction_policy": {"decoupled": decoupled},
+                "parameters": {k: {"string_value": v} for k, v in parameters.items()}}
+
+    def names(c):
+        return [o["name"] for o in SPECS[c["backend"]].completed_outputs(c)]
+
+    assert SPECS["router"].completed_outputs(config("router")) == [
+        {"name": "ARM", "data_type": "TYPE_STRING", "dims": [1]},
+        {"name": "TARGET", "data_type": "TYPE_STRING", "dims": [1]}]
+    assert names(config("router", outputs=["ARM"])) == ["TARGET"]  # a declared one is the config's
+    assert names(config("async_queue", mode="submit")) == ["JOB_ID"]
+    assert names(config("async_queue", mode="result")) == []
+    assert SPECS["time_difference"].completed_outputs(config("time_difference", max_batch_size=0)) == [
+        {"name": "JOB_ID", "data_type": "TYPE_STRING", "dims": [-1, 1]}]  # one per row, no batch dimension
+    assert SPECS["time_difference"].completed_outputs(config("time_difference", 0, decoupled=True)) == [
+        {"name": "STAGE", "data_type": "TYPE_STRING", "dims": [1]}]  # one per response
+
+
+def test_a_spec_is_found_beside_its_model_and_must_be_of_its_folder(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "model.py").write_text("")
+    with pytest.raises(ImportError, match="has no spec.py"):
+        load_spec(folder)
+    (folder / "spec.py").write_text('from pattern_kernel.spec import BackendSpec\nSPEC = BackendSpec("other", "x")\n')
+    with pytest.raises(ImportError, match="declares the spec of 'other', not of its folder 'mine'"):
+        load_spec(folder)
+    (folder / "spec.py").write_text('from pattern_kernel.spec import BackendSpec\nSPEC = BackendSpec("mine", "x")\n')
+    assert list(load_specs(tmp_path)) == ["mine"] and load_spec(folder).summary == "x"
 
 
 def test_references_parse_with_the_kernel_parsers():
