@@ -473,7 +473,8 @@ def write_model(repository: Path, cfg: mc.ModelConfig, comment: str, files: dict
         shutil.rmtree(folder)
         raise TemplateError("the new model does not pass the repository check:\n" +
                             "\n".join(p.format(repository.parent) for p in mine))
-    return Created(cfg.name, folder, cfg, files=[folder / "config.pbtxt", *written])
+    # the config as Triton serves it: with the outputs a pattern backend's auto_complete_config adds
+    return Created(cfg.name, folder, report.models[folder.name].config, files=[folder / "config.pbtxt", *written])
 
 
 def write_smoke_test(created: Created, kind: str, tests_dir: Path) -> Path:
