@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pattern_runtime.launcher import TritonServer
+from pattern_tools.repo_check import load_config
 from test_new_user import shell_blocks  # this folder is on sys.path (pytest's default import mode)
 from triton_patterns import paths
 
@@ -53,7 +54,8 @@ def test_the_copy_holds_the_pattern_and_only_the_kernel(copied):
     assert sorted(p.name for p in (dest / "backends").iterdir()) == ["circuit_breaker", "onnxruntime"]
     # the backend is its folder: the spec beside model.py; the config leaves the extra outputs to auto-complete
     assert {"model.py", "spec.py", "README.md"} <= {p.name for p in (dest / "backends" / "circuit_breaker").iterdir()}
-    assert "FALLBACK" not in (dest / "models" / "iris_breaker" / "config.pbtxt").read_text()
+    declared = [o.name for o in load_config(dest / "models" / "iris_breaker" / "config.pbtxt").output]
+    assert declared == ["LABEL", "PROBABILITIES"]  # FALLBACK, FALLBACK_REASON: the backend's auto-complete
     assert sorted(p.name for p in (dest / "models").iterdir()) == ["iris", "iris_breaker"]
     python = dest / "venv" / "bin" / "python3"
     kernel = subprocess.run([python, "-c", "import pattern_kernel; print(pattern_kernel.__file__)"],
