@@ -32,7 +32,7 @@ from pattern_jobs import batch_store as store
 from pattern_jobs.batch_job import Target, grpc_server, run, run_job
 from pattern_runtime.datasets.iris import LABELS
 from triton_patterns.client import Prediction
-from triton_patterns.paths import MODEL_REPOSITORY
+from pattern_runtime.paths import MODEL_REPOSITORY
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from tritonclient.grpc import InferInput
 
 from pattern_runtime.processes import ManagedProcess, free_port, http_status, wait_for
 from pattern_runtime.stack import Stack
-from triton_patterns import paths
+from pattern_runtime import paths
 
 from . import async_bench, batch_bench, loadgen, perf
 from .bench_report import BENCHMARKS_MD, OUT_DIR, _fmt, write_reports

@@ -31,7 +31,7 @@ from pathlib import Path
 import requests
 
 from pattern_runtime.launcher import TritonServer
-from triton_patterns import paths
+from pattern_runtime import paths
 
 from . import bench
 

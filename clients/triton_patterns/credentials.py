@@ -23,7 +23,7 @@ from pattern_kernel.access import (
     check_key,
     new_key,
 )
-from triton_patterns import paths
+from pattern_runtime import paths
 
 
 def admin_key_file() -> Path:

@@ -63,7 +63,7 @@ from pattern_runtime.processes import (
 )
 from pattern_runtime.serve_models import repository_models
 from pattern_runtime.supervision import ProcessDied, RestartPolicy
-from triton_patterns import paths
+from pattern_runtime import paths
 from triton_patterns.credentials import configured_admin_key
 
 LOG = logging.getLogger(__name__)

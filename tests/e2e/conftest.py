@@ -16,7 +16,7 @@ import tritonclient.http as httpclient
 
 from pattern_runtime.processes import wait_for
 from pattern_runtime.stack import Stack
-from triton_patterns import paths
+from pattern_runtime import paths
 from triton_patterns.client import AsyncPatternClient, PatternClient
 
 EXPORTED = [

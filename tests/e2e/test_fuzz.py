@@ -26,7 +26,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from pattern_tools.demo import TEXT_SAMPLES
-from triton_patterns import paths
+from pattern_runtime import paths
 
 pytestmark = pytest.mark.e2e
 

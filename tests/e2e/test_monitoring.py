@@ -28,7 +28,7 @@ from pattern_runtime.processes import wait_for
 from pattern_runtime.prometheus_server import PrometheusServer
 from pattern_tools import cli, monitoring
 from pattern_tools.repo_check import load_config
-from triton_patterns import paths
+from pattern_runtime import paths
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ from pattern_jobs.rollouts import shadow_entries
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import wait_for
 from pattern_tools.cli import main as cli_main
-from triton_patterns import paths
+from pattern_runtime import paths
 from triton_patterns.client import PatternClient, PatternError
 
 pytestmark = pytest.mark.e2e

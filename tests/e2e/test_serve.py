@@ -24,7 +24,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from pattern_runtime.processes import free_ports, group_members, wait_for
-from triton_patterns import paths
+from pattern_runtime import paths
 
 pytestmark = pytest.mark.e2e
 

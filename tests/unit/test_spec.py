@@ -11,7 +11,7 @@ from pattern_kernel.spec import BackendSpec, Parameter, Reference, markdown_tabl
 from pattern_kernel.specs import SPECS
 from pattern_tools import spec_docs
 from pattern_tools.repo_check import load_config
-from triton_patterns import paths
+from pattern_runtime import paths
 
 SPEC = BackendSpec("demo", "a demo", parameters=(
     Parameter("mode", required=True, choices=("a", "b")),

@@ -22,7 +22,7 @@ from pattern_tools.template import (
     resolve_models,
     sample_inputs,
 )
-from triton_patterns import paths
+from pattern_runtime import paths
 
 MODELS = ("iris", "text_tokenizer", "text_encoder", "text_classifier", "digits_preprocess", "digits_classifier",
           "iris_failing")

@@ -12,7 +12,7 @@ import pytest
 from pattern_runtime import gateway, service
 from pattern_tools import tune
 from pattern_tools.repo_check import check_repository
-from triton_patterns import paths
+from pattern_runtime import paths
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from pattern_kernel.pipeline import parse_steps
 from pattern_kernel.specs import SPECS
 from pattern_kernel.validation import parse_targets as parse_target_list
-from triton_patterns import paths
+from pattern_runtime import paths
 
 CONFIG = "config.pbtxt"
 MANIFEST = "manifest.json"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pattern_kernel.spec import markdown_table
 from pattern_kernel.specs import SPECS
-from triton_patterns import paths
+from pattern_runtime import paths
 
 DOCS = paths.PROJECT_ROOT / "docs" / "patterns"
 _TABLE = re.compile(r"(<!-- spec-table: (\w+) -->\n)(.*?)(<!-- /spec-table -->)", re.S)

@@ -23,7 +23,7 @@ import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
 from pattern_tools import waterfall
-from triton_patterns import paths
+from pattern_runtime import paths
 from triton_patterns.credentials import authorize
 
 ONE_TRACE = {"trace_level": ["TIMESTAMPS"], "trace_rate": "1", "trace_count": "1", "log_frequency": "1"}
