@@ -38,7 +38,7 @@ from pattern_runtime.processes import LocalServer
 from pattern_runtime.services import default_state_dir
 from pattern_runtime.stub_watchdog import StubWatchdog
 from pattern_runtime.supervision import Supervisor
-from triton_patterns.credentials import admin_key_file, configured_admin_key
+from pattern_runtime.admin_key import admin_key_file, configured_admin_key
 
 LOG = logging.getLogger(__name__)
 
