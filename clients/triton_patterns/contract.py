@@ -15,7 +15,6 @@ import numpy as np
 
 from triton_patterns.fields import ResultField, read_field
 
-
 # pattern_kernel.access
 ADMIN_KEY_ENV = "TRITON_PATTERNS_ADMIN_KEY"
 ADMIN_KEY_FILE_ENV = "TRITON_PATTERNS_ADMIN_KEY_FILE"

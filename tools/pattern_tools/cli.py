@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pattern_kernel.redis_link import CACHE_REDIS_URL_ENV
+from pattern_runtime import paths
 from pattern_runtime.gateway import DEFAULT_BODY_LIMIT, DEFAULT_BURST, DEFAULT_RATE
 from pattern_runtime.processes import StartError
 from pattern_runtime.redis_server import APPENDFSYNC
@@ -20,7 +21,6 @@ from pattern_runtime.service import (
     default_log_dir,
 )
 from pattern_runtime.services import CACHE_MAXMEMORY, DEFAULT_APPENDFSYNC, DEFAULT_STORE, QUEUE_MAXMEMORY
-from pattern_runtime import paths
 from triton_patterns.endpoints import DEFAULT_REDIS_PORT, REDIS_URL_ENV, metrics_url, server_url
 from triton_patterns.patterns import PATTERNS
 

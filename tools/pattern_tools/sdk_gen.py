@@ -101,11 +101,12 @@ def contract_source(fields: Iterable[ResultField] | None = None) -> str:
     imports = ("import re\nfrom collections.abc import Mapping\nfrom dataclasses import dataclass, field\n"
                "from typing import Any\n\nimport numpy as np\n\n"
                "from triton_patterns.fields import ResultField, read_field\n")
-    parts = [_header(doc, imports)]
+    parts = []
     for module, constants, objects in CONTRACT:
         lines = [f"# {module.__name__}"] + [f"{name} = {_literal(getattr(module, name))}" for name in constants]
         parts.append("\n".join(lines) + "\n")
         parts += [inspect.getsource(getattr(module, name)) for name in objects]
+    parts[0] = _header(doc, imports) + "\n" + parts[0]  # one blank line after the imports, before a comment
     rows = [f"    ResultField(\n        {_literal(f.name)}, {_literal(f.outputs)}, {_literal(f.kind)},\n"
             f"        {_string(f.doc, 8)},\n    )," for f in fields]
     parts.append("# the extra outputs of the backends' specs (pattern_kernel.specs), in as_dict order\n"
