@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,8 +58,9 @@ def run(command: list, **kwargs) -> str:
 def sdk_venv(tmp_path_factory) -> Path:
     """A fresh virtualenv with the SDK's wheel (no dependencies) and its listed dependencies."""
     root = tmp_path_factory.mktemp("sdk")
+    source = shutil.copytree(CLIENTS, root / "src", ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", root / "dist",
-         CLIENTS], cwd=root)
+         source], cwd=root)  # built from a copy: the build writes its egg-info and build/ beside the sources
     [wheel] = (root / "dist").glob("triton_patterns_client-*.whl")
     run([sys.executable, "-m", "venv", root / "venv"])
     python = root / "venv" / "bin" / "python"
