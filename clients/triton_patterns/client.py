@@ -15,9 +15,10 @@ errors surface as `PatternError` with the server's message (which names the bad 
 
 Keys and TLS (credentials.py): every call carries the API key (`api_key`, else
 $TRITON_PATTERNS_API_KEY) and the admin key (`admin_key`, else $TRITON_PATTERNS_ADMIN_KEY or the
-local key file) when known, as the headers (gRPC metadata) the server's restricted APIs check;
-gRPC goes over TLS with `ssl=True` and/or `root_certificates` (else $TRITON_PATTERNS_GRPC_ROOT_CERT);
-HTTP too, through the gateway (Triton 2.51 has no HTTPS of its own; docs/deploy.md).
+file $TRITON_PATTERNS_ADMIN_KEY_FILE names) when known, as the headers (gRPC metadata) the
+server's restricted APIs check; gRPC goes over TLS with `ssl=True` and/or `root_certificates`
+(else $TRITON_PATTERNS_GRPC_ROOT_CERT); HTTP too, through the gateway (Triton 2.51 has no HTTPS of
+its own; docs/deploy.md).
 
 Tracing (traceparent.py): with `trace=True` (the client's, or `predict(..., trace=True)` per call)
 each request carries a W3C `traceparent`, and its Prediction's `trace_id` names the trace in which
