@@ -31,8 +31,8 @@ from sqlalchemy import select
 from pattern_jobs import batch_store as store
 from pattern_jobs.batch_job import Target, grpc_server, run, run_job
 from pattern_runtime.datasets.iris import LABELS
+from pattern_runtime.paths import MODEL_REPOSITORY
 from triton_patterns.client import Prediction
-from triton_patterns.paths import MODEL_REPOSITORY
 
 
 @dataclass(frozen=True)

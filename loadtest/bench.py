@@ -42,9 +42,9 @@ import requests
 import tritonclient.grpc.aio as grpc_aio
 from tritonclient.grpc import InferInput
 
+from pattern_runtime import paths
 from pattern_runtime.processes import ManagedProcess, free_port, http_status, wait_for
 from pattern_runtime.stack import Stack
-from triton_patterns import paths
 
 from . import async_bench, batch_bench, loadgen, perf
 from .bench_report import BENCHMARKS_MD, OUT_DIR, _fmt, write_reports

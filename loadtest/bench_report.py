@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from triton_patterns import paths
+from pattern_runtime import paths
 
 from . import loadgen
 from .loadgen import Point

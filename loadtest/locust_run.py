@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from pattern_runtime import paths
 from pattern_runtime.processes import ManagedProcess
-from triton_patterns import paths
 from triton_patterns.patterns import PATTERNS
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")

@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
 from pattern_tools.perf import QUICK, command, input_data, perf_analyzer_env
-from triton_patterns import paths
 
 from .loadgen import CORES, Point, children_cpu_s
 

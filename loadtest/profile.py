@@ -30,8 +30,8 @@ from pathlib import Path
 
 import requests
 
+from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
-from triton_patterns import paths
 
 from . import bench
 

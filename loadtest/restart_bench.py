@@ -28,7 +28,7 @@ from pattern_kernel.server_command import MODEL_LOAD_THREADS
 from pattern_runtime.processes import ManagedProcess, wait_for
 from pattern_runtime.serve_models import EXTRA_MODELS, default_serve_models
 from pattern_runtime.stack import Stack
-from triton_patterns import paths
+from pattern_runtime import paths
 
 def _threads(n: int) -> dict:
     return {"extra_args": [f"--model-load-thread-count={n}"]}  # after the launcher's flags: it wins

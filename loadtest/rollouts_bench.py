@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pattern_jobs.bluegreen import heldout_set
-from triton_patterns import paths
+from pattern_runtime import paths
 from triton_patterns.client import PatternClient
 
 # (model, request parameters); iris v1 direct is the baseline

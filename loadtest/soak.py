@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from loadtest import locust_run
-from triton_patterns import paths
+from pattern_runtime import paths
 from triton_patterns.patterns import PATTERNS
 
 OUT_DIR = paths.REPORTS / "soak"

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pattern_kernel.job_queue import ENDED, JobState, state_from_json
-from pattern_kernel.redis_link import REDIS_URL_ENV
+from triton_patterns.contract import ENDED, REDIS_URL_ENV, JobState, state_from_json
 
 RESULT_MODEL = "async_result"
 

@@ -1,6 +1,6 @@
 """Client SDK: one call per pattern over tritonclient (HTTP or gRPC, sync or asyncio).
 
-    from triton_patterns.client import PatternClient
+    from triton_patterns import PatternClient
     with PatternClient("127.0.0.1:8000") as client:
         p = client.synchronous([6.7, 3.0, 5.2, 2.3], version=1)
         print(p.label, p.scores, p.model, p.version, p.latency_ms)
@@ -8,15 +8,17 @@
 Values go in as plain Python/NumPy (feature lists, image bytes); results come back as
 `Prediction`s that carry the label, class id, scores, the model and version that answered, and
 the round-trip latency, plus what the pattern's extra outputs say (`.arm`, `.cache_hit`, ...).
-`AsyncPatternClient` has the same methods as coroutines. The per-pattern methods of both are built
-from the pattern table (patterns.py, methods.py): `help(PatternClient.canary)` shows one. Server
+`AsyncPatternClient` has the same methods as coroutines. The per-pattern methods of both are
+written out from the pattern table (patterns.py, methods.py) into pattern_methods.py by
+`python -m pattern_tools.sdk_gen`: `help(PatternClient.canary)` shows one. Server
 errors surface as `PatternError` with the server's message (which names the bad input).
 
-Keys and TLS (security.py): every call carries the API key (`api_key`, else
+Keys and TLS (credentials.py): every call carries the API key (`api_key`, else
 $TRITON_PATTERNS_API_KEY) and the admin key (`admin_key`, else $TRITON_PATTERNS_ADMIN_KEY or the
-local key file) when known, as the headers (gRPC metadata) the server's restricted APIs check;
-gRPC goes over TLS with `ssl=True` and/or `root_certificates` (else $TRITON_PATTERNS_GRPC_ROOT_CERT);
-HTTP too, through the gateway (Triton 2.51 has no HTTPS of its own; docs/deploy.md).
+file $TRITON_PATTERNS_ADMIN_KEY_FILE names) when known, as the headers (gRPC metadata) the
+server's restricted APIs check; gRPC goes over TLS with `ssl=True` and/or `root_certificates`
+(else $TRITON_PATTERNS_GRPC_ROOT_CERT); HTTP too, through the gateway (Triton 2.51 has no HTTPS of
+its own; docs/deploy.md).
 
 Tracing (traceparent.py): with `trace=True` (the client's, or `predict(..., trace=True)` per call)
 each request carries a W3C `traceparent`, and its Prediction's `trace_id` names the trace in which
@@ -27,11 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import queue
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,13 +41,16 @@ import tritonclient.http as http_sync
 import tritonclient.http.aio as http_aio
 from tritonclient.utils import InferenceServerException
 
-from pattern_kernel.job_queue import UNKNOWN
 from triton_patterns.async_jobs import RESULT_MODEL, JobResult, job_result, label_models, wait_for_end
+from triton_patterns.contract import UNKNOWN
 from triton_patterns.credentials import authorize, client_headers, grpc_client_options, http_client_options
 from triton_patterns.endpoints import server_url
-from triton_patterns.methods import add_pattern_methods
-from triton_patterns.patterns import RESULT_FIELDS, PatternSpec, ResultField, pattern
+from triton_patterns.pattern_methods import AsyncPatternMethods, PatternMethods
+from triton_patterns.patterns import PatternSpec, pattern
+from triton_patterns.prediction import ModelInfo, Prediction
 from triton_patterns.traceparent import HEADER, traceparent
+
+__all__ = ["AsyncPatternClient", "ModelInfo", "PatternClient", "PatternError", "Prediction", "known_job"]
 
 _SYNC = {"http": http_sync, "grpc": grpc_sync}
 _ASYNC = {"http": http_aio, "grpc": grpc_aio}
@@ -67,76 +70,6 @@ def known_job(result: JobResult) -> JobResult:
     if result.status == UNKNOWN:
         raise PatternError(RESULT_MODEL, f"JOB_ID: {result.error}", UNKNOWN)
     return result
-
-
-def read_field(result_field: ResultField, outputs: dict[str, np.ndarray]) -> Any:
-    """A result field's value from one row's outputs, or None when the model has no such output."""
-    name = next((n for n in result_field.outputs if n in outputs), None)
-    if name is None:
-        return None
-    value = np.asarray(outputs[name]).reshape(-1)[0]
-    if result_field.kind == "flag":
-        return bool(value)
-    text = value.decode() if isinstance(value, bytes) else str(value)
-    return json.loads(text) if result_field.kind == "json" else text
-
-
-class _ResultAttribute:
-    """A read-only `Prediction` attribute for one field of RESULT_FIELDS (patterns.py)."""
-
-    def __init__(self, result_field: ResultField):
-        self.field, self.__doc__ = result_field, result_field.doc
-
-    def __get__(self, prediction: Prediction | None, owner: type | None = None) -> Any:
-        return self if prediction is None else read_field(self.field, prediction.outputs)
-
-
-@dataclass
-class Prediction:
-    """One row's answer. Beyond the fields below, one attribute per extra output the pattern
-    table knows (RESULT_FIELDS: `report`, `cache_hit`, `source`, `job_id`, `arm`, `target`,
-    `fallback`, `fallback_reason`, `stage`), None when the model has no such output."""
-
-    model: str
-    version: str
-    label: str
-    class_id: int
-    scores: np.ndarray
-    latency_ms: float
-    outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    trace_id: str | None = None  # the W3C trace id the request was sent with (trace=True)
-
-    def _flag(self, name: str) -> bool | None:
-        """A one-boolean output as bool, or None when the model has no such output."""
-        return read_field(ResultField(name, (name,), "flag", ""), self.outputs)
-
-    def _text(self, name: str) -> str | None:
-        """A one-string output as str, or None when the model has no such output."""
-        return read_field(ResultField(name, (name,), "text", ""), self.outputs)
-
-    def as_dict(self) -> dict[str, Any]:
-        extras = {f.name: read_field(f, self.outputs) for f in RESULT_FIELDS}
-        return {
-            "model": self.model,
-            "version": self.version,
-            "label": self.label,
-            "class_id": self.class_id,
-            "scores": [round(float(s), 4) for s in self.scores],
-            "latency_ms": round(self.latency_ms, 2),
-            **{name: value for name, value in extras.items() if value is not None},
-            **({"trace_id": self.trace_id} if self.trace_id else {}),
-        }
-
-
-for _field in RESULT_FIELDS:
-    setattr(Prediction, _field.name, _ResultAttribute(_field))
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    version: str
-    state: str
-    reason: str = ""
 
 
 def as_batch(spec: PatternSpec, value: Any) -> np.ndarray:
@@ -201,13 +134,8 @@ def _model_infos(index: Any) -> list[ModelInfo]:
 
 
 class _Base:
-    """What both clients share; a subclass names whether it is `asynchronous` and gets every
-    pattern method of the table (methods.py) as a method or coroutine."""
-
-    def __init_subclass__(cls, asynchronous: bool | None = None, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if asynchronous is not None:
-            add_pattern_methods(cls, asynchronous)
+    """What both clients share; each gets every pattern method of the table from pattern_methods.py
+    (blocking, or coroutines)."""
 
     def __init__(self, url: str | None, protocol: str, modules: dict, api_key: str | None = None,
                  admin_key: str | None = None, ssl: bool | None = None, root_certificates: str | None = None,
@@ -276,7 +204,7 @@ class _Base:
         return [tensor]
 
 
-class PatternClient(_Base, asynchronous=False):
+class PatternClient(_Base, PatternMethods):
     """Blocking client. `protocol` is "http" (port 8000 by default) or "grpc" (8001)."""
 
     def __init__(self, url: str | None = None, protocol: str = "http", timeout_s: float = 60.0, *,
@@ -381,7 +309,7 @@ class PatternClient(_Base, asynchronous=False):
         return predictions
 
 
-class AsyncPatternClient(_Base, asynchronous=True):
+class AsyncPatternClient(_Base, AsyncPatternMethods):
     """asyncio client with the same calls as PatternClient, as coroutines."""
 
     def __init__(self, url: str | None = None, protocol: str = "http", *, api_key: str | None = None,

@@ -1,6 +1,10 @@
-"""The client side of access keys and gRPC TLS: the headers a client sends, the admin key file.
+"""The client side of access keys and gRPC TLS: the headers a client sends, read from the admin
+key file when one is named.
 
-The names and the server's flags are `pattern_kernel.access`.
+The names are the server's (`pattern_kernel.access`, copied into contract.py). The admin key is
+`$TRITON_PATTERNS_ADMIN_KEY`, else the file `$TRITON_PATTERNS_ADMIN_KEY_FILE` names; the project's
+runtime names its checkout's key file there for its own processes and creates the key
+(`pattern_runtime.admin_key`).
 """
 
 from __future__ import annotations
@@ -8,11 +12,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from pattern_kernel.access import (
+from triton_patterns.contract import (
     ADMIN_HEADER,
     ADMIN_KEY_ENV,
     ADMIN_KEY_FILE_ENV,
@@ -21,45 +24,33 @@ from pattern_kernel.access import (
     GRPC_HEADER_PREFIX,
     GRPC_ROOT_CERT_ENV,
     check_key,
-    new_key,
 )
-from triton_patterns import paths
 
 
-def admin_key_file() -> Path:
-    return Path(os.environ.get(ADMIN_KEY_FILE_ENV) or paths.BUILD / "admin.key")
+def admin_key_file() -> Path | None:
+    """The admin key file `$TRITON_PATTERNS_ADMIN_KEY_FILE` names (None when it is unset)."""
+    name = os.environ.get(ADMIN_KEY_FILE_ENV)
+    return Path(name) if name else None
 
 
-def configured_admin_key(create: bool = False) -> str | None:
-    """The admin key: `$TRITON_PATTERNS_ADMIN_KEY`, else the key file's; with `create`, a new
-    random key is written to the key file (0600, atomically: concurrent creators agree)."""
+def configured_admin_key() -> str | None:
+    """The admin key: `$TRITON_PATTERNS_ADMIN_KEY`, else the key file's (None without either).
+    A client never creates it."""
     key = os.environ.get(ADMIN_KEY_ENV)
     if key:
         return check_key(key.strip(), ADMIN_KEY_ENV)
     path = admin_key_file()
-    with contextlib.suppress(FileNotFoundError):
-        return check_key(path.read_text().strip(), str(path))
-    if not create:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(new_key() + "\n")
-    try:
-        os.link(tmp, path)  # fails if another process created it first: then use theirs
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-    return check_key(path.read_text().strip(), str(path))
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            return check_key(path.read_text().strip(), str(path))
+    return None
 
 
 def client_headers(api_key: str | None = None, admin_key: str | None = None) -> dict[str, str]:
     """Headers a client sends: the given keys, else `$TRITON_PATTERNS_API_KEY` and the admin key
     (variable or key file; never created here). Empty when none is known."""
     api = api_key or os.environ.get(API_KEY_ENV) or None
-    admin = admin_key or configured_admin_key(create=False)
+    admin = admin_key or configured_admin_key()
     headers = {}
     if admin:
         headers[ADMIN_HEADER] = admin

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from pattern_kernel.redis_link import REDIS_URL_ENV
+from triton_patterns.contract import REDIS_URL_ENV
 
 URL_ENV = "TRITON_PATTERNS_URL"
 GRPC_URL_ENV = "TRITON_PATTERNS_GRPC_URL"

@@ -1,11 +1,11 @@
-"""The clients' per-pattern methods, built from the pattern table (patterns.py).
+"""The clients' per-pattern methods, from the pattern table (patterns.py).
 
-One `PatternMethod` per method name of the table (entries sharing a name are its `form`s); each
-gives `PatternClient` a plain method and `AsyncPatternClient` a coroutine with the same name,
-signature (`inspect.Signature`, shown by help() and IDEs that ask inspect) and docstring. A call
-binds its arguments to that signature and becomes one `predict` (or, for a stream, one `_stream`)
-call of the client: options are the model's version, the model's name, a request parameter, or
-the stream's deadline.
+One `PatternMethod` per method name of the table (entries sharing a name are its `form`s): its
+signature and docstring, from which `python -m pattern_tools.sdk_gen` writes `PatternClient`'s
+plain method and `AsyncPatternClient`'s coroutine of that name into pattern_methods.py. A call
+binds its arguments to that signature (`call`, `acall`) and becomes one `predict` (or, for a
+stream, one `_stream`) call of the client: options are the model's version, the model's name, a
+request parameter, or the stream's deadline.
 """
 
 from __future__ import annotations
@@ -70,15 +70,16 @@ class PatternMethod:
     def request(self, *args: Any, **kwargs: Any) -> tuple[PatternSpec, dict[str, Any]]:
         """The entry a call picks and the keyword arguments of the client call it becomes."""
         bound = self.signature.bind(*args, **kwargs)
-        given = set(bound.arguments)
         bound.apply_defaults()
         values = dict(bound.arguments)
         form = values.pop("form", self.first.form)
         if form not in self.specs:
             raise ValueError(f"{self.name}: form must be one of {', '.join(map(repr, self.specs))}, got {form!r}")
         spec = self.specs[form]
-        if "model" in values and "model" not in given:
-            values["model"] = spec.model  # the form's own model
+        if values.get("model") == self.first.model:
+            # the signature's default (the first form's model; the written-out methods pass every
+            # argument): the picked form's own model
+            values["model"] = spec.model
         call: dict[str, Any] = {"value": values.pop(VALUES[spec.input][0])}
         parameters = {}
         for option, value in values.items():
@@ -91,33 +92,17 @@ class PatternMethod:
             call["parameters"] = parameters or None
         return spec, call
 
-    def named(self, function):
-        """`function` as this method: its name, docstring and signature (with `self`)."""
-        function.__name__ = self.name
-        function.__doc__ = self.doc
-        self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        function.__signature__ = self.signature.replace(parameters=[self_parameter, *self.signature.parameters.values()])
-        return function
+
+def call(method: PatternMethod, client: Any, *args: Any) -> Any:
+    """A blocking pattern method's call on `client`: one Prediction (a stream: its list of Predictions)."""
+    spec, request = method.request(*args)
+    return client._stream(spec, **request) if method.stream else client.predict(spec.name, **request)[0]
 
 
-def sync_method(method: PatternMethod):
-    """The blocking method: one Prediction (a stream: its list of Predictions)."""
-
-    def call(self, *args, **kwargs):
-        spec, request = method.request(*args, **kwargs)
-        return self._stream(spec, **request) if method.stream else self.predict(spec.name, **request)[0]
-
-    return method.named(call)
-
-
-def async_method(method: PatternMethod):
-    """The same method as a coroutine."""
-
-    async def call(self, *args, **kwargs):
-        spec, request = method.request(*args, **kwargs)
-        return await self._stream(spec, **request) if method.stream else (await self.predict(spec.name, **request))[0]
-
-    return method.named(call)
+async def acall(method: PatternMethod, client: Any, *args: Any) -> Any:
+    """The same call as a coroutine."""
+    spec, request = method.request(*args)
+    return await client._stream(spec, **request) if method.stream else (await client.predict(spec.name, **request))[0]
 
 
 def _parameter(name: str, annotation: Any, default: Any) -> inspect.Parameter:
@@ -140,10 +125,4 @@ def pattern_methods(specs: Iterable[PatternSpec] | None = None) -> dict[str, Pat
     return {name: PatternMethod(name, group) for name, group in grouped.items()}
 
 
-def add_pattern_methods(cls: type, asynchronous: bool) -> type:
-    """A client class decorator: `cls` with every pattern method, coroutines if `asynchronous`."""
-    for name, method in pattern_methods().items():
-        function = (async_method if asynchronous else sync_method)(method)
-        function.__module__, function.__qualname__ = cls.__module__, f"{cls.__qualname__}.{name}"
-        setattr(cls, name, function)
-    return cls
+METHODS: dict[str, PatternMethod] = pattern_methods()

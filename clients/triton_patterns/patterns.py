@@ -3,8 +3,9 @@ which SDK method with which options, and what its answers carry.
 
 A pattern here is data, not code: adding a pattern whose model takes one input tensor and
 answers with a class is one entry in PATTERNS; both clients (client.py) get its method from the
-entry (methods.py), and `Prediction` reads its extra outputs through RESULT_FIELDS, which come
-from the backends' declared specs (`backends/<name>/spec.py`).
+entry (methods.py, written out into pattern_methods.py by `python -m pattern_tools.sdk_gen`), and
+`Prediction` reads its extra outputs through RESULT_FIELDS, which come from the backends' declared
+specs (copied into contract.py by the same command).
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from pattern_kernel.specs import load_specs
-from triton_patterns import paths
-
-SPECS = load_specs(paths.BACKENDS)
+from triton_patterns.contract import RESULT_FIELDS
+from triton_patterns.fields import ResultField
 
 
 @dataclass(frozen=True)
@@ -41,39 +40,8 @@ class PatternSpec:
         return self.method or self.name
 
 
-@dataclass(frozen=True)
-class ResultField:
-    """A `Prediction` attribute read from an extra output (the first of `outputs` the answer has)."""
-
-    name: str
-    outputs: tuple[str, ...]
-    kind: str  # "flag" (bool), "text" (str) or "json" (the decoded document)
-    doc: str
-
-
-CORE_OUTPUTS = ("LABEL", "CLASS_ID", "PROBABILITIES")  # Prediction's own fields
-
-
-def result_fields(specs=SPECS) -> tuple[ResultField, ...]:
-    """Every extra output the backends declare (their specs' `extra_outputs`) beyond
-    CORE_OUTPUTS, as Prediction attributes, in as_dict order (the backends' in name order)."""
-    found: dict[str, tuple[list[str], str, list[str]]] = {}  # attribute: (outputs, kind, docs)
-    for backend, spec in sorted(specs.items()):
-        for output in spec.extra_outputs:
-            if output.name in CORE_OUTPUTS:
-                continue
-            kind = "flag" if output.type == "TYPE_BOOL" else "json" if output.json else "text"
-            outputs, known_kind, docs = found.setdefault(output.attribute or output.name.lower(), ([], kind, []))
-            if known_kind != kind:
-                raise ValueError(f"{backend}'s {output.name} is {kind}, another backend's is {known_kind}")
-            outputs += [] if output.name in outputs else [output.name]
-            docs.append(f"{output.name} of the {backend} backend: {output.doc}")
-    return tuple(ResultField(name, tuple(outputs), kind, "; ".join(docs) + "; None when the model has no such output.")
-                 for name, (outputs, kind, docs) in found.items())
-
-
-# Every output beyond LABEL, CLASS_ID and PROBABILITIES, as Prediction attributes, in as_dict order.
-RESULT_FIELDS: tuple[ResultField, ...] = result_fields()
+# RESULT_FIELDS and ResultField are the table's too: the extra outputs a pattern's answers carry
+__all__ = ["PATTERNS", "RESULT_FIELDS", "STREAMS", "PatternSpec", "ResultField", "pattern"]
 
 
 def _router(name: str, model: str, summary: str, doc: str, options: tuple[str, ...] = ("model",)) -> PatternSpec:

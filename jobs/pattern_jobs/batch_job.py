@@ -39,8 +39,8 @@ from tritonclient.utils import InferenceServerException
 
 from pattern_jobs import batch_store as store
 from pattern_jobs.batch_store import Outcome, Record
+from pattern_runtime.paths import BUILD
 from triton_patterns.client import AsyncPatternClient, Prediction
-from triton_patterns.paths import BUILD
 from triton_patterns.patterns import PATTERNS, PatternSpec, pattern
 
 POLICIES = ("all", "failed", "none")

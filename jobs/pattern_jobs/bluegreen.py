@@ -36,7 +36,7 @@ import numpy as np
 import tritonclient.http as httpclient
 
 from pattern_kernel.validation import parse_targets
-from triton_patterns import paths
+from pattern_runtime import paths
 from triton_patterns.credentials import authorize
 
 

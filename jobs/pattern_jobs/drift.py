@@ -19,7 +19,7 @@ import numpy as np
 from pattern_jobs import feature_stats
 from pattern_kernel import prediction_log
 from pattern_kernel.redis_link import REDIS_URL_ENV
-from triton_patterns import paths
+from pattern_runtime import paths
 from triton_patterns.endpoints import redis_url
 
 

@@ -24,7 +24,8 @@ process list of the server's host (`/proc/<pid>/cmdline`): run it where only it 
 HTTP has no TLS in Triton 2.51 (the gateway, deploy/gateway, serves HTTPS and checks these keys too); gRPC does (`GrpcTls`).
 
 Stdlib only: the server images import this without tritonclient. The client side (headers,
-the admin key file) is `triton_patterns.credentials`.
+reading the key file) is `triton_patterns.credentials`, which has the names above as a generated
+copy (`python -m pattern_tools.sdk_gen`); the key file's creation is `pattern_runtime.admin_key`.
 """
 
 from __future__ import annotations

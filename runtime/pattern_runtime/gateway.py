@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pattern_kernel.access import ADMIN_KEY_ENV, API_KEY_ENV, check_key
+from pattern_runtime import paths
 from pattern_runtime.processes import LocalServer, ManagedProcess, StartError, free_port
-from triton_patterns import paths
 
 GATEWAY_DIR = paths.PROJECT_ROOT / "deploy" / "gateway"
 TEMPLATE = GATEWAY_DIR / "nginx.conf.template"

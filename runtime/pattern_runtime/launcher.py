@@ -63,8 +63,8 @@ from pattern_runtime.processes import (
 )
 from pattern_runtime.serve_models import repository_models
 from pattern_runtime.supervision import ProcessDied, RestartPolicy
-from triton_patterns import paths
-from triton_patterns.credentials import configured_admin_key
+from pattern_runtime import paths
+from pattern_runtime.admin_key import configured_admin_key
 
 LOG = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def server_env(extra: dict[str, str] | None = None, python_bin: Path | str | Non
 
 def resolve_access(admin_key: str | None = None, api_key: str | None = None, restrict_admin: bool = True) -> Access:
     """The launcher's default `Access`: `admin_key`, else the configured one (created if none: see
-    `credentials.configured_admin_key`), unless `restrict_admin` is False; `api_key` as given
+    `admin_key.configured_admin_key`), unless `restrict_admin` is False; `api_key` as given
     (None: inference open)."""
     admin = (admin_key or configured_admin_key(create=True)) if restrict_admin else None
     return Access(admin_key=admin, api_key=api_key or None)

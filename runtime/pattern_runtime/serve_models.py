@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from triton_patterns import paths
+from pattern_runtime import paths
 
 EXTRA_MODELS = ("heavy_mlp",)  # the benchmarks' compute-heavy MLP (117 MB of random weights)
 

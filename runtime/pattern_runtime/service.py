@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from pattern_kernel.access import ADMIN_KEY_ENV, API_KEY_ENV
 from pattern_kernel.trace_config import TraceConfig
+from pattern_runtime.admin_key import admin_key_file, configured_admin_key
 from pattern_runtime.gateway import Gateway, is_loopback
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.logrotation import LogRotation
@@ -38,7 +39,6 @@ from pattern_runtime.processes import LocalServer
 from pattern_runtime.services import default_state_dir
 from pattern_runtime.stub_watchdog import StubWatchdog
 from pattern_runtime.supervision import Supervisor
-from triton_patterns.credentials import admin_key_file, configured_admin_key
 
 LOG = logging.getLogger(__name__)
 

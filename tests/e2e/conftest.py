@@ -14,9 +14,9 @@ import re
 import pytest
 import tritonclient.http as httpclient
 
+from pattern_runtime import paths
 from pattern_runtime.processes import wait_for
 from pattern_runtime.stack import Stack
-from triton_patterns import paths
 from triton_patterns.client import AsyncPatternClient, PatternClient
 
 EXPORTED = [

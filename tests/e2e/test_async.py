@@ -26,7 +26,7 @@ from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import ManagedProcess, wait_for
 from pattern_runtime.redis_server import RedisServer
 from pattern_tools import monitoring
-from triton_patterns import paths
+from pattern_runtime import paths
 from triton_patterns.client import PatternError
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from pattern_jobs import batch_store as store
 from pattern_jobs.batch_job import run
 from pattern_runtime.datasets.iris import LABELS
-from triton_patterns.paths import MODEL_REPOSITORY
+from pattern_runtime.paths import MODEL_REPOSITORY
 
 pytestmark = pytest.mark.e2e
 

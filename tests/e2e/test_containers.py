@@ -27,9 +27,9 @@ import pytest
 import requests
 import yaml
 
+from pattern_runtime import paths
 from pattern_runtime.processes import free_ports, wait_for
 from pattern_tools.demo import TEXT_SAMPLES
-from triton_patterns import paths
 from triton_patterns.client import PatternClient
 
 pytestmark = pytest.mark.e2e

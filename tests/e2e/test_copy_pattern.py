@@ -17,7 +17,7 @@ import pytest
 from pattern_runtime.launcher import TritonServer
 from pattern_tools.repo_check import load_config
 from test_new_user import shell_blocks  # this folder is on sys.path (pytest's default import mode)
-from triton_patterns import paths
+from pattern_runtime import paths
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # a virtualenv and pip install (600-s deadline), 135 s under load
 

@@ -27,7 +27,7 @@ from pattern_jobs.async_worker import worker_command
 from pattern_kernel.job_queue import JobQueue
 from pattern_runtime.processes import ManagedProcess, http_status, wait_for
 from test_new_user import Served
-from triton_patterns import paths
+from pattern_runtime import paths
 from triton_patterns.client import PatternClient, PatternError
 
 pytestmark = pytest.mark.e2e

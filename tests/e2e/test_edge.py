@@ -11,7 +11,7 @@ import pytest
 
 from export.edge import MAX_ACCURACY_DROP, text_heldout
 from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
-from triton_patterns.edge import BUNDLES, EDGE_DIR, EdgeClient
+from pattern_runtime.edge import BUNDLES, EDGE_DIR, EdgeClient
 
 pytestmark = pytest.mark.e2e
 

@@ -45,7 +45,7 @@ def stack(tmp_path_factory):
 def _reference_labels(rows: np.ndarray) -> list[int]:
     import onnxruntime as ort
 
-    from triton_patterns import paths
+    from pattern_runtime import paths
 
     session = ort.InferenceSession(str(paths.MODEL_REPOSITORY / "iris/2/model.onnx"), providers=["CPUExecutionProvider"])
     return [int(x) for x in session.run(["LABEL"], {"FEATURES": rows})[0].reshape(-1)]

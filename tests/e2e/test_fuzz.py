@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from pattern_runtime import paths
 from pattern_tools.demo import TEXT_SAMPLES
-from triton_patterns import paths
 
 pytestmark = pytest.mark.e2e
 

@@ -19,9 +19,9 @@ import subprocess
 import numpy as np
 import pytest
 
+from pattern_runtime import paths
 from pattern_runtime.gateway import Gateway
 from pattern_tools.perf import datatype, sample_requests
-from triton_patterns import paths
 from triton_patterns.client import PatternClient
 
 pytestmark = pytest.mark.e2e

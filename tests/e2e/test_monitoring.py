@@ -22,13 +22,13 @@ from export import iris
 from pattern_jobs import drift
 from pattern_kernel import errors, prediction_log
 from pattern_kernel.job_queue import JobQueue
+from pattern_runtime import paths
 from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import wait_for
 from pattern_runtime.prometheus_server import PrometheusServer
 from pattern_tools import cli, monitoring
 from pattern_tools.repo_check import load_config
-from triton_patterns import paths
 
 pytestmark = pytest.mark.e2e
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from pattern_runtime import paths
 from pattern_runtime.processes import free_ports
-from triton_patterns import paths
 from triton_patterns.client import PatternClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # serve's start and each doc block have 600-s deadlines of their own

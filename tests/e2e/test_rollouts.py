@@ -16,10 +16,10 @@ import redis
 
 from pattern_jobs.bluegreen import BlueGreen, Traffic, heldout_set
 from pattern_jobs.rollouts import shadow_entries
+from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import wait_for
 from pattern_tools.cli import main as cli_main
-from triton_patterns import paths
 from triton_patterns.client import PatternClient, PatternError
 
 pytestmark = pytest.mark.e2e

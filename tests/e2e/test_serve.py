@@ -23,8 +23,8 @@ import requests
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from pattern_runtime import paths
 from pattern_runtime.processes import free_ports, group_members, wait_for
-from triton_patterns import paths
 
 pytestmark = pytest.mark.e2e
 

@@ -18,10 +18,10 @@ import pytest
 import requests
 
 from pattern_kernel import probe
+from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import wait_for
 from pattern_runtime.stub_watchdog import RELOAD_PARAMETER, StubWatchdog
-from triton_patterns import paths
 from triton_patterns.client import PatternClient, PatternError
 
 pytestmark = pytest.mark.e2e

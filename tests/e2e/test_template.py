@@ -13,10 +13,10 @@ import sys
 import numpy as np
 import pytest
 
+from pattern_runtime import paths
 from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
 from pattern_runtime.launcher import TritonServer
 from pattern_tools.cli import main as cli_main
-from triton_patterns import paths
 from triton_patterns.client import PatternClient
 
 pytestmark = pytest.mark.e2e

@@ -9,10 +9,10 @@ import json
 
 import pytest
 
+from pattern_runtime import paths
 from pattern_tools import tune
 from pattern_tools.cli import main as cli_main
 from pattern_tools.repo_check import load_config
-from triton_patterns import paths
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # model-analyzer profiles, up to 200 s each under load
 

@@ -15,7 +15,7 @@ import pytest
 import pattern_kernel
 from pattern_kernel.errors import InputError
 from pattern_kernel.job_queue import DONE, QUEUED, UNKNOWN, JobState, missing_job
-from triton_patterns import paths
+from pattern_runtime import paths
 from triton_patterns.async_jobs import job_result
 from triton_patterns.client import PatternError, known_job
 

@@ -21,9 +21,9 @@ from pattern_jobs.batch_job import (
     spec_for,
 )
 from pattern_jobs.batch_store import Outcome
+from pattern_runtime.paths import PROJECT_ROOT
 from pattern_tools import cli
 from triton_patterns.client import ModelInfo, Prediction
-from triton_patterns.paths import PROJECT_ROOT
 
 TARGET = Target("iris", "2", "iris")
 BAD = [5.0, 3.0, 45.0, 1.0]  # petal length 45 cm: out of range, like iris_web_single's check

@@ -12,7 +12,7 @@ import pytest
 from pattern_kernel.capture import MIN_BYTES, Capturer, StepRecord, size
 from pattern_kernel.specs import load_specs
 from pattern_tools.captures import format_capture
-from triton_patterns import paths
+from pattern_runtime import paths
 
 SPECS = load_specs(paths.BACKENDS)
 

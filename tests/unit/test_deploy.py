@@ -15,8 +15,8 @@ import yaml
 
 from pattern_kernel import access, container, probe, server_command
 from pattern_runtime import launcher
+from pattern_runtime.paths import PROJECT_ROOT
 from pattern_tools import cli
-from triton_patterns.paths import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
 K8S = DEPLOY / "k8s"

@@ -10,10 +10,10 @@ import pytest
 from test_repo_check import classifier_onnx
 
 from pattern_kernel import images, text
+from pattern_runtime import edge as edge_mod
 from pattern_runtime.datasets.digits import encode_digit_png
-from triton_patterns import edge as edge_mod
+from pattern_runtime.edge import EdgeClient, EdgeModel, EdgeUnavailable
 from triton_patterns.client import PatternError, Prediction
-from triton_patterns.edge import EdgeClient, EdgeModel, EdgeUnavailable
 
 PREP = {"width": 8, "height": 8, "scale_max": 16.0, "invert": False}
 

@@ -12,7 +12,7 @@ import yaml
 
 from pattern_kernel import container
 from pattern_runtime import gateway as gw
-from triton_patterns import paths
+from pattern_runtime import paths
 
 DEPLOY = paths.PROJECT_ROOT / "deploy"
 

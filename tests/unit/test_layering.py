@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from triton_patterns import paths
+from pattern_runtime import paths
 
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 PARTS = ("pattern_kernel", "triton_patterns", "pattern_runtime", "pattern_jobs", "pattern_tools", "export", "loadtest")

@@ -13,8 +13,8 @@ import yaml
 from export import iris
 from export.__main__ import run
 from pattern_jobs import drift, feature_stats
+from pattern_runtime import paths
 from pattern_tools import monitoring
-from triton_patterns import paths
 
 DASHBOARD = paths.PROJECT_ROOT / "deploy" / "grafana" / "dashboards" / "triton-patterns.json"
 PROMETHEUS = paths.PROJECT_ROOT / "deploy" / "prometheus" / "prometheus.yml"

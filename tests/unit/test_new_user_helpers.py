@@ -9,10 +9,11 @@ import struct
 
 import pytest
 
+from pattern_runtime import paths
 from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
 from pattern_tools.cli import parser
 from pattern_tools.perf import input_data, model_config, sample_requests
-from triton_patterns import endpoints, paths
+from triton_patterns import endpoints
 
 
 def test_sample_digit_is_the_first_held_out_digit_as_the_exporter_encodes_it():

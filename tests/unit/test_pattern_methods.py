@@ -1,5 +1,6 @@
-"""The clients' pattern methods come from one table: both clients have the same methods with the
-same signatures and docstrings, the methods that existed before the table keep their signatures,
+"""The clients' pattern methods come from one table (written out by `python -m pattern_tools.sdk_gen`,
+kept in step by test_sdk_generated.py): both clients have the same methods with the same signatures
+and the table's docstrings, the methods that existed before the table keep their signatures,
 and a call becomes the `predict` call the table says (no server: `predict` is recorded)."""
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ def test_both_clients_have_the_method_with_one_signature_and_docstring(name):
     assert not inspect.iscoroutinefunction(sync) and inspect.iscoroutinefunction(coroutine)
     assert inspect.signature(sync) == inspect.signature(coroutine)
     assert list(inspect.signature(sync).parameters)[0] == "self"
-    assert sync.__doc__ == coroutine.__doc__ and sync.__doc__.strip()
+    assert sync.__doc__ == coroutine.__doc__ and inspect.getdoc(sync) == METHODS[name].doc
     assert (sync.__name__, sync.__qualname__, coroutine.__qualname__) == (
-        name, f"PatternClient.{name}", f"AsyncPatternClient.{name}")
-    assert sync.__module__ == coroutine.__module__ == "triton_patterns.client"
+        name, f"PatternMethods.{name}", f"AsyncPatternMethods.{name}")  # written out in pattern_methods.py
+    assert sync.__module__ == coroutine.__module__ == "triton_patterns.pattern_methods"
 
 
 @pytest.mark.parametrize("name", list(SIGNATURES))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pattern_kernel.errors import InputError, StepError
-from triton_patterns import paths
+from pattern_runtime import paths
 
 
 class _Error:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from pattern_runtime import paths
 from pattern_tools.cli import main as cli_main
 from pattern_tools.repo_check import check_repository, dims_match, parse_targets, shapes_compatible
-from triton_patterns import paths
 
 MODELS = ["iris", "iris_cascade", "iris_parallel", "iris_slow", "iris_failing", "iris_vote", "iris_vote_aggregate",
           "digits", "digits_bls", "digits_preprocess", "digits_classifier", "text_tokenizer", "iris_cached_v1"]

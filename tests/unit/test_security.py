@@ -26,6 +26,7 @@ from pattern_kernel.access import (
     tls_from_env,
 )
 from pattern_kernel.server_command import common_server_flags
+from pattern_runtime import admin_key
 from pattern_runtime.launcher import TritonServer, docker_container_spec
 from triton_patterns import credentials
 from triton_patterns.client import PatternClient
@@ -69,8 +70,9 @@ def test_access_refuses_what_tritonserver_would(kwargs, match):
 
 def test_admin_key_file_created_once_0600_and_shared(key_env):
     assert credentials.configured_admin_key() is None  # a client never creates it
+    assert admin_key.configured_admin_key() is None
     with ThreadPoolExecutor(8) as pool:
-        keys = set(pool.map(lambda _: credentials.configured_admin_key(create=True), range(16)))
+        keys = set(pool.map(lambda _: admin_key.configured_admin_key(create=True), range(16)))
     assert len(keys) == 1 and key_env.read_text().strip() in keys
     assert key_env.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in key_env.parent.iterdir()] == ["admin.key"]  # no temporary files left
@@ -78,7 +80,7 @@ def test_admin_key_file_created_once_0600_and_shared(key_env):
 
 
 def test_environment_wins_over_the_key_file(monkeypatch, key_env):
-    credentials.configured_admin_key(create=True)
+    admin_key.configured_admin_key(create=True)
     monkeypatch.setenv(ADMIN_KEY_ENV, ADMIN)
     monkeypatch.setenv(API_KEY_ENV, API)
     assert credentials.client_headers() == {ADMIN_HEADER: ADMIN, API_HEADER: API}
@@ -87,6 +89,14 @@ def test_environment_wins_over_the_key_file(monkeypatch, key_env):
     monkeypatch.setenv(ADMIN_KEY_ENV, "bad key")
     with pytest.raises(ValueError, match=ADMIN_KEY_ENV):
         credentials.configured_admin_key()
+    with pytest.raises(ValueError, match=ADMIN_KEY_ENV):
+        admin_key.configured_admin_key(create=True)
+
+
+def test_a_client_without_the_key_file_variable_sends_no_admin_key(monkeypatch, key_env):
+    admin_key.configured_admin_key(create=True)
+    monkeypatch.delenv(ADMIN_KEY_FILE_ENV)
+    assert credentials.admin_key_file() is None and credentials.client_headers() == {}
 
 
 def test_plugin_adds_headers_without_overriding_explicit_ones():

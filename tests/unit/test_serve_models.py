@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+from pattern_runtime import paths
 from pattern_runtime.serve_models import EXTRA_MODELS, default_serve_models, repository_models
 from pattern_tools import cli
-from triton_patterns import paths
 
 
 def test_serve_loads_every_model_but_the_extra_ones_unless_asked_for_all():

@@ -8,9 +8,8 @@ import re
 
 import pytest
 
-from pattern_runtime import launcher
+from pattern_runtime import launcher, paths
 from pattern_runtime.launcher import SERVER_VENV_ENV, TritonStartError, server_python_bin
-from triton_patterns import paths
 
 PIN = re.compile(r"^([A-Za-z0-9_.\[\]-]+)==(\S+)", re.M)
 

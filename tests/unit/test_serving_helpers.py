@@ -16,7 +16,7 @@ from pattern_kernel.images import decode_image
 from pattern_kernel.model_config import parse_model_config
 from pattern_kernel.specs import load_specs
 from pattern_kernel.validation import check_finite, check_ranges, parse_list
-from triton_patterns import paths
+from pattern_runtime import paths
 
 CONFIG = {
     "name": "iris",

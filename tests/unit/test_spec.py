@@ -9,9 +9,9 @@ import pytest
 from pattern_kernel.batching import to_config_rank
 from pattern_kernel.spec import BackendSpec, Parameter, Reference, markdown_table
 from pattern_kernel.specs import load_spec, load_specs
+from pattern_runtime import paths
 from pattern_tools import spec_docs
 from pattern_tools.repo_check import load_config
-from triton_patterns import paths
 
 SPECS = load_specs(paths.BACKENDS)
 

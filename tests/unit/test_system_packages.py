@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from pattern_runtime import paths
 from pattern_runtime.gateway import DEBIAN_NJS_MODULE
-from triton_patterns import paths
 
 spec = importlib.util.spec_from_file_location("system_packages", paths.PROJECT_ROOT / "tools" / "system_packages.py")
 system_packages = sys.modules["system_packages"] = importlib.util.module_from_spec(spec)

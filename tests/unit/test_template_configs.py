@@ -10,6 +10,7 @@ from argparse import Namespace
 import pytest
 from test_repo_check import classifier_onnx
 
+from pattern_runtime import paths
 from pattern_tools.repo_check import check_repository, parse_config_text
 from pattern_tools.template import (
     TemplateError,
@@ -22,7 +23,6 @@ from pattern_tools.template import (
     resolve_models,
     sample_inputs,
 )
-from triton_patterns import paths
 
 MODELS = ("iris", "text_tokenizer", "text_encoder", "text_classifier", "digits_preprocess", "digits_classifier",
           "iris_failing")

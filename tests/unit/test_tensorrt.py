@@ -10,9 +10,9 @@ from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export import tensorrt as trt_export
+from pattern_runtime import paths
 from pattern_tools.repo_check import check_repository, parse_config_text
 from pattern_tools.template import render_config
-from triton_patterns import paths
 
 IRIS = parse_config_text((paths.MODEL_REPOSITORY / "iris" / "config.pbtxt").read_text())
 ENCODER = parse_config_text((paths.MODEL_REPOSITORY / "text_encoder" / "config.pbtxt").read_text())

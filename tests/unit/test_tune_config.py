@@ -9,10 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pattern_runtime import gateway, service
+from pattern_runtime import gateway, paths, service
 from pattern_tools import tune
 from pattern_tools.repo_check import check_repository
-from triton_patterns import paths
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pattern_kernel.redis_link import CACHE_REDIS_URL_ENV
+from pattern_runtime import paths
 from pattern_runtime.gateway import DEFAULT_BODY_LIMIT, DEFAULT_BURST, DEFAULT_RATE
 from pattern_runtime.processes import StartError
 from pattern_runtime.redis_server import APPENDFSYNC
@@ -20,7 +21,6 @@ from pattern_runtime.service import (
     default_log_dir,
 )
 from pattern_runtime.services import CACHE_MAXMEMORY, DEFAULT_APPENDFSYNC, DEFAULT_STORE, QUEUE_MAXMEMORY
-from triton_patterns import paths
 from triton_patterns.endpoints import DEFAULT_REDIS_PORT, REDIS_URL_ENV, metrics_url, server_url
 from triton_patterns.patterns import PATTERNS
 
@@ -185,7 +185,7 @@ def cmd_metrics(args) -> int:
 
 
 def cmd_edge(args) -> int:
-    from triton_patterns.edge import EdgeClient, EdgeUnavailable
+    from pattern_runtime.edge import EdgeClient, EdgeUnavailable
 
     value = Path(args.value).read_bytes() if args.task == "digits" else args.value
     with EdgeClient(args.task, url=args.url, protocol=args.protocol, min_confidence=args.min_confidence) as client:

@@ -161,7 +161,7 @@ def async_workers(grpc_url: str, redis_url: str, count: int = 2) -> Iterator[lis
     """`count` worker processes of the asynchronous pattern (logs under build/logs), yielded once
     they are consumers of the queue; stopped by pid with SIGTERM, so each finishes its job in hand."""
     from pattern_jobs.async_worker import start_workers
-    from triton_patterns import paths
+    from pattern_runtime import paths
 
     workers = start_workers([f"demo-worker-{i}" for i in range(count)], grpc_url, redis_url,
                             paths.BUILD / "logs", "--idle-timeout-ms", "1000")

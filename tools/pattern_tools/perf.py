@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from triton_patterns import paths
+from pattern_runtime import paths
 from triton_patterns.endpoints import server_url
 
 NUMPY = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64, "TYPE_INT32": np.int32, "TYPE_STRING": np.object_}

@@ -43,7 +43,7 @@ from pattern_kernel.pipeline import parse_steps
 from pattern_kernel.spec import BackendSpec
 from pattern_kernel.specs import load_specs
 from pattern_kernel.validation import parse_targets as parse_target_list
-from triton_patterns import paths
+from pattern_runtime import paths
 
 CONFIG = "config.pbtxt"
 MANIFEST = "manifest.json"

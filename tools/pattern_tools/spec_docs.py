@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pattern_kernel.spec import markdown_table
 from pattern_kernel.specs import load_specs
-from triton_patterns import paths
+from pattern_runtime import paths
 
 SPECS = load_specs(paths.BACKENDS)
 

@@ -38,8 +38,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from pattern_kernel.spec import Targets
 from pattern_kernel.specs import load_specs
+from pattern_runtime import paths
 from pattern_tools.repo_check import Model, check_repository, onnx_signature, parse_targets, type_name
-from triton_patterns import paths
 
 DEFAULT_MAX_BATCH_SIZE = 8
 NUMPY = {"TYPE_BOOL": np.bool_, "TYPE_UINT8": np.uint8, "TYPE_UINT16": np.uint16, "TYPE_UINT32": np.uint32,

@@ -22,8 +22,8 @@ import numpy as np
 import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
+from pattern_runtime import paths
 from pattern_tools import waterfall
-from triton_patterns import paths
 from triton_patterns.credentials import authorize
 
 ONE_TRACE = {"trace_level": ["TIMESTAMPS"], "trace_rate": "1", "trace_count": "1", "log_frequency": "1"}

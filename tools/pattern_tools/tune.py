@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from triton_patterns import paths
+from pattern_runtime import paths
 
 # the launcher, repo_check and perf are imported where used: `triton-patterns --help` stays quick
 

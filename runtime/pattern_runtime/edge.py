@@ -1,9 +1,12 @@
 """Edge AI pattern: predict on the device with a quantised model, ask the server when unsure.
 
-    from triton_patterns.edge import EdgeClient
+    from pattern_runtime.edge import EdgeClient
     with EdgeClient("digits", url="127.0.0.1:8000", min_confidence=0.9) as edge:
         p = edge.predict(png_bytes)
         print(p.label, p.source)        # "edge", or "server" when the local answer was unsure
+
+It is part of the runtime, not of the SDK: it runs the kernel's preprocessing on the device and
+finds the bundles in the checkout's `build/edge/`; it asks the server through the SDK.
 
 A bundle (`build/edge/<name>/1/`, written by `python -m export`, see export/edge.py) holds the
 INT8 ONNX model, its manifest (labels, preprocessing parameters read from the server's model
@@ -29,7 +32,7 @@ import numpy as np
 
 from pattern_kernel.images import decode_image
 from pattern_kernel.text import decode_texts, load_tokenizer, tokenize
-from triton_patterns import paths
+from pattern_runtime import paths
 from triton_patterns.client import PatternError, Prediction
 
 LOG = logging.getLogger(__name__)
