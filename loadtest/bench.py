@@ -43,6 +43,7 @@ import tritonclient.grpc.aio as grpc_aio
 from tritonclient.grpc import InferInput
 
 from pattern_runtime.processes import ManagedProcess, free_port, http_status, wait_for
+from pattern_runtime.server_settings import ServerSettings
 from pattern_runtime.stack import Stack
 from triton_patterns import paths
 
@@ -460,7 +461,8 @@ def bench_stack(log_dir: Path) -> Iterator[Stack]:
     """The stack on the bench repository (store seeded with one digit), logs under `log_dir`."""
     with tempfile.TemporaryDirectory(prefix="bench-repo-") as tmp:
         repo = bench_repository(Path(tmp))
-        with Stack(model_repository=repo, store=repo / "data_store.sqlite", seed_digits=1, log_dir=log_dir) as stack:
+        with Stack(store=repo / "data_store.sqlite", seed_digits=1,
+                   server=ServerSettings(model_repository=repo, log_dir=log_dir)) as stack:
             yield stack
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pattern_runtime.launcher import TritonServer
+from pattern_runtime.server_settings import ServerSettings
 from test_new_user import shell_blocks  # this folder is on sys.path (pytest's default import mode)
 from triton_patterns import paths
 
@@ -64,8 +65,8 @@ def test_the_copy_holds_the_pattern_and_only_the_kernel(copied):
 
 def test_a_fresh_server_answers_with_the_copied_pattern(copied):
     dest, env, calls = copied
-    with TritonServer(model_repository=dest / "models", project_backends=dest / "backends",
-                      server_venv=dest / "venv", restrict_admin_apis=False) as server:
+    with TritonServer(ServerSettings(model_repository=dest / "models", project_backends=dest / "backends",
+                      server_venv=dest / "venv", restrict_admin_apis=False)) as server:
         server.wait_ready_models(["iris_breaker", "iris"])
         assert server.stub_python == dest / "venv" / "bin" / "python3"
         out = bash(calls.replace("localhost:8000", server.http_url), env)

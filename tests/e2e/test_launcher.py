@@ -12,16 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pattern_runtime.launcher import (
-    DEFAULT_NGC_IMAGE,
-    DockerTritonServer,
-    TritonServer,
-    TritonStartError,
-    docker_available,
-    python_version_tag,
-    server_env,
-)
+from pattern_runtime.docker_server import DEFAULT_NGC_IMAGE, DockerTritonServer, docker_available
+from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import group_members, http_status, wait_for
+from pattern_runtime.server_env import TritonStartError, python_version_tag, server_env
+from pattern_runtime.server_settings import ServerSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -76,12 +71,12 @@ def echo_backend(tmp_path: Path) -> Path:
 
 def embedded(tmp_path: Path, repo: Path, **kwargs) -> TritonServer:
     kwargs.setdefault("project_backends", tmp_path / "no_project_backends")
-    return TritonServer(
+    return TritonServer(ServerSettings(
         model_repository=repo,
         backend_directory=tmp_path / "backend_dir",
         log_dir=tmp_path / "logs",
         **{"startup_timeout": 60, **kwargs},
-    )
+    ))
 
 
 @pytest.fixture
