@@ -62,7 +62,8 @@ class TritonServer(Endpoints):
 
     The ports `settings` leave None are chosen at construction and fixed for the object's life
     (restarts reuse them). `deaths` lists the deaths not caused by `stop()`, `restarts` counts the
-    restarts; `gave_up` says the server died and will not be restarted.
+    restarts; `gave_up` says the server died and will not be restarted. `extra_env` (from
+    `settings.env`) is added to the server's environment at each (re)start.
     """
 
     def __init__(self, settings: ServerSettings | None = None):
@@ -70,7 +71,8 @@ class TritonServer(Endpoints):
         self.model_repository = Path(settings.model_repository).resolve()
         self.project_backends = Path(settings.project_backends).resolve()
         self.host = settings.host
-        given = {"http_port": settings.http_port, "grpc_port": settings.grpc_port, "metrics_port": settings.metrics_port}
+        given = {"http_port": settings.http_port, "grpc_port": settings.grpc_port,
+                 "metrics_port": settings.metrics_port}
         self.http_port, self.grpc_port, self.metrics_port = fill_ports(self.host, *given.values())
         # the ports this object chose (not the caller): those may be replaced if taken at start
         self._chosen_ports = {name: getattr(self, name) for name, port in given.items() if port is None}
@@ -96,6 +98,7 @@ class TritonServer(Endpoints):
             else self._default_backend_directory()
         # the python backend names its /dev/shm regions <prefix><uuid>: ours, to clean after a crash
         self.shm_prefix = f"triton_patterns_{os.getpid()}_{self.http_port}_"
+        self.extra_env = dict(settings.env)
 
         self.deaths: list[ServerDied] = []
         self.restarts = 0
@@ -141,7 +144,7 @@ class TritonServer(Endpoints):
         return server_python_bin(self.settings.server_venv) / "python3"
 
     def environment(self) -> dict[str, str]:
-        return server_env(self.settings.env, self.stub_python.parent)
+        return server_env(self.extra_env, self.stub_python.parent)
 
     @property
     def exit_timeout_s(self) -> float:

@@ -158,8 +158,7 @@ def test_a_stub_that_cannot_start_is_an_error_at_once(tmp_path, identity_repo, s
     broken.mkdir()
     (broken / f"libpython{python_version_tag()}.so.1.0").write_bytes(b"")
     library_path = f"{broken}{os.pathsep}{server_env()['LD_LIBRARY_PATH']}"
-    server = embedded(tmp_path, identity_repo, env={"LD_LIBRARY_PATH": library_path})
-    server.startup_timeout = 600
+    server = embedded(tmp_path, identity_repo, env={"LD_LIBRARY_PATH": library_path}, startup_timeout=600)
     stopper(server)
     with pytest.raises(TritonStartError) as err:
         server.start()
@@ -262,8 +261,9 @@ def test_a_restart_that_hangs_on_a_stub_that_cannot_start_is_a_death_not_a_wait(
     """The first start is good; the restart's stub cannot load its libpython, so that server would
     wait for it for ever: it is ended and reported as the next death, and past the limit the
     supervisor gives up instead of waiting on it."""
-    server = embedded(tmp_path, identity_repo, restart_on_death=True, max_restarts=1, restart_backoff=0.2)
-    server.startup_timeout = 600  # a hung restart must be noticed long before this
+    # a hung restart must be noticed long before the startup timeout
+    server = embedded(tmp_path, identity_repo, restart_on_death=True, max_restarts=1, restart_backoff=0.2,
+                      startup_timeout=600)
     stopper(server)
     server.start()
     broken = tmp_path / "broken_libpython"
