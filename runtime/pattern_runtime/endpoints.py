@@ -117,3 +117,14 @@ class Endpoints:
         return self._status(f"/v2/repository/models/{name}/unload", method="POST",
                             timeout=REPOSITORY_CALL_TIMEOUT_S) == 200
 
+    def models_ready(self, pending: list[str]) -> bool:
+        """Drops the ready ones from `pending` (every version READY in the repository index: one
+        request, with the admin key; else each model's readiness); True once empty."""
+        try:
+            states: dict[str, set[str]] = {}
+            for entry in self.model_index():
+                states.setdefault(entry.get("name", ""), set()).add(entry.get("state", ""))
+            pending[:] = [name for name in pending if states.get(name) != {"READY"}]
+        except (OSError, ValueError):
+            pending[:] = [name for name in pending if not self.model_ready(name)]
+        return not pending

@@ -41,9 +41,9 @@ from pattern_runtime.triton_log import (
     EXIT_TIMEOUT_EXPIRED,
     KNOWN_STARTUP_ABORT,
     LOG_TAIL_LINES,
-    error_lines,
     ports_in_use,
     shutdown_waits,
+    start_error_message,
     stub_start_failure,
     this_run,
 )
@@ -221,7 +221,8 @@ class TritonServer(Endpoints):
             self._clean_up_after(proc)
             retry = self._retry_reason(proc, taken) if attempt < START_ATTEMPTS else None
             if retry is None:
-                raise TritonStartError(self._start_error_message(reason, proc))
+                ports = f"HTTP {self.http_port}, gRPC {self.grpc_port}, metrics {self.metrics_port}"
+                raise TritonStartError(start_error_message(reason, proc, self.log_path, ports))
             LOG.warning("tritonserver start %d of %d failed (%s): starting it again", attempt, START_ATTEMPTS, retry)
         LOG.info("tritonserver pid %s ready in %.1fs at %s", proc.pid, time.monotonic() - started, self.http_url)
         self._supervisor = threading.Thread(target=self._supervise, name=f"triton-supervisor-{self.http_port}", daemon=True)
@@ -288,18 +289,6 @@ class TritonServer(Endpoints):
 
     # -- readiness
 
-    def _models_ready(self, pending: list[str]) -> bool:
-        """Drops the ready ones from `pending` (every version READY in the repository index: one
-        request; the launcher holds the admin key; else each model's readiness); True once empty."""
-        try:
-            states: dict[str, set[str]] = {}
-            for entry in self.model_index():
-                states.setdefault(entry.get("name", ""), set()).add(entry.get("state", ""))
-            pending[:] = [name for name in pending if states.get(name) != {"READY"}]
-        except (OSError, ValueError):
-            pending[:] = [name for name in pending if not self.model_ready(name)]
-        return not pending
-
     def _wait_ready(self, proc: ManagedProcess) -> bool:
         """Ready: the server ready, every model it loads at start ready (the server's readiness is
         not strict: one model's reload must not take the whole server out of a load balancer, so
@@ -315,7 +304,7 @@ class TritonServer(Endpoints):
             return bool(ports_in_use(run) or stub_start_failure(run))
 
         return wait_for(
-            lambda: (proc.is_running() and self.is_ready() and self._models_ready(self._pending_models)
+            lambda: (proc.is_running() and self.is_ready() and self.models_ready(self._pending_models)
                      and http_status(self.metrics_url) == 200),
             self.settings.startup_timeout,
             interval=0.2,
@@ -333,20 +322,6 @@ class TritonServer(Endpoints):
         models = f"; models not ready: {', '.join(self._pending_models)}" if self._pending_models else ""
         return f"tritonserver not ready after {waited:.0f}s (startup_timeout={self.settings.startup_timeout:.0f}s){models}"
 
-    def _start_error_message(self, reason: str, proc: ManagedProcess) -> str:
-        """Reason, the run's error lines (a bad flag's is followed by 100 lines of usage), log tail;
-        for a stub that cannot start, whose reason is the whole story, the log's path only."""
-        run = this_run(self.log_path)
-        errors = error_lines(run)
-        parts = [f"{reason} (ports: HTTP {self.http_port}, gRPC {self.grpc_port}, metrics {self.metrics_port}; "
-                 f"pid {proc.pid}, {describe_returncode(proc.returncode)})"]
-        if stub_start_failure(run):
-            return "\n".join([*parts, f"log: {self.log_path}"])
-        if errors:
-            parts.append("errors:\n" + "\n".join(errors))
-        parts.append(f"last lines of {self.log_path}:\n{proc.log_tail(LOG_TAIL_LINES)}")
-        return "\n".join(parts)
-
     # -- supervision
 
     def _supervise(self) -> None:
@@ -362,7 +337,7 @@ class TritonServer(Endpoints):
             if not self.deaths[-1].restarting:
                 self._given_up.set()
                 return
-            if self._stopping.wait(self._backoff(proc.uptime())):
+            if self._stopping.wait(self._restart_policy.next_backoff(proc.uptime())):
                 return
             with self._lock:
                 if self._stopping.is_set():
@@ -397,7 +372,3 @@ class TritonServer(Endpoints):
                 self.settings.on_death(died)
             except Exception:  # a faulty callback must not stop supervision
                 LOG.exception("on_death callback failed")
-
-    def _backoff(self, uptime: float) -> float:
-        """restart_backoff, doubled for each consecutive death soon after a start (`RestartPolicy`)."""
-        return self._restart_policy.next_backoff(uptime)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pattern_runtime.processes import tail
+from pattern_runtime.processes import ManagedProcess, describe_returncode, tail
 
 LOG_TAIL_LINES = 60
 KNOWN_STARTUP_ABORT = "boost::interprocess::lock_exception"
@@ -78,3 +78,17 @@ def stub_start_failure(log_text: str) -> str | None:
         reason += (f" (the stub links the shared library of the Python that made the server virtualenv; "
                    f"Debian: apt-get install {library.group(1)})")
     return reason
+
+
+def start_error_message(reason: str, proc: ManagedProcess, log_path: Path, ports: str) -> str:
+    """Reason, the run's error lines (a bad flag's is followed by 100 lines of usage), log tail;
+    for a stub that cannot start, whose reason is the whole story, the log's path only."""
+    run = this_run(log_path)
+    errors = error_lines(run)
+    parts = [f"{reason} (ports: {ports}; pid {proc.pid}, {describe_returncode(proc.returncode)})"]
+    if stub_start_failure(run):
+        return "\n".join([*parts, f"log: {log_path}"])
+    if errors:
+        parts.append("errors:\n" + "\n".join(errors))
+    parts.append(f"last lines of {log_path}:\n{proc.log_tail(LOG_TAIL_LINES)}")
+    return "\n".join(parts)
