@@ -367,10 +367,11 @@ def _fsync_main(args) -> int:
     if args.grpc_url:
         report = measure_fsync(args.grpc_url, args.redis, **options)
     else:
+        from pattern_runtime.server_settings import ServerSettings
         from pattern_runtime.stack import Stack
 
         with Stack(redis_maxmemory=None, redis_policy=None, seed_digits=None,
-                   load_models=[TARGET, SUBMIT_MODEL, "async_result"]) as stack:
+                   server=ServerSettings(load_models=[TARGET, SUBMIT_MODEL, "async_result"])) as stack:
             report = measure_fsync(stack.grpc_url, stack.redis_url, **options)
     text = fsync_table(report)
     print(text)

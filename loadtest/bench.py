@@ -44,10 +44,12 @@ from tritonclient.grpc import InferInput
 
 from pattern_runtime import paths
 from pattern_runtime.processes import ManagedProcess, free_port, http_status, wait_for
+from pattern_runtime.server_settings import ServerSettings
 from pattern_runtime.stack import Stack
 
 from . import async_bench, batch_bench, loadgen, perf
-from .bench_report import BENCHMARKS_MD, OUT_DIR, _fmt, write_reports
+from .bench_report import BENCHMARKS_MD, OUT_DIR, fmt, write_reports
+from .bench_setup import LoadOptions, Outcome, Setup
 from .loadgen import Point
 
 REPO = paths.MODEL_REPOSITORY
@@ -123,24 +125,9 @@ def same(model: str, got, expected) -> bool:
 # --------------------------------------------------------------------------- setups
 
 
-@dataclass
-class Setup:
-    """One thing measured: `measure(concurrency)` gives a Point, `check()` one correct answer."""
-
-    name: str
-    group: str  # "limit", "peer", "triton"
-    model: str
-    what: str
-    measure: Callable[[int], Point]
-    check: Callable[[], bool]
-    concurrencies: list[int] | None = None  # None: the run's list; in-process: the batch sizes
-    server: str = ""  # "triton", "fastapi-1", "fastapi-2" or "" (in-process)
-    mirrors: str = ""  # perf_analyzer setups: the own-loadgen setup measuring the same model
-
-
-def inprocess_setups(data: Data, args) -> list[Setup]:
+def inprocess_setups(data: Data, load: LoadOptions) -> list[Setup]:
     setups = []
-    batches = [1, 32] if args.quick else [1, 8, 32]
+    batches = [1, 32] if load.quick else [1, 8, 32]
     for model in ("iris", "heavy_mlp"):
         for threads in (1, 2):
             sess = session(ONNX[model], threads)
@@ -149,7 +136,7 @@ def inprocess_setups(data: Data, args) -> list[Setup]:
             def measure(batch, sess=sess, name=name, model=model, threads=threads):
                 x = np.repeat(data.rows(model), batch, axis=0)
                 return loadgen.inprocess_load(f"ort_{model}_t{threads}", lambda: sess.run(None, {name: x}), batch,
-                                              args.duration, args.warmup)
+                                              load.duration, load.warmup)
 
             def check(sess=sess, name=name, model=model):
                 out = sess.run(None, {name: data.rows(model)})
@@ -172,7 +159,7 @@ def _grpc_answer(result, model: str):
 
 
 def grpc_setup(name: str, what: str, url: str, model: str, data: Data,
-               call_factory: Callable[[grpc_aio.InferenceServerClient], Callable]) -> Setup:
+               call_factory: Callable[[grpc_aio.InferenceServerClient], Callable], load: LoadOptions) -> Setup:
     """A Triton setup driven by tritonclient's gRPC asyncio client; `call_factory(client)` gives
     the coroutine function for one request, which returns the answer to check."""
 
@@ -182,7 +169,7 @@ def grpc_setup(name: str, what: str, url: str, model: str, data: Data,
             call = call_factory(client)
             if concurrency is None:
                 return await call()
-            return await loadgen.async_load(name, call, concurrency, ARGS.duration, ARGS.warmup)
+            return await loadgen.async_load(name, call, concurrency, load.duration, load.warmup)
         finally:
             await client.close()
 
@@ -206,7 +193,7 @@ def _model_call(model: str, version_name: str, array_fn: Callable[[], np.ndarray
     return factory
 
 
-def triton_setups(url: str, http: str, data: Data) -> list[Setup]:
+def triton_setups(url: str, http: str, data: Data, load: LoadOptions) -> list[Setup]:
     """The Triton setups against the gRPC `url` and the HTTP base `http` (nothing connects yet)."""
     png = np.array([data.pngs], dtype=object)
     counter = iter(range(1, 1 << 62))
@@ -239,59 +226,61 @@ def triton_setups(url: str, http: str, data: Data) -> list[Setup]:
 
     setups = [
         grpc_setup("triton_iris_grpc", "iris, dynamic batching (500 us), gRPC", url, "iris", data,
-                   _model_call("iris", "iris", fixed("iris"))),
+                   _model_call("iris", "iris", fixed("iris")), load),
         http_setup("triton_iris_http", "iris, dynamic batching, HTTP JSON (wrk)", "triton", "iris", data,
-                   f"{http}/v2/models/iris/infer", triton_json("iris", data)),
+                   f"{http}/v2/models/iris/infer", triton_json("iris", data), load),
         grpc_setup("triton_iris_nobatch_grpc", "iris without dynamic batching, gRPC", url, "iris", data,
-                   _model_call("iris", "iris_nobatch", fixed("iris"))),
+                   _model_call("iris", "iris_nobatch", fixed("iris")), load),
         grpc_setup("triton_heavy_grpc", "heavy_mlp, dynamic batching (2 ms), 1 thread, gRPC", url, "heavy_mlp", data,
-                   _model_call("heavy_mlp", "heavy_mlp", fixed("heavy_mlp"))),
+                   _model_call("heavy_mlp", "heavy_mlp", fixed("heavy_mlp")), load),
         http_setup("triton_heavy_http", "heavy_mlp, dynamic batching, HTTP JSON (wrk)", "triton", "heavy_mlp", data,
-                   f"{http}/v2/models/heavy_mlp/infer", triton_json("heavy_mlp", data)),
+                   f"{http}/v2/models/heavy_mlp/infer", triton_json("heavy_mlp", data), load),
         grpc_setup("triton_heavy_t2_grpc", "heavy_mlp, dynamic batching, 2 intra-op threads, gRPC", url,
-                   "heavy_mlp", data, _model_call("heavy_mlp", "heavy_mlp_t2", fixed("heavy_mlp"))),
+                   "heavy_mlp", data, _model_call("heavy_mlp", "heavy_mlp_t2", fixed("heavy_mlp")), load),
         grpc_setup("triton_heavy_t2_b32_grpc", "heavy_mlp, 2 threads, preferred batch 32 (wait <= 20 ms), gRPC", url,
-                   "heavy_mlp", data, _model_call("heavy_mlp", "heavy_mlp_t2_b32", fixed("heavy_mlp"))),
+                   "heavy_mlp", data, _model_call("heavy_mlp", "heavy_mlp_t2_b32", fixed("heavy_mlp")), load),
         grpc_setup("triton_heavy_i2_grpc", "heavy_mlp, 2 instances x 1 thread, preferred batch 16, gRPC", url,
-                   "heavy_mlp", data, _model_call("heavy_mlp", "heavy_mlp_i2", fixed("heavy_mlp"))),
+                   "heavy_mlp", data, _model_call("heavy_mlp", "heavy_mlp_i2", fixed("heavy_mlp")), load),
         grpc_setup("triton_heavy_nobatch_grpc", "heavy_mlp without dynamic batching, gRPC", url, "heavy_mlp", data,
-                   _model_call("heavy_mlp", "heavy_mlp_nobatch", fixed("heavy_mlp"))),
+                   _model_call("heavy_mlp", "heavy_mlp_nobatch", fixed("heavy_mlp")), load),
         grpc_setup("cache_hit_grpc", "heavy_mlp + response cache, the same input every time", url, "heavy_mlp",
-                   data, _model_call("heavy_mlp", "heavy_mlp_cache", fixed("heavy_mlp"))),
+                   data, _model_call("heavy_mlp", "heavy_mlp_cache", fixed("heavy_mlp")), load),
         grpc_setup("cache_miss_grpc", "heavy_mlp + response cache, a new input every time", url, "heavy_mlp",
-                   data, _model_call("heavy_mlp", "heavy_mlp_cache", unique_heavy)),
+                   data, _model_call("heavy_mlp", "heavy_mlp_cache", unique_heavy), load),
         grpc_setup("digits_ensemble_grpc", "prep-pred ensemble `digits` (PNG in), gRPC", url, "digits", data,
-                   _model_call("digits", "digits", lambda: png)),
+                   _model_call("digits", "digits", lambda: png), load),
         grpc_setup("digits_bls_grpc", "prep-pred BLS `digits_bls` (PNG in), gRPC", url, "digits", data,
-                   _model_call("digits", "digits_bls", lambda: png)),
+                   _model_call("digits", "digits_bls", lambda: png), load),
         grpc_setup("parallel_ensemble_grpc", "parallel ensemble `iris_vote` (v1 + v2, mean)", url, "iris", data,
-                   _model_call("iris", "iris_vote", fixed("iris"))),
+                   _model_call("iris", "iris_vote", fixed("iris")), load),
         grpc_setup("parallel_bls_grpc", "parallel BLS on the same pipeline (v1 + v2, mean)", url, "iris", data,
-                   _model_call("iris", "iris_parallel_vote", fixed("iris"))),
+                   _model_call("iris", "iris_parallel_vote", fixed("iris")), load),
         grpc_setup("redis_cache_hit_grpc", "Redis prediction cache on iris v2, the same input", url, "iris", data,
-                   _model_call("iris", "iris_redis_cache", fixed("iris"))),
+                   _model_call("iris", "iris_redis_cache", fixed("iris")), load),
         grpc_setup("redis_cache_miss_grpc", "Redis prediction cache on iris v2, a new input each time", url,
-                   "iris", data, _model_call("iris", "iris_redis_cache", unique_iris)),
+                   "iris", data, _model_call("iris", "iris_redis_cache", unique_iris), load),
         grpc_setup("digits_steps_grpc", "digits_preprocess then digits_classifier, called by the client", url,
-                   "digits", data, digits_steps),
+                   "digits", data, digits_steps, load),
         grpc_setup("text_ensemble_grpc", "serial ensemble `text_classify` (tokenizer, MiniLM, head)", url, "text",
-                   data, _model_call("text", "text_classify", lambda: data.text)),
+                   data, _model_call("text", "text_classify", lambda: data.text), load),
         grpc_setup("text_bls_grpc", "serial BLS `text_classify_bls` on the same three steps", url, "text", data,
-                   _model_call("text", "text_classify_bls", lambda: data.text)),
+                   _model_call("text", "text_classify_bls", lambda: data.text), load),
         *(grpc_setup(f"text_trace{rate}_grpc", f"`text_classify` traced, one request in {rate} (trace API, to a file)",
-                     url, "text", data, _model_call("text", f"text_classify_trace{rate}", lambda: data.text))
+                     url, "text", data, _model_call("text", f"text_classify_trace{rate}", lambda: data.text),
+                     load)
           for rate in (1000, 1)),
         *(grpc_setup(f"parallel_trace{rate}_grpc", f"parallel BLS (v1 + v2) traced, one request in {rate}, callees "
-                     "as children", url, "iris", data, _model_call("iris", f"iris_parallel_vote_trace{rate}", fixed("iris")))
+                     "as children", url, "iris", data,
+                     _model_call("iris", f"iris_parallel_vote_trace{rate}", fixed("iris")), load)
           for rate in (1000, 1)),
         grpc_setup("text_redis_hit_grpc", "Redis prediction cache on the text pipeline, the same text", url, "text",
-                   data, _model_call("text", "text_classify_cached", lambda: data.text)),
+                   data, _model_call("text", "text_classify_cached", lambda: data.text), load),
         grpc_setup("text_redis_miss_grpc", "Redis prediction cache on the text pipeline, a new text each time", url,
-                   "text", data, _model_call("text", "text_classify_cached", unique_text)),
+                   "text", data, _model_call("text", "text_classify_cached", unique_text), load),
         grpc_setup("data_cache_redis_grpc", "data cache `digits_by_id`: the record's PNG from Redis (hit)", url,
-                   "digits", data, _model_call("digits", "digits_by_id", lambda: record, "ID")),
+                   "digits", data, _model_call("digits", "digits_by_id", lambda: record, "ID"), load),
         grpc_setup("data_cache_store_grpc", "data cache with the cache off: the PNG from the SQLite store", url,
-                   "digits", data, _model_call("digits", "digits_by_id_store", lambda: record, "ID")),
+                   "digits", data, _model_call("digits", "digits_by_id_store", lambda: record, "ID"), load),
     ]
     # the miss setup's check must not warm the cache for the hit setup: it uses a unique input
     miss = next(s for s in setups if s.name == "cache_miss_grpc")
@@ -337,10 +326,10 @@ def bench_gateways(stack, tmp: Path):
                "gateway_tls_iris_http": (secure.http_url, str(tls.cert))}
 
 
-def gateway_setups(urls: dict[str, tuple[str, bool | str]], data: Data) -> list[Setup]:
+def gateway_setups(urls: dict[str, tuple[str, bool | str]], data: Data, load: LoadOptions) -> list[Setup]:
     """{setup name: (base URL, how the check verifies its certificate)}: one HTTP JSON setup each."""
     return [http_setup(name, GATEWAYS[name], "triton", "iris", data, f"{url}/v2/models/iris/infer",
-                       triton_json("iris", data), verify=verify) for name, (url, verify) in urls.items()]
+                       triton_json("iris", data), load, verify=verify) for name, (url, verify) in urls.items()]
 
 
 def peer_json(model: str, data: Data) -> bytes:
@@ -355,7 +344,7 @@ def _http_answer(kind: str, model: str, answer: dict):
 
 
 def http_setup(name: str, what: str, kind: str, model: str, data: Data, url: str, body: bytes,
-               verify: bool | str = True) -> Setup:
+               load: LoadOptions, verify: bool | str = True) -> Setup:
     """An HTTP JSON setup driven by wrk (POST `body` to `url`; https: wrk does not verify the
     certificate, the check trusts `verify`, a CA file)."""
 
@@ -366,15 +355,15 @@ def http_setup(name: str, what: str, kind: str, model: str, data: Data, url: str
                     data.expected(model))
 
     return Setup(name, "peer" if kind != "triton" else "triton", model, what,
-                 lambda c: loadgen.wrk_load(name, url, body, c, ARGS.duration, ARGS.warmup), check,
+                 lambda c: loadgen.wrk_load(name, url, body, c, load.duration, load.warmup), check,
                  server=kind)
 
 
-def peer_setups(workers: int, port: int, data: Data) -> list[Setup]:
+def peer_setups(workers: int, port: int, data: Data, load: LoadOptions) -> list[Setup]:
     base = f"http://127.0.0.1:{port}/predict"
     return [http_setup(f"fastapi_{model.split('_')[0]}_w{workers}",
                        f"FastAPI+uvicorn+onnxruntime web single, {workers} worker(s), {model}, HTTP JSON (wrk)",
-                       f"fastapi-{workers}", model, data, f"{base}/{model}", peer_json(model, data))
+                       f"fastapi-{workers}", model, data, f"{base}/{model}", peer_json(model, data), load)
             for model in ("iris", "heavy_mlp")]
 
 
@@ -460,16 +449,17 @@ def bench_stack(log_dir: Path) -> Iterator[Stack]:
     """The stack on the bench repository (store seeded with one digit), logs under `log_dir`."""
     with tempfile.TemporaryDirectory(prefix="bench-repo-") as tmp:
         repo = bench_repository(Path(tmp))
-        with Stack(model_repository=repo, store=repo / "data_store.sqlite", seed_digits=1, log_dir=log_dir) as stack:
+        with Stack(store=repo / "data_store.sqlite", seed_digits=1,
+                   server=ServerSettings(model_repository=repo, log_dir=log_dir)) as stack:
             yield stack
 
 
-def batch_job_setup(url: str) -> Setup:
+def batch_job_setup(url: str, load: LoadOptions) -> Setup:
     """The batch job over iris records in SQLite; `c` = chunks in flight. Its point's
     `extra` carries the same job with in-process onnxruntime and inference alone, for the ratio."""
 
     def measure(level: int) -> Point:
-        result = batch_bench.measure(url, rows=900 if ARGS.quick else 9000, concurrency=level)
+        result = batch_bench.measure(url, rows=900 if load.quick else 9000, concurrency=level)
         seconds = result.rows / result.triton_rows_per_s
         return Point("batch_job", level, result.chunk_size, result.rows // result.chunk_size, 0, seconds,
                      result.triton_rows_per_s, extra={"inprocess_rows_per_s": result.onnxruntime_rows_per_s,
@@ -480,7 +470,7 @@ def batch_job_setup(url: str) -> Setup:
                  lambda: batch_bench.measure(url, rows=90, concurrency=2).agree, server="triton")
 
 
-def async_setup(url: str, redis_url: str) -> Setup:
+def async_setup(url: str, redis_url: str, load: LoadOptions) -> Setup:
     """The asynchronous pattern: one-row iris jobs submitted through
     `iris_async_submit` over gRPC at the run's top concurrency, a Redis Stream and batched worker
     processes; `c` = workers. The point is the drain rate (queue filled first); its `extra` has
@@ -489,8 +479,8 @@ def async_setup(url: str, redis_url: str) -> Setup:
 
     def measure(workers: int) -> Point:
         report = async_bench.measure_async(
-            url, redis_url, (workers,), jobs=60 if ARGS.quick else 4000, concurrency=ARGS.top,
-            reference_s=ARGS.duration, latency_jobs=(10 if ARGS.quick else 300) if workers == 2 else 0,
+            url, redis_url, (workers,), jobs=60 if load.quick else 4000, concurrency=load.top,
+            reference_s=load.duration, latency_jobs=(10 if load.quick else 300) if workers == 2 else 0,
             latency_workers=workers)
         drain, live = (next(r for r in report["async"] if r["mode"] == m) for m in ("drain", "live"))
         latency = report["latency"] or {}
@@ -508,16 +498,16 @@ def async_setup(url: str, redis_url: str) -> Setup:
 
     return Setup("async_jobs", "triton", "iris", "asynchronous: iris jobs via Redis Stream + batched workers "
                  "(c = worker processes; rows/s = jobs/s draining; p50/p99 = submit to end notification at c=1, "
-                 "2 workers)", measure, check, concurrencies=[2] if ARGS.quick else [1, 2, 4], server="triton")
+                 "2 workers)", measure, check, concurrencies=[2] if load.quick else [1, 2, 4], server="triton")
 
 
-def perf_setups(url: str, data: Data, inputs: dict[str, Path]) -> list[Setup]:
+def perf_setups(url: str, data: Data, inputs: dict[str, Path], load: LoadOptions) -> list[Setup]:
     """perf_analyzer over the models in PERF_MIRRORS, checked by the setup it mirrors."""
-    own = {s.name: s for s in triton_setups(url, "", data)}
+    own = {s.name: s for s in triton_setups(url, "", data, load)}
     return [Setup(f"perf_analyzer_{model}", "perf_analyzer", own[mirror].model,
                   f"perf_analyzer on `{model}` (cross-check of {mirror})",
                   lambda c, model=model: perf.perf_analyzer_point(f"perf_analyzer_{model}", model, url, inputs[model],
-                                                                  c, ARGS.duration, quick=ARGS.quick),
+                                                                  c, load.duration, quick=load.quick),
                   own[mirror].check, server="triton", mirrors=mirror)
             for model, mirror in PERF_MIRRORS.items()]
 
@@ -545,21 +535,6 @@ def fastapi_peer(workers: int, log_dir: Path):
 
 
 # --------------------------------------------------------------------------- running
-
-
-@dataclass
-class Outcome:
-    setup: Setup
-    correct: bool = False
-    error: str = ""
-    points: list[Point] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.correct and not self.error and all(p.requests > 0 and p.errors == 0 for p in self.points)
-
-
-ARGS = argparse.Namespace(duration=8.0, warmup=2.0, quick=False, top=32)
 
 
 def run_setups(setups: list[Setup], concurrencies: list[int], progress, task) -> list[Outcome]:
@@ -596,18 +571,19 @@ def run(args) -> list[Outcome]:
     """Start everything, measure every selected setup, stop everything."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    ARGS.duration, ARGS.warmup, ARGS.quick = args.duration, args.warmup, args.quick
-    ARGS.top = max(args.concurrency)
+    load = LoadOptions(args.duration, args.warmup, args.quick, max(args.concurrency))
     data = Data()
     log_dir = args.out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     outcomes: list[Outcome] = []
     phases = [("limit", None), ("triton", None), ("fastapi", 1), ("fastapi", 2)]
-    limit = select(inprocess_setups(data, args), args.setups)
+    limit = select(inprocess_setups(data, load), args.setups)
     perf_models = {m: PERF_MIRRORS[m] for m in (["iris"] if args.quick else PERF_MIRRORS)}
-    probe = triton_setups("", "", data) + gateway_setups(dict.fromkeys(GATEWAYS, ("", True)), data) + [batch_job_setup(""), async_setup("", "")] + [s for s in perf_setups("", data, {}) if s.mirrors in perf_models.values()]
+    probe = triton_setups("", "", data, load) + gateway_setups(dict.fromkeys(GATEWAYS, ("", True)), data, load) + [
+        batch_job_setup("", load), async_setup("", "", load)] + [
+        s for s in perf_setups("", data, {}, load) if s.mirrors in perf_models.values()]
     n_triton = len(select(probe, args.setups))
-    n_peer = len(select(peer_setups(1, 0, data) + peer_setups(2, 0, data), args.setups))
+    n_peer = len(select(peer_setups(1, 0, data, load) + peer_setups(2, 0, data, load), args.setups))
     total = sum(len(s.concurrencies or []) for s in limit) + (n_triton + n_peer) * len(args.concurrency)
     with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   disable=args.no_progress) as progress:
@@ -623,21 +599,22 @@ def run(args) -> list[Outcome]:
                         bench_gateways(stack, Path(tls_dir)) as gateways:
                     trace_variants(stack.http_url)
                     inputs = perf.write_inputs(args.out / "perf-inputs", tuple(perf_models))
-                    chosen = triton_setups(stack.grpc_url, f"http://{stack.http_url}", data) + gateway_setups(
-                        gateways, data) + [
-                        batch_job_setup(stack.grpc_url),
-                        async_setup(stack.grpc_url, stack.redis_url)] + [s for s in perf_setups(stack.grpc_url, data, inputs) if s.mirrors in perf_models.values()]
+                    chosen = triton_setups(stack.grpc_url, f"http://{stack.http_url}", data, load) + gateway_setups(
+                        gateways, data, load) + [
+                        batch_job_setup(stack.grpc_url, load),
+                        async_setup(stack.grpc_url, stack.redis_url, load)] + [
+                        s for s in perf_setups(stack.grpc_url, data, inputs, load) if s.mirrors in perf_models.values()]
                     # tracing every request under load crashed the 2.51 server here (server #7795, fixed in 2.57):
                     # those rows run last, so a crash costs no other row
                     chosen.sort(key=lambda s: s.name in TRACE_EVERY_REQUEST)
                     outcomes += run_setups(select(chosen, args.setups), args.concurrency, progress, task)
             else:
-                chosen = select(peer_setups(workers, 0, data), args.setups)
+                chosen = select(peer_setups(workers, 0, data, load), args.setups)
                 if not chosen:
                     continue
                 progress.update(task, description=f"starting FastAPI peer w={workers}")
                 with fastapi_peer(workers, log_dir) as port:
-                    outcomes += run_setups(select(peer_setups(workers, port, data), args.setups),
+                    outcomes += run_setups(select(peer_setups(workers, port, data, load), args.setups),
                                            args.concurrency, progress, task)
         progress.update(task, description="done", completed=progress.tasks[0].total)
     return outcomes
@@ -675,13 +652,13 @@ def main(argv=None) -> int:
             table.add_row(o.setup.name, "-", "FAILED", o.error[:60], "", "", "")
         for p in o.points:
             table.add_row(o.setup.name, str(p.batch if o.setup.group == "limit" else p.concurrency),
-                          _fmt(p.rows_per_s, 0), _fmt(p.p50_ms, 2), _fmt(p.p99_ms, 2), str(p.errors),
+                          fmt(p.rows_per_s, 0), fmt(p.p50_ms, 2), fmt(p.p99_ms, 2), str(p.errors),
                           "-" if o.setup.group == "limit" else f"{p.loadgen_cpu:.0%}")
     console = Console()
     console.print(table)
     for t in found:
         verdict = "PASS" if t.passed else "MISS" if t.passed is not None else "n/a"
-        console.print(f"{verdict:4} {t.name}: {_fmt(t.value, 2)} (goal {t.goal}) - {t.detail}")
+        console.print(f"{verdict:4} {t.name}: {fmt(t.value, 2)} (goal {t.goal}) - {t.detail}")
     console.print(f"reports: {args.out}" + (f", {BENCHMARKS_MD}" if args.write_md else ""))
     failed = [o.setup.name for o in outcomes if not o.ok]
     if failed:

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,8 +20,7 @@ from pattern_runtime import paths
 from . import loadgen
 from .loadgen import Point
 
-if TYPE_CHECKING:
-    from .bench import Outcome
+from .bench_setup import Outcome
 
 DOCS_DIR = paths.PROJECT_ROOT / "docs" / "bench"
 BENCHMARKS_MD = paths.PROJECT_ROOT / "BENCHMARKS.md"
@@ -252,7 +250,7 @@ def plots(outcomes: list[Outcome], out: Path) -> list[Path]:
     return made
 
 
-def _fmt(value: float, digits: int = 1) -> str:
+def fmt(value: float, digits: int = 1) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
 
 
@@ -272,7 +270,7 @@ def markdown(outcomes: list[Outcome], found: list[Target], info: dict, args, plo
         "## Targets, from this run",
         "",
         "| target | goal | this run | result | from |", "|---|---|---|---|---|",
-        *[f"| {t.name} | {t.goal} | {_fmt(t.value, 2)} | "
+        *[f"| {t.name} | {t.goal} | {fmt(t.value, 2)} | "
           f"{'PASS' if t.passed else 'MISS' if t.passed is not None else 'n/a'} | {t.detail} |" for t in found],
         "",
         "Why a target is missed, with profiles: [docs/bench/missed_targets.md](docs/bench/missed_targets.md) "
@@ -292,8 +290,8 @@ def markdown(outcomes: list[Outcome], found: list[Target], info: dict, args, plo
         if o.error and not o.points:
             lines.append(f"| {o.setup.name} | {o.setup.what} | - | - | - | - | - | - | FAILED: {o.error} | - |")
         for p in o.points:
-            lines.append(f"| {o.setup.name} | {o.setup.what} | {p.concurrency} | {p.batch} | {_fmt(p.rows_per_s, 0)} | "
-                         f"{_fmt(p.p50_ms, 2)} | {_fmt(p.p90_ms, 2)} | {_fmt(p.p99_ms, 2)} | {p.errors} | "
+            lines.append(f"| {o.setup.name} | {o.setup.what} | {p.concurrency} | {p.batch} | {fmt(p.rows_per_s, 0)} | "
+                         f"{fmt(p.p50_ms, 2)} | {fmt(p.p90_ms, 2)} | {fmt(p.p99_ms, 2)} | {p.errors} | "
                          f"{'-' if o.setup.group == 'limit' else f'{p.loadgen_cpu:.0%}'} |")
     cross = perf_crosscheck(outcomes)
     if cross:
@@ -304,9 +302,9 @@ def markdown(outcomes: list[Outcome], found: list[Target], info: dict, args, plo
                   "perf_analyzer p99 ms | own p99 ms |", "|---|---|---|---|---|---|---|---|"]
         for name, own_name, c, p, own in cross:
             ratio = own.rows_per_s / p.rows_per_s if own and p.rows_per_s else None
-            lines.append(f"| {name} | {own_name} | {c} | {_fmt(p.rows_per_s, 0)} | "
-                         f"{_fmt(own.rows_per_s if own else None, 0)} | {_fmt(ratio, 2)} | {_fmt(p.p99_ms, 2)} | "
-                         f"{_fmt(own.p99_ms if own else None, 2)} |")
+            lines.append(f"| {name} | {own_name} | {c} | {fmt(p.rows_per_s, 0)} | "
+                         f"{fmt(own.rows_per_s if own else None, 0)} | {fmt(ratio, 2)} | {fmt(p.p99_ms, 2)} | "
+                         f"{fmt(own.p99_ms if own else None, 2)} |")
     lines += ["", "## Plots", "", f"![throughput]({plot_dir}/throughput.png)", "",
               f"![latency]({plot_dir}/latency.png)", ""]
     if _points(outcomes, "async_jobs"):

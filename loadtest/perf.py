@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
+from pattern_runtime.server_settings import ServerSettings
 from pattern_tools.perf import QUICK, command, input_data, perf_analyzer_env
 
 from .loadgen import CORES, Point, children_cpu_s
@@ -75,7 +76,7 @@ def run(models=MODELS, concurrency: str = "1:8:7", interval_ms: int = 2000, out:
     """perf_analyzer over each model against a fresh tritonserver; returns the CSV per model."""
     files = write_inputs(out / "inputs", models)
     csvs = {}
-    with TritonServer(log_dir=out / "logs") as server:
+    with TritonServer(ServerSettings(log_dir=out / "logs")) as server:
         for model in models:
             csv = out / f"{model}.csv"
             done = subprocess.run(perf_analyzer_command(model, server.grpc_url, files[model], csv, concurrency,

@@ -34,6 +34,7 @@ from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
 
 from . import bench
+from .bench_setup import LoadOptions, Setup
 
 OUT_DIR = paths.REPORTS / "profile"
 DOCS_DIR = paths.PROJECT_ROOT / "docs" / "bench" / "profiles"
@@ -120,7 +121,7 @@ def self_time(collapsed: Path, top: int = 8) -> list[tuple[str, float]]:
     return [(frame, n / total) for frame, n in counts.most_common(top)]
 
 
-def profile(server: TritonServer, setup: bench.Setup, p: Profiled, seconds: float, out: Path) -> Result:
+def profile(server: TritonServer, setup: Setup, p: Profiled, seconds: float, out: Path) -> Result:
     stubs = {m: pids[0] for m, pids in server.stub_pids().items() if m in p.models}
     missing = set(p.models) - set(stubs)
     if missing:
@@ -129,7 +130,6 @@ def profile(server: TritonServer, setup: bench.Setup, p: Profiled, seconds: floa
     pids = {"tritonserver": server.pid, **{f"stub {m}": pid for m, pid in stubs.items()}}
     measured: dict = {}
     load = threading.Thread(target=lambda: measured.setdefault("point", setup.measure(p.concurrency)))
-    bench.ARGS.duration, bench.ARGS.warmup = seconds + 2, 1.0
     load.start()
     time.sleep(1.5)  # past the warm-up
     before = {k: _cpu_seconds(pid) for k, pid in pids.items()}
@@ -205,7 +205,8 @@ def run(args) -> list[Result]:
     chosen = [p for p in PROFILED if not args.setups or any(s in p.setup for s in args.setups.split(","))]
     results = []
     with bench.bench_stack(args.out / "logs") as stack:
-        setups = {s.name: s for s in bench.triton_setups(stack.grpc_url, f"http://{stack.http_url}", data)}
+        load = LoadOptions(duration=args.seconds + 2, warmup=1.0)  # the load outlasts the sampling
+        setups = {s.name: s for s in bench.triton_setups(stack.grpc_url, f"http://{stack.http_url}", data, load)}
         for p in chosen:
             print(f"profiling {p.setup} at c={p.concurrency} for {args.seconds:g} s ...", flush=True)
             result = profile(stack.triton, setups[p.setup], p, args.seconds, args.out)

@@ -14,6 +14,7 @@ table and writes `reports/restart/restart.json` and `restart.md`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -27,20 +28,21 @@ from pattern_kernel import probe
 from pattern_kernel.server_command import MODEL_LOAD_THREADS
 from pattern_runtime.processes import ManagedProcess, wait_for
 from pattern_runtime.serve_models import EXTRA_MODELS, default_serve_models
+from pattern_runtime.server_settings import ServerSettings
 from pattern_runtime.stack import Stack
 from pattern_runtime import paths
 
-def _threads(n: int) -> dict:
-    return {"extra_args": [f"--model-load-thread-count={n}"]}  # after the launcher's flags: it wins
+def _threads(n: int) -> ServerSettings:
+    return ServerSettings(extra_args=[f"--model-load-thread-count={n}"])  # after the launcher's flags: it wins
 
 
-CONFIGS = {  # name: (what, TritonServer options)
-    "all": (f"every model, the launcher's flags ({MODEL_LOAD_THREADS} load threads)", {}),
+CONFIGS = {  # name: (what, how tritonserver runs)
+    "all": (f"every model, the launcher's flags ({MODEL_LOAD_THREADS} load threads)", ServerSettings()),
     "all-2-threads": ("every model, --model-load-thread-count=2", _threads(2)),
     "all-4-threads": ("every model, --model-load-thread-count=4 (Triton's default)", _threads(4)),
     "all-8-threads": ("every model, --model-load-thread-count=8", _threads(8)),
     "serve-default": (f"serve's default: every model but {', '.join(EXTRA_MODELS)}",
-                      {"load_models": default_serve_models()}),
+                      ServerSettings(load_models=default_serve_models())),
 }
 ROW = [float(v) for v in probe.SETOSA.split(",")]
 
@@ -90,9 +92,10 @@ def run(configs: list[str], rounds: int, busy_cpus: int, out: Path) -> list[dict
     log_dir = out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     for name in configs:
-        what, options = CONFIGS[name]
+        what, settings = CONFIGS[name]
         started = time.monotonic()
-        with Stack(restart_on_death=True, max_restarts=4 * rounds, log_dir=log_dir, **options) as stack:
+        settings = dataclasses.replace(settings, restart_on_death=True, max_restarts=4 * rounds, log_dir=log_dir)
+        with Stack(server=settings) as stack:
             server = stack.triton
             start_s = round(time.monotonic() - started, 1)
             models = len(server.start_models())

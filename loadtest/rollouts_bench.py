@@ -90,14 +90,15 @@ def measure(url: str, model: str, key: str | None, rows: np.ndarray, threads: in
 @contextlib.contextmanager
 def stack():
     """Redis and a tritonserver on a repository holding only the rollout models and their targets."""
+    from pattern_runtime.server_settings import ServerSettings
     from pattern_runtime.stack import Stack
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repository"
         for name in REPOSITORY_MODELS:
             shutil.copytree(paths.MODEL_REPOSITORY / name, repo / name)
-        with Stack(redis_maxmemory=None, redis_policy=None, seed_digits=None, model_repository=repo,
-                   cache_size_bytes=None) as stack:
+        with Stack(redis_maxmemory=None, redis_policy=None, seed_digits=None,
+                   server=ServerSettings(model_repository=repo, cache_size_bytes=None)) as stack:
             yield stack.http_url, stack.metrics_url
 
 

@@ -327,8 +327,9 @@ def run_local(new: int, model: str = "iris", router: str = "iris_live", threads:
     """Start a tritonserver in explicit mode with only `model` and `router` loaded, put `threads`
     clients of load on the router, run the release, stop everything; the release and the load."""
     from pattern_runtime.launcher import TritonServer
+    from pattern_runtime.server_settings import ServerSettings
 
-    with TritonServer(model_control_mode="explicit", load_models=[model, router], cache_size_bytes=None) as server:
+    with TritonServer(ServerSettings(model_control_mode="explicit", load_models=[model, router], cache_size_bytes=None)) as server:
         server.wait_ready_models([model, router])
         x, _ = heldout_set(model, run_options.get("heldout"))
         bluegreen = BlueGreen(server.http_url, model, router)

@@ -70,7 +70,7 @@ def new_key() -> str:
 class Access:
     """Who may call what: the server's restricted-API flags and a client's headers.
 
-    A None key leaves its group open (the launcher's default: `launcher.resolve_access`)."""
+    A None key leaves its group open (the launcher's default: `pattern_runtime.endpoints.resolve_access`)."""
 
     admin_key: str | None = None
     api_key: str | None = None

@@ -20,6 +20,7 @@ Stop (SIGINT/SIGTERM, or a part given up), in this order:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -29,16 +30,17 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from pattern_kernel.access import ADMIN_KEY_ENV, API_KEY_ENV
-from pattern_kernel.trace_config import TraceConfig
-from pattern_runtime.admin_key import admin_key_file, configured_admin_key
+from pattern_kernel.access import API_KEY_ENV
 from pattern_runtime.gateway import Gateway, is_loopback
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.logrotation import LogRotation
 from pattern_runtime.processes import LocalServer
+from pattern_runtime.serve_banner import gateway_notes, log_note, print_banner
+from pattern_runtime.server_settings import ServerSettings
 from pattern_runtime.services import default_state_dir
 from pattern_runtime.stub_watchdog import StubWatchdog
 from pattern_runtime.supervision import Supervisor
+from pattern_runtime.admin_key import configured_admin_key
 
 LOG = logging.getLogger(__name__)
 
@@ -56,11 +58,13 @@ def default_log_dir() -> Path:
     return default_state_dir() / "logs"
 
 
-def serve(*, gateway: dict[str, Any] | None = None, servers: Sequence[LocalServer] = (), notes: Sequence[str] = (),
-          log_dir: Path | str | None = None, log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
-          log_keep: int = DEFAULT_LOG_KEEP, max_restarts: int = DEFAULT_MAX_RESTARTS,
-          exit_timeout_s: int = SERVE_EXIT_TIMEOUT_S, **triton: Any) -> int:
-    """Run tritonserver (keyword arguments `triton`), behind the gateway when `gateway` is given
+def serve(settings: ServerSettings | None = None, *, gateway: dict[str, Any] | None = None,
+          servers: Sequence[LocalServer] = (), notes: Sequence[str] = (), log_dir: Path | str | None = None,
+          log_max_bytes: int = DEFAULT_LOG_MAX_BYTES, log_keep: int = DEFAULT_LOG_KEEP,
+          max_restarts: int = DEFAULT_MAX_RESTARTS, exit_timeout_s: int = SERVE_EXIT_TIMEOUT_S) -> int:
+    """Run tritonserver as `settings` say (serve sets its log file, restarts, exit timeout and, behind
+    the gateway, its address; an API key from $TRITON_PATTERNS_API_KEY when the settings have none),
+    behind the gateway when `gateway` is given
     (`Gateway` keyword arguments: host, http_port, grpc_port, tls, rate, ...), with the started
     `servers` supervised beside it, until SIGINT/SIGTERM. Returns 0 after a requested stop, 1 once a
     part was given up. A failed first start raises (TritonStartError, GatewayStartError, ...).
@@ -69,18 +73,20 @@ def serve(*, gateway: dict[str, Any] | None = None, servers: Sequence[LocalServe
     nginx-error.log, and the servers' own when they log there; with `log_max_bytes` > 0 each is
     rotated past that size, `log_keep` rotations kept. Nothing there is deleted on stop.
     """
-    if not triton.get("restrict_admin_apis", True) and not is_loopback(triton.get("host", "127.0.0.1")):
-        raise ValueError(f"the admin APIs can be opened on a loopback address only, not {triton['host']!r}: "
+    settings = settings if settings is not None else ServerSettings()
+    if not settings.restrict_admin_apis and not is_loopback(settings.host):
+        raise ValueError(f"the admin APIs can be opened on a loopback address only, not {settings.host!r}: "
                          "they load and run model code")
     log_dir = Path(log_dir or default_log_dir())
     log_dir.mkdir(parents=True, exist_ok=True)
     rotation = LogRotation(log_dir, log_max_bytes, log_keep) if log_max_bytes > 0 else None
-    triton.setdefault("api_key", os.environ.get(API_KEY_ENV) or None)
-    triton["extra_args"] = [*triton.get("extra_args", ()), f"--exit-timeout-secs={exit_timeout_s}"]
+    settings = dataclasses.replace(
+        settings, api_key=settings.api_key or os.environ.get(API_KEY_ENV) or None,
+        extra_args=[*settings.extra_args, f"--exit-timeout-secs={exit_timeout_s}"],
+        log_file=log_dir / "tritonserver.log", restart_on_death=True, max_restarts=max_restarts)
     if gateway is not None:  # tritonserver on loopback, on free ports: only the gateway faces clients
-        triton.update(host="127.0.0.1", http_port=None, grpc_port=None)
-    server = TritonServer(log_file=log_dir / "tritonserver.log", restart_on_death=True, max_restarts=max_restarts,
-                          **triton)
+        settings = dataclasses.replace(settings, host="127.0.0.1", http_port=None, grpc_port=None)
+    server = TritonServer(settings)
     supervisor = Supervisor(max_restarts=max_restarts)
     stop_requested = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop_requested.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -89,11 +95,11 @@ def serve(*, gateway: dict[str, Any] | None = None, servers: Sequence[LocalServe
         for local in servers:
             supervisor.watch(local)
         server.start()
-        if server.model_control_mode == "explicit":  # a model whose Python stub dies is reloaded
+        if settings.model_control_mode == "explicit":  # a model whose Python stub dies is reloaded
             watchdog = StubWatchdog(server).start()
         if gateway is not None:
             front = supervisor.watch(_start_gateway(server, gateway, log_dir))
-        _print_banner(server, [*notes, *_gateway_notes(front), _log_note(log_dir, rotation)])
+        print_banner(server, [*notes, *gateway_notes(front), log_note(log_dir, rotation)])
         while not stop_requested.wait(POLL_S):
             supervisor.poll()
             if rotation is not None:
@@ -140,79 +146,3 @@ def _stop_in_order(front: Gateway | None, server: TritonServer, servers: Sequenc
             stop()
         finally:
             print(f"stopped in {time.monotonic() - started:.1f}s", flush=True)
-
-
-# --------------------------------------------------------------------------- the banner
-
-
-def _gateway_notes(front: Gateway | None) -> list[str]:
-    if front is None:
-        return []
-    tls = " over TLS" if front.tls else ""
-    notes = [f"gateway  {front.http_url}, gRPC {front.grpc_address}{tls} (nginx pid {front.pid}) "
-             f"-> tritonserver on 127.0.0.1"]
-    if front.tls is None and not is_loopback(front.host):
-        notes.append(f"WARNING: no TLS on {front.host}: give --tls-cert and --tls-key")
-    return notes
-
-
-def _log_note(log_dir: Path, rotation: LogRotation | None) -> str:
-    if rotation is None:
-        return f"logs     {log_dir} (not rotated)"
-    return (f"logs     {log_dir} (each log rotated past {_size(rotation.max_bytes)}, "
-            f"{rotation.keep} rotations kept)")
-
-
-def _size(count: int) -> str:
-    for unit, factor in (("G", 2**30), ("M", 2**20), ("k", 2**10)):
-        if count >= factor and count % factor == 0:
-            return f"{count // factor}{unit}"
-    return f"{count} bytes"
-
-
-def _describe_access(server: TritonServer) -> str:
-    """Which API groups need which header (no key printed), and where the admin key is."""
-    parts = [f"{','.join(apis)}: header {header}" for apis, header, _ in server.access.groups()]
-    if server.access.admin_key is None:
-        parts.append(f"admin APIs open to local tools ({server.host} only)")
-    if server.access.api_key is None:
-        parts.append("inference open")
-    if server.grpc_tls is not None:
-        parts.append("gRPC over TLS")
-    if server.access.admin_key is not None:
-        parts.append(f"admin key in ${ADMIN_KEY_ENV} or {admin_key_file()}")
-    return "; ".join(parts)
-
-
-TRACE_RATE_SAFE = 100  # below: the banner warns (docs/patterns/monitoring.md, tracing)
-
-
-def _describe_trace(trace: TraceConfig) -> str:
-    where = trace.file + ".N" if trace.mode == "triton" else trace.url
-    if not trace.on:
-        return f"off (triton-patterns trace turns it on per model; traces to {where})" if trace.mode == "triton" \
-            else "off"
-    risky = "; WARNING: tracing this often under load crashed Triton 2.51 here (server #7795, fixed in 2.57)" \
-        if trace.rate < TRACE_RATE_SAFE else ""
-    return f"1 request in {trace.rate}, {trace.mode} mode, to {where}{risky}"
-
-
-def _print_banner(server: TritonServer, notes: Sequence[str] = ()) -> None:
-    print(f"tritonserver pid {server.pid} ready")
-    print(f"  HTTP     http://{server.http_url}")
-    print(f"  gRPC     {server.grpc_url}")
-    print(f"  metrics  {server.metrics_url}")
-    print(f"  log      {server.log_path}")
-    print(f"  stubs    {server.stub_python} (the server virtualenv: pattern_kernel and the backends' libraries)")
-    print(f"  access   {_describe_access(server)}")
-    print(f"  trace    {_describe_trace(server.trace)}")
-    for note in notes:
-        print(f"  {note}")
-    try:
-        index = server.model_index()
-    except OSError as err:  # e.g. the repository API is restricted
-        index = []
-        print(f"  (model index unavailable: {err})")
-    for model in index:
-        print(f"  model    {model.get('name')} v{model.get('version', '-')}  {model.get('state', '')}")
-    print("Ctrl-C to stop", flush=True)

@@ -11,10 +11,10 @@ data across a stop: it is a throwaway stack.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
@@ -22,6 +22,7 @@ from pattern_kernel.data_store import DATA_STORE_ENV
 from pattern_kernel.redis_link import CACHE_REDIS_URL_ENV, REDIS_URL_ENV
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.redis_server import RedisServer
+from pattern_runtime.server_settings import ServerSettings
 from pattern_runtime.services import seed_store
 
 SEEDED_DIGITS = 10  # records digit-0 .. digit-9 in the data store running_stack() seeds
@@ -36,13 +37,13 @@ class Stack(contextlib.AbstractContextManager):
     `cache_redis`: a second Redis for the caches (`redis_maxmemory`, `redis_policy`), the
     first then `noeviction` without a limit. `seed_digits=None`: no data store (the backends then read their configured default path).
     `store`: where to seed it (default: a temporary folder removed on close).
-    `triton_options`: `TritonServer` keyword arguments (repository, model control mode, models,
-    ports, response cache, log_dir, restart_on_death...); its `env` is added to `Stack.env`.
+    `server`: how tritonserver runs (`ServerSettings`: repository, model control mode, models, ports,
+    response cache, log_dir, restart_on_death...); its `env` is added to `Stack.env`.
     """
 
     def __init__(self, *, redis_maxmemory: int | str | None = "64mb", redis_policy: str | None = "allkeys-lru",
                  redis_port: int | None = None, cache_redis: bool = False, seed_digits: int | None = SEEDED_DIGITS,
-                 store: Path | None = None, **triton_options: Any):
+                 store: Path | None = None, server: ServerSettings | None = None):
         limits = {"maxmemory": redis_maxmemory, "maxmemory_policy": redis_policy}
         self._redis_options = {"port": redis_port, **({"maxmemory_policy": "noeviction"} if cache_redis else limits)}
         self._cache_options = limits if cache_redis else None
@@ -50,7 +51,7 @@ class Stack(contextlib.AbstractContextManager):
         self.seed_digits = seed_digits
         self._given_store = self._store = None if store is None else Path(store)
         self._seeded = False
-        self._triton_options = triton_options
+        self._server_settings = server if server is not None else ServerSettings()
         self._redis: RedisServer | None = None
         self._triton: TritonServer | None = None
         self._stops = contextlib.ExitStack()
@@ -91,9 +92,9 @@ class Stack(contextlib.AbstractContextManager):
     @property
     def triton(self) -> TritonServer:
         if self._triton is None:
-            options = dict(self._triton_options)
-            options["env"] = {**self.env, **(options.get("env") or {})}
-            self._triton = self._stops.enter_context(TritonServer(**options))
+            settings = self._server_settings
+            settings = dataclasses.replace(settings, env={**self.env, **settings.env})
+            self._triton = self._stops.enter_context(TritonServer(settings))
         return self._triton
 
     @property

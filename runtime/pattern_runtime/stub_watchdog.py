@@ -41,6 +41,30 @@ RELOAD_PARAMETER = "stub_watchdog_reload"  # in the config of a model the watchd
 LOAD_TIMEOUT_S = 300.0  # a load answers once the model is loaded (a text encoder: seconds)
 
 
+def python_stub_pids(server_pid: int) -> dict[str, list[int]]:
+    """{model name: [pid, ...]} of the Python stubs whose parent is `server_pid` (Linux /proc)."""
+    return {model: list(stubs) for model, stubs in python_stubs(server_pid).items()}
+
+
+def python_stubs(server_pid: int) -> dict[str, dict[int, str]]:
+    """{model name: {pid: shared-memory region}} of the Python stubs whose parent is `server_pid`
+    (Linux /proc). A stub's argv[1] is `<repository>/<model>/<version>/model.py`, argv[2] the name
+    of the /dev/shm region its model instance owns: the server removes it with the instance."""
+    stubs: dict[str, dict[int, str]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == server_pid and len(argv) > 1 and argv[0].endswith(b"triton_python_backend_stub"):
+            region = argv[2].decode() if len(argv) > 2 else ""
+            stubs.setdefault(Path(argv[1].decode()).parent.parent.name, {})[int(proc.name)] = region
+    return stubs
+
+
 @dataclass(frozen=True)
 class Recovery:
     model: str

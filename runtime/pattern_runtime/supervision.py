@@ -12,7 +12,7 @@ and its log tail, and the server is started again on the same port(s) in the sam
 with the same data (`LocalServer.restart`). Restarts follow a `RestartPolicy`: a backoff doubled
 for each death soon after a start, and a limit, past which the server is given up and
 `on_give_up` is called. tritonserver's own supervisor (`launcher.TritonServer`) follows the same
-policy and reports the same `ProcessDied`.
+policy and reports a `ServerDied`.
 """
 
 from __future__ import annotations
@@ -159,6 +159,13 @@ class _Watched:
     policy: RestartPolicy
     died: ProcessDied | None = None
     restart_at: float | None = None  # monotonic time of the next restart, while dead
+
+
+@dataclass
+class ServerDied(ProcessDied):
+    """A tritonserver process that ended without `stop()` having been called."""
+
+    name: str = "tritonserver"
 
 
 def _call(callback, *args) -> None:

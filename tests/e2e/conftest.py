@@ -16,6 +16,7 @@ import tritonclient.http as httpclient
 
 from pattern_runtime import paths
 from pattern_runtime.processes import wait_for
+from pattern_runtime.server_settings import ServerSettings
 from pattern_runtime.stack import Stack
 from triton_patterns.client import AsyncPatternClient, PatternClient
 
@@ -31,8 +32,9 @@ EXPORTED = [
 def session_stack(tmp_path_factory):
     """The session's stack; each part starts when a test first needs it (a test that uses only
     `redis_server` starts no tritonserver)."""
+    server = ServerSettings(restart_on_death=True, max_restarts=3)
     with contextlib.closing(Stack(store=tmp_path_factory.mktemp("store") / "data_store.sqlite", seed_digits=40,
-                                  restart_on_death=True, max_restarts=3)) as stack:
+                                  server=server)) as stack:
         yield stack
 
 

@@ -13,9 +13,10 @@ import requests
 
 from pattern_kernel import probe
 from pattern_kernel.access import ADMIN_HEADER, API_HEADER, API_KEY_ENV, GrpcTls
-from pattern_runtime import paths
 from pattern_runtime.gateway import self_signed_certificate
 from pattern_runtime.launcher import TritonServer
+from pattern_runtime.server_settings import ServerSettings
+from pattern_runtime import paths
 from triton_patterns.client import AsyncPatternClient, PatternClient, PatternError
 
 pytestmark = pytest.mark.e2e
@@ -45,8 +46,8 @@ def certs(tmp_path_factory):
 
 
 def _server(repo, tmp_path_factory, **kwargs) -> TritonServer:
-    return TritonServer(model_repository=repo, cache_size_bytes=None, log_dir=tmp_path_factory.mktemp("logs"),
-                        startup_timeout=120, **kwargs)
+    return TritonServer(ServerSettings(model_repository=repo, cache_size_bytes=None, log_dir=tmp_path_factory.mktemp("logs"),
+                        startup_timeout=120, **kwargs))
 
 
 @pytest.fixture(scope="module")

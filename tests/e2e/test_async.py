@@ -25,6 +25,7 @@ from pattern_kernel.redis_link import REDIS_URL_ENV
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import ManagedProcess, wait_for
 from pattern_runtime.redis_server import RedisServer
+from pattern_runtime.server_settings import ServerSettings
 from pattern_tools import monitoring
 from pattern_runtime import paths
 from triton_patterns.client import PatternError
@@ -371,8 +372,8 @@ def fast_gauges(tmp_path_factory):
     config.write_text(config.read_text() + 'parameters { key: "metrics_interval_s", value: { string_value: "0.002" } }\n')
     redis_server = RedisServer(directory=folder / "redis").start()
     try:
-        with TritonServer(model_repository=folder / "models", load_models=["async_result"],
-                          env={REDIS_URL_ENV: redis_server.url}, log_dir=folder / "logs") as server:
+        with TritonServer(ServerSettings(model_repository=folder / "models", load_models=["async_result"],
+                          env={REDIS_URL_ENV: redis_server.url}, log_dir=folder / "logs")) as server:
             yield server, redis_server
     finally:
         redis_server.stop()

@@ -17,6 +17,7 @@ from tritonclient.utils import InferenceServerException
 from pattern_kernel.breaker import FORCE_DEFAULT_ENV
 from pattern_kernel.redis_link import REDIS_URL_ENV
 from pattern_runtime.launcher import TritonServer
+from pattern_runtime.server_settings import ServerSettings
 from pattern_tools.monitoring import scrape, value
 from triton_patterns.client import AsyncPatternClient, PatternClient, PatternError
 
@@ -141,7 +142,7 @@ def forced_server(redis_server):
     naming heavy_breaker; its target is not even loaded: a forced breaker never calls it."""
     env = {REDIS_URL_ENV: redis_server.url, FORCE_DEFAULT_ENV: "heavy_breaker"}
     models = ["iris", "iris_flaky", "iris_breaker", "heavy_breaker"]
-    with TritonServer(env=env, model_control_mode="explicit", load_models=models, cache_size_bytes=None) as server:
+    with TritonServer(ServerSettings(env=env, model_control_mode="explicit", load_models=models, cache_size_bytes=None)) as server:
         yield server
 
 

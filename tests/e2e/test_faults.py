@@ -23,6 +23,7 @@ from pattern_runtime.datasets import iris as iris_export
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import wait_for
 from pattern_runtime.redis_server import RedisServer
+from pattern_runtime.server_settings import ServerSettings
 from pattern_tools.demo import async_workers
 from triton_patterns.client import PatternClient, PatternError
 
@@ -35,8 +36,8 @@ def stack(tmp_path_factory):
     redis_server = RedisServer(directory=folder / "redis", persistence=True,
                                extra_args=["--appendonly", "yes", "--appendfsync", "always"]).start()
     try:
-        with TritonServer(load_models=["iris", "iris_async_submit", "async_result", "iris_cached_v2"],
-                          env={REDIS_URL_ENV: redis_server.url}, log_dir=folder / "logs") as server:
+        with TritonServer(ServerSettings(load_models=["iris", "iris_async_submit", "async_result", "iris_cached_v2"],
+                          env={REDIS_URL_ENV: redis_server.url}, log_dir=folder / "logs")) as server:
             yield server, redis_server
     finally:
         redis_server.stop()

@@ -396,11 +396,12 @@ def test_direct_to_triton_2_51_a_declared_shape_costs_its_size_in_memory(tmp_pat
     """Documents the runtime's limit the gateway is for: a 100-byte JSON request declaring 100
     million FP32 values makes tritonserver 2.51 allocate ~400 MB before refusing it (as a 500)."""
     from pattern_runtime.launcher import TritonServer
+    from pattern_runtime.server_settings import ServerSettings
 
     body = json.dumps({"inputs": [{"name": "FEATURES", "shape": [1, 100_000_000], "datatype": "FP32",
                                    "data": [1, 2, 3, 4]}]})
-    with TritonServer(model_control_mode="explicit", load_models=["iris"], cache_size_bytes=None,
-                      log_dir=tmp_path) as server:
+    with TritonServer(ServerSettings(model_control_mode="explicit", load_models=["iris"], cache_size_bytes=None,
+                      log_dir=tmp_path)) as server:
         _reset_peak(server.pid)
         start = _rss_mb(server.pid)
         reply = requests.post(f"http://{server.http_url}/v2/models/iris/infer", data=body, timeout=120)

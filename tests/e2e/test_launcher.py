@@ -12,16 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pattern_runtime.launcher import (
-    DEFAULT_NGC_IMAGE,
-    DockerTritonServer,
-    TritonServer,
-    TritonStartError,
-    docker_available,
-    python_version_tag,
-    server_env,
-)
+from pattern_runtime.docker_server import DEFAULT_NGC_IMAGE, DockerTritonServer, docker_available
+from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import group_members, http_status, wait_for
+from pattern_runtime.server_env import TritonStartError, python_version_tag, server_env
+from pattern_runtime.server_settings import ServerSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -76,12 +71,12 @@ def echo_backend(tmp_path: Path) -> Path:
 
 def embedded(tmp_path: Path, repo: Path, **kwargs) -> TritonServer:
     kwargs.setdefault("project_backends", tmp_path / "no_project_backends")
-    return TritonServer(
+    return TritonServer(ServerSettings(
         model_repository=repo,
         backend_directory=tmp_path / "backend_dir",
         log_dir=tmp_path / "logs",
         **{"startup_timeout": 60, **kwargs},
-    )
+    ))
 
 
 @pytest.fixture
@@ -163,8 +158,7 @@ def test_a_stub_that_cannot_start_is_an_error_at_once(tmp_path, identity_repo, s
     broken.mkdir()
     (broken / f"libpython{python_version_tag()}.so.1.0").write_bytes(b"")
     library_path = f"{broken}{os.pathsep}{server_env()['LD_LIBRARY_PATH']}"
-    server = embedded(tmp_path, identity_repo, env={"LD_LIBRARY_PATH": library_path})
-    server.startup_timeout = 600
+    server = embedded(tmp_path, identity_repo, env={"LD_LIBRARY_PATH": library_path}, startup_timeout=600)
     stopper(server)
     with pytest.raises(TritonStartError) as err:
         server.start()
@@ -267,8 +261,9 @@ def test_a_restart_that_hangs_on_a_stub_that_cannot_start_is_a_death_not_a_wait(
     """The first start is good; the restart's stub cannot load its libpython, so that server would
     wait for it for ever: it is ended and reported as the next death, and past the limit the
     supervisor gives up instead of waiting on it."""
-    server = embedded(tmp_path, identity_repo, restart_on_death=True, max_restarts=1, restart_backoff=0.2)
-    server.startup_timeout = 600  # a hung restart must be noticed long before this
+    # a hung restart must be noticed long before the startup timeout
+    server = embedded(tmp_path, identity_repo, restart_on_death=True, max_restarts=1, restart_backoff=0.2,
+                      startup_timeout=600)
     stopper(server)
     server.start()
     broken = tmp_path / "broken_libpython"

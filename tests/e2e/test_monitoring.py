@@ -27,6 +27,7 @@ from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import wait_for
 from pattern_runtime.prometheus_server import PrometheusServer
+from pattern_runtime.server_settings import ServerSettings
 from pattern_tools import cli, monitoring
 from pattern_tools.repo_check import load_config
 
@@ -142,7 +143,7 @@ SETOSA = [5.1, 3.5, 1.4, 0.2]
 
 @pytest.fixture(scope="module")
 def own_triton(session_stack):
-    with TritonServer(env=session_stack.env, load_models=OWN_MODELS) as server:
+    with TritonServer(ServerSettings(env=session_stack.env, load_models=OWN_MODELS)) as server:
         yield server
 
 

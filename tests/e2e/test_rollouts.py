@@ -19,6 +19,7 @@ from pattern_jobs.rollouts import shadow_entries
 from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import wait_for
+from pattern_runtime.server_settings import ServerSettings
 from pattern_tools.cli import main as cli_main
 from triton_patterns.client import PatternClient, PatternError
 
@@ -181,8 +182,8 @@ def explicit_server(tmp_path_factory):
     (repo / "iris" / "config.pbtxt").write_text(config.replace("versions: [ 1, 2 ]", "versions: [ 1 ]"))
     _bad_model(repo / "iris")
     shutil.copytree(source / "iris_live", repo / "iris_live")
-    with TritonServer(model_repository=repo, model_control_mode="explicit", load_models=["iris", "iris_live"],
-                      cache_size_bytes=None) as server:
+    with TritonServer(ServerSettings(model_repository=repo, model_control_mode="explicit", load_models=["iris", "iris_live"],
+                      cache_size_bytes=None)) as server:
         server.wait_ready_models(["iris", "iris_live"])
         yield server, repo
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from pattern_runtime.launcher import TritonServer, server_venv
+from pattern_runtime.launcher import TritonServer
+from pattern_runtime.server_env import server_venv
+from pattern_runtime.server_settings import ServerSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -42,8 +44,8 @@ def test_a_backend_in_the_server_imports_only_the_kernel(tmp_path):
     (tmp_path / "backends" / "import_probe" / "model.py").write_text(PROBE)
     (tmp_path / "models" / "probe" / "1").mkdir(parents=True)
     (tmp_path / "models" / "probe" / "config.pbtxt").write_text(CONFIG)
-    with TritonServer(model_repository=tmp_path / "models", project_backends=tmp_path / "backends",
-                      cache_size_bytes=None, restrict_admin_apis=False) as server:
+    with TritonServer(ServerSettings(model_repository=tmp_path / "models", project_backends=tmp_path / "backends",
+                      cache_size_bytes=None, restrict_admin_apis=False)) as server:
         client = httpclient.InferenceServerClient(server.http_url)
         x = httpclient.InferInput("X", [1], "INT32")
         x.set_data_from_numpy(np.zeros(1, dtype=np.int32))

@@ -21,6 +21,7 @@ from pattern_kernel import probe
 from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import wait_for
+from pattern_runtime.server_settings import ServerSettings
 from pattern_runtime.stub_watchdog import RELOAD_PARAMETER, StubWatchdog
 from triton_patterns.client import PatternClient, PatternError
 
@@ -34,8 +35,8 @@ def small_server(tmp_path_factory):
     # explicit model control (the launcher's default), two models only: a quick start. The model
     # unloaded with its dead stub is never freed, so the server's shutdown waits out its exit
     # timeout: 5 s here instead of 30.
-    with TritonServer(load_models=["iris", "iris_web_single", "iris_vote"], log_dir=tmp_path_factory.mktemp("logs"),
-                      extra_args=["--exit-timeout-secs=5"]) as server:
+    with TritonServer(ServerSettings(load_models=["iris", "iris_web_single", "iris_vote"], log_dir=tmp_path_factory.mktemp("logs"),
+                      extra_args=["--exit-timeout-secs=5"])) as server:
         yield server
 
 
@@ -144,7 +145,7 @@ def test_stop_after_a_failed_load_through_the_repository_api_needs_no_sigkill(tm
     repo = tmp_path / "repository"
     repo.mkdir()
     (repo / "iris").symlink_to(paths.MODEL_REPOSITORY / "iris")
-    server = TritonServer(model_repository=repo, load_models=["iris"], cache_size_bytes=None, log_dir=tmp_path)
+    server = TritonServer(ServerSettings(model_repository=repo, load_models=["iris"], cache_size_bytes=None, log_dir=tmp_path))
     server.start()
     try:
         config = _config(server, "iris")

@@ -16,6 +16,7 @@ import pytest
 from pattern_runtime import paths
 from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
 from pattern_runtime.launcher import TritonServer
+from pattern_runtime.server_settings import ServerSettings
 from pattern_tools.cli import main as cli_main
 from triton_patterns.client import PatternClient
 
@@ -35,8 +36,8 @@ def repo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(repo):
-    with TritonServer(model_repository=repo, model_control_mode="explicit", load_models=["iris"],
-                      cache_size_bytes=None) as s:
+    with TritonServer(ServerSettings(model_repository=repo, model_control_mode="explicit", load_models=["iris"],
+                      cache_size_bytes=None)) as s:
         yield s
 
 

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from pattern_runtime.launcher import TritonServer
+from pattern_runtime.server_settings import ServerSettings
 from pattern_tools.trace import trace_request
 from otlp_receiver import OtlpReceiver
 from triton_patterns.client import PatternClient
@@ -94,11 +95,11 @@ def test_the_trace_command_prints_and_draws_the_waterfall(triton, tmp_path):
 
 
 def test_the_clients_trace_id_reaches_the_servers_spans(tmp_path):
-    with OtlpReceiver() as receiver, TritonServer(
+    with OtlpReceiver() as receiver, TritonServer(ServerSettings(
         load_models=["iris", "iris_cascade"], cache_size_bytes=None, log_dir=tmp_path,
         trace=f"rate=1,mode=opentelemetry,url={receiver.url}",
         extra_args=["--trace-config=opentelemetry,bsp_schedule_delay=200"],  # export every 0.2 s, not 5 s
-    ) as server:
+    )) as server:
         sent = {}
         for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
             with PatternClient(url, protocol, trace=True) as client:

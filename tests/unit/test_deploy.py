@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from pattern_kernel import access, container, probe, server_command
-from pattern_runtime import launcher
-from pattern_runtime.paths import PROJECT_ROOT
+from pattern_runtime import docker_server
+from pattern_runtime.backend_folder import project_backend_folders
 from pattern_tools import cli
+from pattern_runtime.paths import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -340,15 +341,15 @@ def test_dockerfile_copies_existing_sources_and_pins_like_requirements(dockerfil
 def test_server_image_is_the_ngc_image_with_the_launchers_layout():
     steps = instructions(DOCKER / "Dockerfile")
     args = dict(a.split("=", 1) for w, a in steps if w == "ARG" and "=" in a)
-    assert args["TRITON_IMAGE"] == launcher.DEFAULT_NGC_IMAGE
+    assert args["TRITON_IMAGE"] == docker_server.DEFAULT_NGC_IMAGE
     assert steps[[w for w, _ in steps].index("FROM")][1].startswith("${TRITON_IMAGE} ")
     assert stages(DOCKER / "Dockerfile") == ["runtime", "model-load", "model-in-image"]
     copies = {shlex.split(a)[0].rstrip("/"): shlex.split(a)[-1].rstrip("/") for w, a in steps if w == "COPY"}
     assert copies["backends"] == server_command.CONTAINER_BACKENDS
-    assert copies["kernel/pattern_kernel"] == launcher.CONTAINER_PACKAGE
+    assert copies["kernel/pattern_kernel"] == docker_server.CONTAINER_PACKAGE
     assert copies["model_repository"] == server_command.CONTAINER_MODELS
-    for backend in launcher.project_backend_folders():
-        assert dockerignored(f"backends/{backend}/model.py") == (backend in launcher.NATIVE_IN_NGC_IMAGE), backend
+    for backend in project_backend_folders():
+        assert dockerignored(f"backends/{backend}/model.py") == (backend in docker_server.NATIVE_IN_NGC_IMAGE), backend
     entrypoint = next(a for w, a in steps if w == "ENTRYPOINT")
     assert entrypoint == '["python3", "-m", "pattern_kernel.container"]'
     healthcheck = next(a for w, a in steps if w == "HEALTHCHECK")

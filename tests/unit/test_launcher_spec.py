@@ -10,16 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from pattern_runtime import launcher
-from pattern_runtime.launcher import (
-    DEFAULT_NGC_IMAGE,
-    TritonServer,
-    TritonStartError,
-    assemble_backend_directory,
-    docker_container_spec,
-    server_env,
-    wheel_dir,
-)
+from pattern_runtime import docker_server
+from pattern_runtime import server_env as environment
+from pattern_runtime.backend_folder import assemble_backend_directory
+from pattern_runtime.docker_server import DEFAULT_NGC_IMAGE, docker_container_spec
+from pattern_runtime.launcher import TritonServer
+from pattern_runtime.server_env import TritonStartError, server_env, wheel_dir
+from pattern_runtime.server_settings import ServerSettings
+from pattern_runtime.triton_log import stub_start_failure
 
 PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -84,12 +82,12 @@ MISSING_LIBPYTHON = ("/work/project/build/backends-py3.11/python/triton_python_b
 
 def test_a_stub_start_failure_is_found_in_the_log_with_what_to_install():
     log = f'I1207 05:12:18.779992 16270 model_lifecycle.cc:472] "loading: identity:1"\n{MISSING_LIBPYTHON}\n'
-    reason = launcher._stub_start_failure(log)
+    reason = stub_start_failure(log)
     assert reason == (f"a Python backend stub cannot start: {MISSING_LIBPYTHON} (the stub links the shared library "
                       "of the Python that made the server virtualenv; Debian: apt-get install libpython3.11)")
     other = "/x/triton_python_backend_stub: error while loading shared libraries: /y/libpython3.11.so.1.0: file too short"
-    assert launcher._stub_start_failure(other) == f"a Python backend stub cannot start: {other}"
-    assert launcher._stub_start_failure('I1207 model_lifecycle.cc:472] "loading: identity:1"\n') is None
+    assert stub_start_failure(other) == f"a Python backend stub cannot start: {other}"
+    assert stub_start_failure('I1207 model_lifecycle.cc:472] "loading: identity:1"\n') is None
 
 
 def test_missing_stub_is_a_clear_error(tmp_path):
@@ -102,10 +100,10 @@ def test_server_env_puts_the_server_venv_first(tmp_path):
     assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "bin")
     assert "PYTHONPATH" not in env
     # this interpreter's libpython first (when shared), then the wheel's bundled libraries
-    libdir = launcher.python_libdir()
-    expected = ([str(libdir)] if libdir else []) + [str(launcher.wheel_libs_dir())]
+    libdir = environment.python_libdir()
+    expected = ([str(libdir)] if libdir else []) + [str(environment.wheel_libs_dir())]
     assert env["LD_LIBRARY_PATH"].split(os.pathsep)[: len(expected)] == expected
-    assert list(launcher.wheel_libs_dir().glob("libtritonserver*.so"))
+    assert list(environment.wheel_libs_dir().glob("libtritonserver*.so"))
     assert env["EXTRA"] == "1"
 
 
@@ -113,7 +111,7 @@ def test_server_env_puts_the_server_venv_first(tmp_path):
 
 
 def test_command_line(tmp_path, project_backends):
-    server = TritonServer(
+    server = TritonServer(ServerSettings(
         model_repository=tmp_path,
         project_backends=project_backends,
         backend_directory=tmp_path / "bd",
@@ -123,7 +121,7 @@ def test_command_line(tmp_path, project_backends):
         cache_size_bytes=1024,
         log_verbose=1,
         extra_args=["--exit-timeout-secs=5"],
-    )
+    ))
     cmd = server.command()
     assert cmd[0] == str(wheel_dir() / "bin" / "tritonserver")
     for flag in (
@@ -145,21 +143,21 @@ def test_command_line(tmp_path, project_backends):
 
 
 def test_command_line_defaults_and_model_control(tmp_path):
-    server = TritonServer(model_repository=tmp_path, project_backends=tmp_path,
-                          model_control_mode="explicit", load_models=["a", "b"], cache_size_bytes=None)
+    server = TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path,
+                          model_control_mode="explicit", load_models=["a", "b"], cache_size_bytes=None))
     cmd = server.command()
     assert len({server.http_port, server.grpc_port, server.metrics_port}) == 3
     assert "--model-control-mode=explicit" in cmd
     assert cmd.count("--load-model=a") == cmd.count("--load-model=b") == 1
     assert not any(a.startswith("--cache-config") for a in cmd)
-    assert "--repository-poll-secs=7" in TritonServer(
+    assert "--repository-poll-secs=7" in TritonServer(ServerSettings(
         model_repository=tmp_path, project_backends=tmp_path, model_control_mode="poll", repository_poll_secs=7
-    ).command()
+    )).command()
     with pytest.raises(ValueError):
-        TritonServer(model_repository=tmp_path, model_control_mode="sometimes")
+        TritonServer(ServerSettings(model_repository=tmp_path, model_control_mode="sometimes"))
     with pytest.raises(ValueError):
-        TritonServer(model_repository=tmp_path, model_control_mode="none", load_models=["a"])
-    default = TritonServer(model_repository=tmp_path, project_backends=tmp_path).command()
+        TritonServer(ServerSettings(model_repository=tmp_path, model_control_mode="none", load_models=["a"]))
+    default = TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path)).command()
     assert "--model-control-mode=explicit" in default and "--load-model=*" in default  # every model, reloadable
 
 
@@ -169,11 +167,11 @@ def test_the_start_waits_for_the_models_loaded_at_start(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.pbtxt").write_text("")
     (tmp_path / "not_a_model").mkdir()
-    every = TritonServer(model_repository=tmp_path, project_backends=tmp_path)
+    every = TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path))
     assert every.start_models() == ["a", "b"]  # "*": every model folder
-    assert TritonServer(model_repository=tmp_path, project_backends=tmp_path, load_models=["b"]).start_models() == ["b"]
-    assert TritonServer(model_repository=tmp_path, project_backends=tmp_path, model_control_mode="none",
-                        ).start_models() == ["a", "b"]
+    assert TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path, load_models=["b"])).start_models() == ["b"]
+    assert TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path, model_control_mode="none",
+                        )).start_models() == ["a", "b"]
 
 
 # --------------------------------------------------------------------------- docker spec
@@ -190,7 +188,7 @@ def test_docker_spec(tmp_path, project_backends):
     assert binds["/models"] == (str(tmp_path.resolve()), "ro")
     assert binds["/opt/tritonserver/backends/router"] == (str((project_backends / "router").resolve()), "ro")
     assert "/opt/tritonserver/backends/onnxruntime" not in binds  # the image has the native one
-    assert binds[launcher.CONTAINER_PACKAGE][0] == str(launcher.KERNEL_DIR)
+    assert binds[docker_server.CONTAINER_PACKAGE][0] == str(docker_server.KERNEL_DIR)
     assert spec["ports"] == {"8000/tcp": ("127.0.0.1", 9000), "8001/tcp": ("127.0.0.1", 9001),
                              "8002/tcp": ("127.0.0.1", 9002)}
     assert spec["shm_size"] == "1g"

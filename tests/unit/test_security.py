@@ -27,7 +27,9 @@ from pattern_kernel.access import (
 )
 from pattern_kernel.server_command import common_server_flags
 from pattern_runtime import admin_key
-from pattern_runtime.launcher import TritonServer, docker_container_spec
+from pattern_runtime.docker_server import docker_container_spec
+from pattern_runtime.launcher import TritonServer
+from pattern_runtime.server_settings import ServerSettings
 from triton_patterns import credentials
 from triton_patterns.client import PatternClient
 from triton_patterns.credentials import KeyHeaders
@@ -146,17 +148,17 @@ def test_tls_flags_and_from_env(tmp_path):
 
 
 def test_launcher_restricts_admin_apis_by_default(tmp_path, key_env):
-    server = TritonServer(model_repository=tmp_path, project_backends=tmp_path)
+    server = TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path))
     key = key_env.read_text().strip()  # created by the launcher
     cmd = server.command()
     assert f"--http-restricted-api=model-repository,shared-memory,logging,trace:{ADMIN_HEADER}={key}" in cmd
     assert not any(API_HEADER in a for a in cmd)  # inference open without an API key
     assert server.access.headers() == {ADMIN_HEADER: key}
 
-    locked = TritonServer(model_repository=tmp_path, project_backends=tmp_path, admin_key=ADMIN, api_key=API,
-                          grpc_tls=GrpcTls(tmp_path / "c.pem", tmp_path / "k.pem"))
+    locked = TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path, admin_key=ADMIN, api_key=API,
+                          grpc_tls=GrpcTls(tmp_path / "c.pem", tmp_path / "k.pem")))
     assert sum(API_HEADER in a for a in locked.command()) == 2 and "--grpc-use-ssl=true" in locked.command()
-    open_server = TritonServer(model_repository=tmp_path, project_backends=tmp_path, restrict_admin_apis=False)
+    open_server = TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path, restrict_admin_apis=False))
     assert not any("restricted" in a for a in open_server.command())
     assert common_server_flags() == common_server_flags(access=Access())
 

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from pattern_runtime import launcher, paths
-from pattern_runtime.launcher import SERVER_VENV_ENV, TritonStartError, server_python_bin
+from pattern_runtime.server_env import SERVER_VENV_ENV, TritonStartError, python_version_tag, server_python_bin
+from pattern_runtime import paths
 
 PIN = re.compile(r"^([A-Za-z0-9_.\[\]-]+)==(\S+)", re.M)
 
@@ -32,7 +32,7 @@ def _venv(root, version: str):
 
 
 def test_the_server_venv_is_found_by_environment(tmp_path, monkeypatch):
-    venv = _venv(tmp_path / "v", launcher.python_version_tag())
+    venv = _venv(tmp_path / "v", python_version_tag())
     monkeypatch.setenv(SERVER_VENV_ENV, str(venv))
     assert server_python_bin() == venv / "bin"
 

@@ -130,14 +130,15 @@ def test_traceparent_follows_the_callers_opentelemetry_span():
 
 def test_the_launchers_trace_file_is_absolute_beside_its_log(tmp_path, monkeypatch):
     from pattern_runtime.launcher import TritonServer
-    from pattern_runtime.service import _describe_trace
+    from pattern_runtime.server_settings import ServerSettings
+    from pattern_runtime.serve_banner import describe_trace
 
     monkeypatch.chdir(tmp_path)  # tritonserver runs in the log folder: a relative path would land inside it
-    server = TritonServer(log_dir="logs", trace="rate=1")
+    server = TritonServer(ServerSettings(log_dir="logs", trace="rate=1"))
     (flag,) = [a for a in server.command() if a.startswith("--trace-config=triton,file=")]
     path = flag.split("file=", 1)[1]
     assert path == server.trace.file and path.startswith(str(tmp_path / "logs" / "trace-"))
-    assert "WARNING" in _describe_trace(server.trace) and "WARNING" not in _describe_trace(TraceConfig(rate=1000))
+    assert "WARNING" in describe_trace(server.trace) and "WARNING" not in describe_trace(TraceConfig(rate=1000))
 
 
 def test_the_cli_takes_trace_settings_and_refuses_bad_ones(capsys):

@@ -9,9 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from pattern_runtime import gateway, paths, service
+from pattern_runtime import gateway, service
+from pattern_runtime.server_settings import ServerSettings
 from pattern_tools import tune
 from pattern_tools.repo_check import check_repository
+from pattern_runtime import paths
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def test_is_loopback(host, loopback):
 
 def test_serve_refuses_open_admin_apis_on_a_public_address():
     with pytest.raises(ValueError, match="loopback address only"):
-        service.serve(host="0.0.0.0", restrict_admin_apis=False)
+        service.serve(ServerSettings(host="0.0.0.0", restrict_admin_apis=False))
 
 
 def test_serve_has_a_flag_to_open_the_admin_apis():

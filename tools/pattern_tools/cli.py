@@ -69,6 +69,7 @@ def cmd_serve(args) -> int:
     from pattern_runtime.gateway import GatewayTls, is_loopback
     from pattern_runtime.logrotation import LogRotationError
     from pattern_runtime.serve_models import default_serve_models
+    from pattern_runtime.server_settings import ServerSettings
     from pattern_runtime.service import serve
     from pattern_runtime.services import RedisSettings, serve_services
 
@@ -95,12 +96,14 @@ def cmd_serve(args) -> int:
         with serve_services(args.redis_url, args.redis_port, args.data_store, args.cache_redis_url,
                             RedisSettings(args.data_dir, args.appendfsync, args.redis_maxmemory, args.cache_maxmemory),
                             log_dir=log_dir) as parts:
-            return serve(gateway=gateway, servers=parts.servers, notes=parts.notes, log_dir=log_dir,
-                         log_max_bytes=args.log_max_size, load_models=models, log_keep=args.log_keep, max_restarts=args.max_restarts,
-                         exit_timeout_s=args.exit_timeout_secs, host=args.host, http_port=args.http_port,
-                         grpc_port=args.grpc_port, metrics_port=args.metrics_port, grpc_tls=tls, env=parts.env,
-                         restrict_admin_apis=not args.open_admin_apis, model_repository=args.model_repository,
-                         project_backends=args.backends, server_venv=args.server_venv, trace=args.trace)
+            settings = ServerSettings(
+                model_repository=args.model_repository, project_backends=args.backends, server_venv=args.server_venv,
+                host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+                load_models=models, env=parts.env, trace=args.trace, restrict_admin_apis=not args.open_admin_apis,
+                grpc_tls=tls)
+            return serve(settings, gateway=gateway, servers=parts.servers, notes=parts.notes, log_dir=log_dir,
+                         log_max_bytes=args.log_max_size, log_keep=args.log_keep, max_restarts=args.max_restarts,
+                         exit_timeout_s=args.exit_timeout_secs)
     except (StartError, LogRotationError) as err:
         raise SystemExit(f"serve: {err}") from None
 

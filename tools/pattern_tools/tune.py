@@ -198,6 +198,7 @@ def tune(model: str, out: Path | None = None, repository: Path = paths.MODEL_REP
     written to summary.json."""
     from pattern_runtime.launcher import TritonServer
     from pattern_runtime.processes import ManagedProcess
+    from pattern_runtime.server_settings import ServerSettings
     from pattern_tools import perf
 
     out = (out or OUT_DIR / model).resolve()
@@ -215,8 +216,8 @@ def tune(model: str, out: Path | None = None, repository: Path = paths.MODEL_REP
 
     started = time.monotonic()
     log_file = out / "model-analyzer.log"
-    with TritonServer(model_repository=out / "repository", load_models=[], restrict_admin_apis=False,
-                      log_dir=out / "logs") as server:
+    with TritonServer(ServerSettings(model_repository=out / "repository", load_models=[], restrict_admin_apis=False,
+                      log_dir=out / "logs")) as server:
         config = analyzer_config(model, kind, needed, server, out, input_file, list(concurrency), measurement_ms,
                                  search, max_instances, max_batch_size, latency_budget_ms)
         config_file = out / "model-analyzer.yaml"
