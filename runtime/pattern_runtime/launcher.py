@@ -61,7 +61,7 @@ from pattern_runtime.processes import (
     tail,
     wait_for,
 )
-from pattern_runtime.serve_models import repository_models
+from pattern_runtime.serve_models import Repositories, repository_list, repository_models
 from pattern_runtime.supervision import ProcessDied, RestartPolicy
 from triton_patterns import paths
 from triton_patterns.credentials import configured_admin_key
@@ -479,7 +479,7 @@ class TritonServer(_Endpoints):
     def __init__(
         self,
         *,
-        model_repository: Path | str = paths.MODEL_REPOSITORY,
+        model_repository: Repositories = paths.MODEL_REPOSITORIES,
         project_backends: Path | str = paths.BACKENDS,
         http_port: int | None = None,
         grpc_port: int | None = None,
@@ -509,7 +509,8 @@ class TritonServer(_Endpoints):
         server_venv: Path | str | None = None,
         trace: TraceConfig | str | None = None,
     ):
-        self.model_repository = Path(model_repository).resolve()
+        self.model_repositories = repository_list(model_repository)  # served together, in this order
+        self.model_repository = self.model_repositories[0]
         self.server_venv = Path(server_venv) if server_venv is not None else None  # None: server_venv()
         self.project_backends = Path(project_backends).resolve()
         self.host = host
@@ -576,7 +577,7 @@ class TritonServer(_Endpoints):
         """The tritonserver command line (nothing is started)."""
         return [
             str(wheel_dir() / "bin" / "tritonserver"),
-            f"--model-repository={self.model_repository}",
+            *(f"--model-repository={r}" for r in self.model_repositories),
             f"--backend-directory={self.backend_directory}",
             f"--cache-directory={wheel_dir() / 'caches'}",
             f"--http-address={self.host}",
@@ -630,8 +631,9 @@ class TritonServer(_Endpoints):
         """Start the server and wait for /v2/health/ready; TritonStartError (with log tail) if not."""
         if self.is_running():
             raise RuntimeError(f"tritonserver already running (pid {self.pid})")
-        if not self.model_repository.is_dir():
-            raise TritonStartError(f"model repository {self.model_repository} does not exist")
+        for repository in self.model_repositories:
+            if not repository.is_dir():
+                raise TritonStartError(f"model repository {repository} does not exist")
         assemble_backend_directory(self.backend_directory, self.project_backends)
         LOG.info("tritonserver's Python stubs run %s", self.stub_python)
         self._stopping.clear()
@@ -730,7 +732,7 @@ class TritonServer(_Endpoints):
         explicit mode, else (or with "*") every model folder of the repository."""
         if self.model_control_mode == "explicit" and self.load_models is not None and "*" not in self.load_models:
             return list(self.load_models)
-        return repository_models(self.model_repository)
+        return repository_models(self.model_repositories)
 
     def _models_ready(self, pending: list[str]) -> bool:
         """Drops the ready ones from `pending` (every version READY in the repository index: one
