@@ -1,4 +1,5 @@
-"""Which models `triton-patterns serve` loads: every model of the repository but the extra ones
+"""Which models `triton-patterns serve` loads: every model of its repositories (by default the
+project's two, `model_repository` and `model_repository_test`) but the extra ones
 (`EXTRA_MODELS`: models no other model calls and no command of the docs or the demo uses, only
 benchmarks and tests, which start servers of their own with every model), unless asked for all
 (`serve --all-models`). Fewer models: a faster (re)start (docs/reliability.md, "Restart time").
