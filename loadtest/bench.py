@@ -167,10 +167,6 @@ def _infer_input(name: str, array: np.ndarray) -> InferInput:
     return item
 
 
-def _grpc_answer(result, model: str):
-    return result.as_numpy("OUTPUT") if model == "heavy_mlp" else result.as_numpy("LABEL")
-
-
 def grpc_setup(name: str, what: str, url: str, model: str, data: Data,
                call_factory: Callable[[grpc_aio.InferenceServerClient], Callable]) -> Setup:
     """A Triton setup driven by tritonclient's gRPC asyncio client; `call_factory(client)` gives

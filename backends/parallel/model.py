@@ -5,7 +5,7 @@ Parameters (pattern_kernel.specs.parallel):
   targets            comma list of model[:version], e.g. "iris:1,iris:2,iris_slow"
   target_timeout_ms  per-target deadline: one value, or one per target (comma list)
   deadline_ms        global deadline for the whole fan-out
-  aggregation        majority | mean | max_confidence | all
+  aggregation        majority | mean | max_confidence
   min_answers        answers needed; with fewer, the default answer is returned
   default_label      class id of the default answer (its scores are uniform)
 Deadlines are enforced here with asyncio (the BLS `timeout` only bounds queueing in the callee).

@@ -177,18 +177,6 @@ async def call_model_async(
     return _outputs_or_error(step, model, version, result, output_names)
 
 
-def execute_each(requests, handle) -> list:
-    """`execute` for backends that answer request by request: `handle(request)` returns a
-    response; an exception becomes that request's error response."""
-    responses = []
-    for request in requests:
-        try:
-            responses.append(handle(request))
-        except Exception as exc:  # noqa: BLE001
-            responses.append(error_response(exc))
-    return responses
-
-
 class Metrics:
     """A custom metric family (pb_utils.MetricFamily) and its metrics, one per label set, made on
     first use. The family is kept here: a Metric whose family was garbage-collected can't be
