@@ -60,7 +60,7 @@ _BAD_INPUT = re.compile(r"^(in ensemble '[^']*', )?input '")
 
 
 def _callee_code(error) -> int:
-    """The callee's error code. BLS responses lose it (always INTERNAL, server issue #7804), so
+    """The callee's error code. BLS responses lose it (always INTERNAL, server #7804), so
     an error in the InputError format of the project's backends is taken as INVALID_ARG."""
     code = error.code()
     if code == pb_utils.TritonError.INTERNAL and _BAD_INPUT.match(error.message()):
