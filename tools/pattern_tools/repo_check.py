@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from pattern_kernel.pipeline import parse_steps
 from pattern_kernel.specs import SPECS
 from pattern_kernel.validation import parse_targets as parse_target_list
+from pattern_runtime.serve_models import Repositories, repository_list
 from triton_patterns import paths
 
 CONFIG = "config.pbtxt"
@@ -635,16 +636,14 @@ class _Checker:
 
 
 def check_repository(
-    repository: Path | str | Sequence[Path | str] = paths.MODEL_REPOSITORIES,
+    repository: Repositories = paths.MODEL_REPOSITORIES,
     backends: Path | str | None = paths.BACKENDS,
     files: bool = True,
 ) -> Report:
     """Check a repository, or several served together; `backends`: the project's backend folders
     (None: do not check that backends exist); `files`: also check version folders' model files
     (off before `make models`)."""
-    many = not isinstance(repository, (str, Path))
-    roots = [Path(r).resolve() for r in (repository if many else [repository])]
-    checker = _Checker(roots, Path(backends).resolve() if backends else None, files)
+    checker = _Checker(repository_list(repository), Path(backends).resolve() if backends else None, files)
     checker.load()
     for model in checker.report.models.values():
         checker.check_model(model)
