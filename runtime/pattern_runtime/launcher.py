@@ -455,6 +455,8 @@ class _Endpoints:
 class TritonServer(_Endpoints):
     """The wheel's tritonserver as a supervised child process (its own process group).
 
+    `model_repository`: one folder or several served together (default: the project's
+    `model_repository` and `model_repository_test`); `model_repository` is the first.
     Ports left None are free ports on `host`, fixed for the object's life (restarts reuse
     them). `cache_size_bytes` sizes Triton's local response cache (None: no cache).
     `model_control_mode` "explicit" (default; `load_models`, default "*": every model, and the
