@@ -109,7 +109,8 @@ def main(argv=None) -> int:
         print(f"edge models against FP32: {os.path.relpath(report)}")
     n_exp = sum(s == "exported" for s in statuses.values())
     print(f"done: {len(statuses)} models ({n_exp} exported, {len(statuses) - n_exp} up to date) "
-          f"in {time.perf_counter() - t0:.1f} s -> {repo}")
+          f"in {time.perf_counter() - t0:.1f} s -> {repo}"
+          + (f", {mf.test_repository(repo)}" if any(s.family in mf.TEST_FAMILIES for s in specs) else ""))
     return 0
 
 
