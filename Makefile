@@ -127,7 +127,7 @@ stack-down:
 
 clean:
 	rm -rf build reports
-	find model_repository \( -name model.onnx -o -name manifest.json -o -name tokenizer.json \) -delete
+	find model_repository model_repository_test \( -name model.onnx -o -name manifest.json -o -name tokenizer.json \) -delete
 
 # -- benchmarks and load tests (loadtest/)
 BENCH_ARGS ?=

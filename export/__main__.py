@@ -2,7 +2,8 @@
 
 NAME is a family (iris, digits, text, heavy, edge) or a model (e.g. iris_web_single); a selected
 model's dependencies are exported too (and skipped when up to date). The edge family (INT8
-models for devices, export/edge.py) goes to build/edge beside the repository. A summary table
+models for devices, export/edge.py) goes to build/edge beside the repository, the heavy family
+(benchmark models) to the test models' repository beside it (`model_repository_test/`). A summary table
 (model, version, status, size, parity error, headline metric, time) ends the run.
 """
 from __future__ import annotations
@@ -21,12 +22,16 @@ from .report import format_table, human_size
 def all_specs(repo: Path) -> list[mf.Spec]:
     from . import digits, heavy, iris, text
 
-    return [s for family in (iris, digits, text, heavy, edge) for s in family.specs(repo)]
+    return [*(s for family in (iris, digits, text) for s in family.specs(repo)),
+            *heavy.specs(mf.test_repository(repo)), *edge.specs(repo)]
 
 
 def output_repository(spec: mf.Spec, repo: Path) -> Path:
-    """Where a spec's artifact goes: the model repository, or build/edge for edge bundles."""
-    return edge.edge_repository(repo) if spec.family == edge.FAMILY else repo
+    """Where a spec's artifact goes: the model repository, the test models' repository beside it,
+    or build/edge for edge bundles."""
+    if spec.family == edge.FAMILY:
+        return edge.edge_repository(repo)
+    return mf.test_repository(repo) if spec.family in mf.TEST_FAMILIES else repo
 
 
 def run(specs, repo: Path, force: bool = False, forced: set[str] | None = None, stream=None,
@@ -36,8 +41,11 @@ def run(specs, repo: Path, force: bool = False, forced: set[str] | None = None, 
     statuses = {}
     for spec in specs:
         t0 = time.perf_counter()
-        runner = edge.run_spec if spec.family == edge.FAMILY else mf.run_spec
-        statuses[spec.label] = runner(spec, repo, force=force and (forced is None or spec.label in forced),
+        if spec.family == edge.FAMILY:
+            runner, into = edge.run_spec, repo
+        else:
+            runner, into = mf.run_spec, output_repository(spec, repo)
+        statuses[spec.label] = runner(spec, into, force=force and (forced is None or spec.label in forced),
                                       stream=stream)
         if seconds is not None:
             seconds[spec.label] = time.perf_counter() - t0
@@ -101,7 +109,8 @@ def main(argv=None) -> int:
         print(f"edge models against FP32: {os.path.relpath(report)}")
     n_exp = sum(s == "exported" for s in statuses.values())
     print(f"done: {len(statuses)} models ({n_exp} exported, {len(statuses) - n_exp} up to date) "
-          f"in {time.perf_counter() - t0:.1f} s -> {repo}")
+          f"in {time.perf_counter() - t0:.1f} s -> {repo}"
+          + (f", {mf.test_repository(repo)}" if any(s.family in mf.TEST_FAMILIES for s in specs) else ""))
     return 0
 
 

@@ -27,6 +27,13 @@ from pattern_runtime.hashing import sha256_bytes, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
+TEST_FAMILIES = ("heavy",)  # benchmark models: exported into the test models' repository
+
+
+def test_repository(repo: Path) -> Path:
+    """The test models' repository beside a model repository: `<repo>_test`."""
+    repo = Path(repo).resolve()
+    return repo.parent / f"{repo.name}_test"
 MANIFEST = "manifest.json"
 # ONNX IR 8 / opset <= 17 / ai.onnx.ml <= 3 load in onnxruntime 1.14+, so the same files
 # serve in the embedded runtime (onnxruntime 1.31) and in NGC images from 24.10 (ORT 1.19).

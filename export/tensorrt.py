@@ -137,11 +137,12 @@ def calibration_available(model: str) -> bool:
 
 
 def plan(repo: Path, only: list[str] | None = None, precisions=PRECISIONS) -> list[Build]:
-    """Every (ONNX model, precision) of the repository with its profile and GPU config, or the
-    reason it is skipped (not exported, unsupported operators, no calibration set for INT8)."""
+    """Every (ONNX model, precision) of the repository and the test models' beside it, with its
+    profile and GPU config, or the reason it is skipped (not exported, unsupported operators, no
+    calibration set for INT8)."""
     from pattern_tools.repo_check import check_repository
 
-    report = check_repository(repo, backends=None, files=False)
+    report = check_repository([r for r in (repo, mf.test_repository(repo)) if r.is_dir()], backends=None, files=False)
     builds = []
     for name, model in sorted(report.models.items()):
         if model.config.platform != "onnxruntime_onnx" or (only and name not in only):
@@ -152,7 +153,7 @@ def plan(repo: Path, only: list[str] | None = None, precisions=PRECISIONS) -> li
         for precision in precisions:
             b = Build(name, precision, onnx_path)
             if not onnx_path.is_file():
-                b.skip = f"{onnx_path.relative_to(repo)} not exported (run `make models`)"
+                b.skip = f"{onnx_path.relative_to(repo.parent)} not exported (run `make models`)"
             elif ops:
                 b.skip = "TensorRT has no " + ", ".join(ops)
             elif precision == "int8" and not calibration_available(name):

@@ -57,7 +57,7 @@ BENCH_MODELS = ("iris", "heavy_mlp", "digits", "digits_bls", "digits_preprocess"
                 "iris_vote", "iris_vote_aggregate", "text_tokenizer", "text_encoder", "text_classifier",
                 "text_classify", "text_classify_bls", "text_classify_cached", "digits_by_id", "iris_async_submit",
                 "async_result")
-ONNX = {"iris": REPO / "iris/2/model.onnx", "heavy_mlp": REPO / "heavy_mlp/1/model.onnx",
+ONNX = {"iris": REPO / "iris/2/model.onnx", "heavy_mlp": paths.model_folder("heavy_mlp") / "1/model.onnx",
         "digits_classifier": REPO / "digits_classifier/1/model.onnx"}
 FEATURE_INPUT = {"iris": "FEATURES", "heavy_mlp": "INPUT"}
 INPUT_NAME = {**FEATURE_INPUT, "digits": "IMAGE", "text": "TEXT"}
@@ -152,10 +152,6 @@ def _infer_input(name: str, array: np.ndarray) -> InferInput:
     item = InferInput(name, list(array.shape), "BYTES" if array.dtype == object else "FP32")
     item.set_data_from_numpy(array)
     return item
-
-
-def _grpc_answer(result, model: str):
-    return result.as_numpy("OUTPUT") if model == "heavy_mlp" else result.as_numpy("LABEL")
 
 
 def grpc_setup(name: str, what: str, url: str, model: str, data: Data,
@@ -371,7 +367,7 @@ def peer_setups(workers: int, port: int, data: Data, load: LoadOptions) -> list[
 
 
 def _variant(tmp: Path, source: str, name: str, edit: Callable[[str], str]) -> None:
-    src, dest = REPO / source, tmp / name
+    src, dest = paths.model_folder(source), tmp / name
     dest.mkdir()
     for version in src.iterdir():
         if version.is_dir():

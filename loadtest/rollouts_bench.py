@@ -96,7 +96,7 @@ def stack():
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repository"
         for name in REPOSITORY_MODELS:
-            shutil.copytree(paths.MODEL_REPOSITORY / name, repo / name)
+            shutil.copytree(paths.model_folder(name), repo / name)
         with Stack(redis_maxmemory=None, redis_policy=None, seed_digits=None,
                    server=ServerSettings(model_repository=repo, cache_size_bytes=None)) as stack:
             yield stack.http_url, stack.metrics_url

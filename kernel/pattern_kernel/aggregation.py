@@ -6,20 +6,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-POLICIES = ("majority", "mean", "max_confidence", "all")
+POLICIES = ("majority", "mean", "max_confidence")
 
 
 def aggregate(policy: str, scores: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per-row (class ids [n], scores [n, k]) from each target's scores [n, k].
 
     majority: the most voted class (ties go to the higher summed score), scores averaged;
-    mean / all: argmax of the averaged scores; max_confidence: per row, the single answer
+    mean: argmax of the averaged scores; max_confidence: per row, the single answer
     whose top score is highest."""
     if not scores:
         raise ValueError("nothing to aggregate")
     stacked = np.stack([np.asarray(s, dtype=np.float32) for s in scores])  # [targets, n, k]
     mean = stacked.mean(axis=0)
-    if policy in ("mean", "all"):
+    if policy == "mean":
         return mean.argmax(axis=1), mean
     if policy == "max_confidence":
         best = stacked.max(axis=2).argmax(axis=0)  # which target, per row

@@ -32,7 +32,7 @@ class StepTimeout(StepError):
 
 
 # What Triton's dynamic batcher answers when its queue policy sheds a request (max_queue_size,
-# or a queue timeout with timeout_action REJECT); BLS may lose the UNAVAILABLE code (#7804).
+# or a queue timeout with timeout_action REJECT); BLS may lose the UNAVAILABLE code (server #7804).
 _SHED_MESSAGES = ("Exceeds maximum queue size", "Request timeout expired")
 
 

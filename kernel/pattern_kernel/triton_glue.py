@@ -60,7 +60,7 @@ _BAD_INPUT = re.compile(r"^(in ensemble '[^']*', )?input '")
 
 
 def _callee_code(error) -> int:
-    """The callee's error code. BLS responses lose it (always INTERNAL, server issue #7804), so
+    """The callee's error code. BLS responses lose it (always INTERNAL, server #7804), so
     an error in the InputError format of the project's backends is taken as INVALID_ARG."""
     code = error.code()
     if code == pb_utils.TritonError.INTERNAL and _BAD_INPUT.match(error.message()):
@@ -175,18 +175,6 @@ async def call_model_async(
         call.add_done_callback(lambda _: _abandoned.subtract([key]))
         raise StepTimeout(step, model, version, f"no answer within {timeout_s * 1000:.0f} ms") from None
     return _outputs_or_error(step, model, version, result, output_names)
-
-
-def execute_each(requests, handle) -> list:
-    """`execute` for backends that answer request by request: `handle(request)` returns a
-    response; an exception becomes that request's error response."""
-    responses = []
-    for request in requests:
-        try:
-            responses.append(handle(request))
-        except Exception as exc:  # noqa: BLE001
-            responses.append(error_response(exc))
-    return responses
 
 
 class Metrics:

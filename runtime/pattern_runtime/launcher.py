@@ -32,7 +32,7 @@ from pattern_kernel.trace_config import TraceConfig
 from pattern_runtime.backend_folder import assemble_backend_directory
 from pattern_runtime.endpoints import Endpoints, fill_ports, resolve_access
 from pattern_runtime.processes import ManagedProcess, describe_returncode, free_port, http_status, tail, wait_for
-from pattern_runtime.serve_models import repository_models
+from pattern_runtime.serve_models import repository_list, repository_models
 from pattern_runtime.server_env import TritonStartError, python_version_tag, server_env, server_python_bin, wheel_dir
 from pattern_runtime.server_settings import ServerSettings
 from pattern_runtime.stub_watchdog import python_stub_pids, python_stubs
@@ -68,7 +68,8 @@ class TritonServer(Endpoints):
 
     def __init__(self, settings: ServerSettings | None = None):
         self.settings = settings = settings if settings is not None else ServerSettings()
-        self.model_repository = Path(settings.model_repository).resolve()
+        self.model_repositories = repository_list(settings.model_repository)  # served together, in this order
+        self.model_repository = self.model_repositories[0]
         self.project_backends = Path(settings.project_backends).resolve()
         self.host = settings.host
         given = {"http_port": settings.http_port, "grpc_port": settings.grpc_port,
@@ -124,7 +125,7 @@ class TritonServer(Endpoints):
         """The tritonserver command line (nothing is started)."""
         return [
             str(wheel_dir() / "bin" / "tritonserver"),
-            f"--model-repository={self.model_repository}",
+            *(f"--model-repository={r}" for r in self.model_repositories),
             f"--backend-directory={self.backend_directory}",
             f"--cache-directory={wheel_dir() / 'caches'}",
             f"--http-address={self.host}",
@@ -164,7 +165,7 @@ class TritonServer(Endpoints):
         load_models = self.settings.load_models
         if self.settings.model_control_mode == "explicit" and load_models is not None and "*" not in load_models:
             return list(load_models)
-        return repository_models(self.model_repository)
+        return repository_models(self.model_repositories)
 
     # -- state
 
@@ -200,8 +201,9 @@ class TritonServer(Endpoints):
         """Start the server and wait for /v2/health/ready; TritonStartError (with log tail) if not."""
         if self.is_running():
             raise RuntimeError(f"tritonserver already running (pid {self.pid})")
-        if not self.model_repository.is_dir():
-            raise TritonStartError(f"model repository {self.model_repository} does not exist")
+        for repository in self.model_repositories:
+            if not repository.is_dir():
+                raise TritonStartError(f"model repository {repository} does not exist")
         assemble_backend_directory(self.backend_directory, self.project_backends)
         LOG.info("tritonserver's Python stubs run %s", self.stub_python)
         self._stopping.clear()

@@ -25,7 +25,8 @@ class ServerSettings:
     ports of 127.0.0.1, every model loaded (explicit model control), admin APIs behind the admin key."""
 
     # -- what is served
-    model_repository: Path | str = paths.MODEL_REPOSITORY
+    # one folder or several served together (default: the project's model_repository and model_repository_test)
+    model_repository: Path | str | Sequence[Path | str] = paths.MODEL_REPOSITORIES
     project_backends: Path | str = paths.BACKENDS  # backend folders (`<name>/model.py`) linked into the server
     backend_directory: Path | str | None = None  # None: build/backends-pyX.Y, or a temporary one for other backends
     server_venv: Path | str | None = None  # the stubs' Python; None: `server_env.server_venv()` (.venv-server)

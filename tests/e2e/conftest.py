@@ -50,7 +50,7 @@ def data_store_path(session_stack):
 
 @pytest.fixture(scope="session")
 def triton(session_stack):
-    missing = [p for p in EXPORTED if not (paths.MODEL_REPOSITORY / p).exists()]
+    missing = [p for p in EXPORTED if not (paths.model_folder(p.split("/")[0]) / p.split("/", 1)[1]).exists()]
     if missing:
         pytest.fail(f"exported models are missing ({', '.join(missing)}): run `make models` first")
     return session_stack.triton
@@ -114,7 +114,7 @@ def own_model(triton, request):
         config = client.get_model_config(source)
         config.update(name=name, version_policy={"specific": {"versions": [version]}})
         config.setdefault("parameters", {}).update({k: {"string_value": v} for k, v in (parameters or {}).items()})
-        folder = paths.MODEL_REPOSITORY / source / str(version)
+        folder = paths.model_folder(source) / str(version)
         files = {f"file:{version}/{f.name}": f.read_bytes() for f in folder.iterdir() if f.is_file()}
         client.load_model(name, headers=triton.access.headers(), config=json.dumps(config), files=files)
         loaded.append(name)

@@ -249,7 +249,7 @@ def test_native_async_infer_on_http_and_grpc(triton, client):
 
 
 def _inference_requests(triton, model: str) -> int:
-    """Requests the model has answered (error responses of Python models count too: DESIGN 7)."""
+    """Requests the model has answered (error responses of Python models count too: server #8521)."""
     with grpcclient.InferenceServerClient(triton.grpc_url) as c:
         [stats] = c.get_inference_statistics(model, as_json=True)["model_stats"]
     return int(stats["inference_stats"]["success"].get("count", 0))

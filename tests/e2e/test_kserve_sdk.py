@@ -21,6 +21,7 @@ import pytest
 
 from pattern_runtime import paths
 from pattern_runtime.gateway import Gateway
+from pattern_runtime.serve_models import repository_models
 from pattern_tools.perf import datatype, sample_requests
 from triton_patterns.client import PatternClient
 
@@ -36,7 +37,7 @@ UNANSWERED = (FAILING, STRICT, DECOUPLED)
 @pytest.fixture(scope="module")
 def requests_by_model(triton) -> dict[str, dict[str, np.ndarray]]:
     names = sorted({m["name"] for m in triton.model_index() if m.get("state") == "READY"})
-    assert len(names) == len([p for p in paths.MODEL_REPOSITORY.iterdir() if (p / "config.pbtxt").is_file()])
+    assert len(names) == len(repository_models())  # both of the project's repositories
     with PatternClient(triton.http_url) as client:
         job = client.submit([6.7, 3.0, 5.2, 2.3])
     return {name: ({"JOB_ID": np.array([job.encode()], dtype=object)} if name == "async_result"

@@ -11,6 +11,7 @@ import pytest
 
 from pattern_runtime import paths
 from pattern_runtime.datasets.digits import encode_digit_png, load_test_split
+from pattern_runtime.serve_models import repository_models
 from pattern_tools.cli import parser
 from pattern_tools.perf import input_data, model_config, sample_requests
 from triton_patterns import endpoints
@@ -42,7 +43,7 @@ def test_serve_has_redis_options():
     assert parser().parse_args(["serve", "--redis-url", "redis://r:1/0"]).redis_url == "redis://r:1/0"
 
 
-MODELS = sorted(p.name for p in paths.MODEL_REPOSITORY.iterdir() if (p / "config.pbtxt").is_file())
+MODELS = repository_models()  # both of the project's repositories
 
 
 @pytest.mark.parametrize("model", [m for m in MODELS if m != "async_result"])

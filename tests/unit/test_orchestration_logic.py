@@ -30,10 +30,22 @@ def test_mean_and_max_confidence():
 
 
 def test_unknown_policy_and_empty_answers():
-    with pytest.raises(ValueError, match="aggregation must be one of"):
-        aggregate("median", [A])
+    for policy in ("median", "all"):  # "all" is no synonym of "mean"
+        with pytest.raises(ValueError, match=f"aggregation must be one of majority, mean, max_confidence, got '{policy}'"):
+            aggregate(policy, [A])
     with pytest.raises(ValueError, match="nothing to aggregate"):
         aggregate("mean", [])
+
+
+@pytest.mark.parametrize("backend", ["aggregate", "parallel"])
+def test_a_config_asking_for_aggregation_all_is_refused_naming_the_parameter_and_the_values(backend):
+    from pattern_kernel.specs import SPECS
+
+    parameters = {"targets": "iris:1,iris:2"} if backend == "parallel" else {}
+    with pytest.raises(ValueError) as refused:
+        SPECS[backend].read("m", {**parameters, "aggregation": "all"})
+    assert str(refused.value) == ("model 'm': parameter 'aggregation' must be one of "
+                                  "['majority', 'mean', 'max_confidence'], got 'all'")
 
 
 def test_parse_steps_validates():

@@ -22,7 +22,7 @@ def test_no_served_model_and_no_demo_call_needs_an_extra_model():
     for extra in EXTRA_MODELS:
         named = re.compile(rf"\b{extra}\b(?!_)")
         for model in default_serve_models():
-            config = (paths.MODEL_REPOSITORY / model / "config.pbtxt").read_text()
+            config = (paths.model_folder(model) / "config.pbtxt").read_text()
             code = "\n".join(line.split("#", 1)[0] for line in config.splitlines())  # comments aside
             assert not named.search(code), f"{model} names {extra}"
         assert not named.search(demo_source), f"the demo calls {extra}"

@@ -41,7 +41,7 @@ def test_every_backend_folder_has_a_spec_and_every_shipped_config_reads():
     folders = {p.name for p in paths.BACKENDS.iterdir() if (p / "model.py").is_file()}
     assert folders == set(SPECS)
     read = 0
-    for path in sorted(paths.MODEL_REPOSITORY.glob("*/config.pbtxt")):
+    for path in sorted(p for r in paths.MODEL_REPOSITORIES for p in r.glob("*/config.pbtxt")):
         config = load_config(path)
         if config.backend in SPECS:
             parameters = {k: v.string_value for k, v in config.parameters.items()}

@@ -65,7 +65,7 @@ def _onnx(path, op: str, domain: str = "") -> None:
 def repo(tmp_path):
     root = tmp_path / "model_repository"
     for name in ("iris", "heavy_mlp", "text_encoder", "text_tokenizer", "digits_classifier", "digits"):
-        shutil.copytree(paths.MODEL_REPOSITORY / name, root / name, ignore=shutil.ignore_patterns("*.onnx", "*.json"))
+        shutil.copytree(paths.model_folder(name), root / name, ignore=shutil.ignore_patterns("*.onnx", "*.json"))
     _onnx(root / "iris" / "2" / "model.onnx", "Scaler", "ai.onnx.ml")
     _onnx(root / "heavy_mlp" / "1" / "model.onnx", "Relu")
     _onnx(root / "text_encoder" / "1" / "model.onnx", "Relu")

@@ -91,13 +91,14 @@ def cmd_serve(args) -> int:
             raise SystemExit(f"serve: --{name.replace('_', '-')} must be at least {1 if name == 'log_keep' else 0}, "
                              f"not {getattr(args, name)}")
     log_dir = Path(args.log_dir)
-    models = args.load_model or (None if args.all_models else default_serve_models(args.model_repository))
+    repositories = args.model_repository or paths.MODEL_REPOSITORIES
+    models = args.load_model or (None if args.all_models else default_serve_models(repositories))
     try:
         with serve_services(args.redis_url, args.redis_port, args.data_store, args.cache_redis_url,
                             RedisSettings(args.data_dir, args.appendfsync, args.redis_maxmemory, args.cache_maxmemory),
                             log_dir=log_dir) as parts:
             settings = ServerSettings(
-                model_repository=args.model_repository, project_backends=args.backends, server_venv=args.server_venv,
+                model_repository=repositories, project_backends=args.backends, server_venv=args.server_venv,
                 host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
                 load_models=models, env=parts.env, trace=args.trace, restrict_admin_apis=not args.open_admin_apis,
                 grpc_tls=tls)
@@ -235,7 +236,9 @@ def parser() -> argparse.ArgumentParser:
                        help="requests beyond the rate served at once before 429s (default %(default)s)")
     serve.add_argument("--body-limit", default=DEFAULT_BODY_LIMIT,
                        help="the gateway's request body limit (default %(default)s)")
-    serve.add_argument("--model-repository", default=paths.MODEL_REPOSITORY, help="default: the project's")
+    serve.add_argument("--model-repository", action="append",
+                       help="a model repository; repeat it to serve several (default: the project's two, "
+                            "model_repository and model_repository_test)")
     serve.add_argument("--backends", default=paths.BACKENDS,
                        help="folder of Python-based backends, one folder with a model.py each (default: the project's)")
     serve.add_argument("--server-venv", help="virtualenv whose python3 runs the Python stubs (default "

@@ -49,15 +49,16 @@ QUICK = ["--measurement-mode", "count_windows", "--measurement-request-count", "
          "--stability-percentage", "1000", "--max-trials", "3"]
 
 
-def model_config(model: str, repository: Path = paths.MODEL_REPOSITORY) -> dict:
+def model_config(model: str, repository: Path | None = None) -> dict:
     """A model's config.pbtxt as the dict Triton's config endpoint returns (proto field names)."""
     from google.protobuf.json_format import MessageToDict
 
     from pattern_tools.repo_check import load_config
 
-    path = repository / model / "config.pbtxt"
+    repositories = [repository] if repository else paths.MODEL_REPOSITORIES
+    path = paths.model_folder(model, repositories) / "config.pbtxt"
     if not path.is_file():
-        raise ValueError(f"no model {model!r} in {repository} (expected {path})")
+        raise ValueError(f"no model {model!r} in {', '.join(map(str, repositories))} (expected {path})")
     return MessageToDict(load_config(path), preserving_proto_field_name=True)
 
 

@@ -1,5 +1,9 @@
 """Static checks of a Triton model repository before a server starts (`triton-patterns check`).
 
+Several repositories served together (the project's `model_repository` and `model_repository_test`,
+the default) are checked as one: a model may call a model of another, and a name in two of them
+is an error (tritonserver refuses it).
+
 What is checked, per model folder (every problem names the file and the config field):
 
 * `config.pbtxt` parses as Triton's `ModelConfig` protobuf (tritonclient's `model_config_pb2`),
@@ -44,6 +48,7 @@ from pattern_kernel.spec import BackendSpec
 from pattern_kernel.specs import load_specs
 from pattern_kernel.validation import parse_targets as parse_target_list
 from pattern_runtime import paths
+from pattern_runtime.serve_models import Repositories, repository_list
 
 CONFIG = "config.pbtxt"
 MANIFEST = "manifest.json"
@@ -126,7 +131,8 @@ class Model:
 
 @dataclass
 class Report:
-    root: Path
+    root: Path  # the first repository; paths are printed relative to its parent
+    roots: list[Path] = field(default_factory=list)  # every repository checked
     models: dict[str, Model] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     graph: dict[str, set[str]] = field(default_factory=dict)  # model -> the models it calls directly
@@ -161,12 +167,14 @@ class Report:
             n = len(self.missing_exports)
             out.append(f"{n} exported model file{'s are' if n > 1 else ' is'} missing: run `make models` "
                        "(python -m export) to write them")
-        out.append(f"{'ok' if self.ok else 'failed'}: {len(self.models)} models in {self.root}, "
+        out.append(f"{'ok' if self.ok else 'failed'}: {len(self.models)} models in "
+                   f"{', '.join(map(str, self.roots or [self.root]))}, "
                    f"{len(self.errors)} errors, {len(self.warnings)} warnings")
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {"repository": str(self.root), "models": sorted(self.models), "ok": self.ok,
+        return {"repository": str(self.root), "repositories": [str(r) for r in self.roots],
+                "models": sorted(self.models), "ok": self.ok,
                 "missing_exports": [str(p) for p in self.missing_exports],
                 "problems": [{"severity": p.severity, "path": str(p.path), "field": p.field, "message": p.message,
                               "code": p.code} for p in self.problems]}
@@ -245,12 +253,12 @@ def onnx_signature(path: Path) -> tuple[list[tuple[str, str, list[int]]], list[t
 
 
 class _Checker:
-    def __init__(self, root: Path, backends: Path | None, files: bool):
-        self.root = root
+    def __init__(self, roots: list[Path], backends: Path | None, files: bool):
+        self.roots = roots
         self.backends = backends
         self.specs = load_specs(backends or paths.BACKENDS)  # the project's when backends are not checked
         self.files = files
-        self.report = Report(root)
+        self.report = Report(roots[0], roots)
         self.broken: set[str] = set()  # folders whose config does not parse (reported once, there)
 
     def add(self, severity: str, path: Path, field_: str, message: str, code: str = "") -> None:
@@ -265,11 +273,19 @@ class _Checker:
     # -- loading
 
     def load(self) -> None:
-        if not self.root.is_dir():
-            self.error(self.root, "repository", "is not a directory")
-            return
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for root in self.roots:
+            if root.is_dir():
+                self.load_root(root)
+            else:
+                self.error(root, "repository", "is not a directory")
+
+    def load_root(self, root: Path) -> None:
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             path = folder / CONFIG
+            if folder.name in self.report.models or folder.name in self.broken:
+                self.error(path, "name", f"model {folder.name} is in more than one repository "
+                                         "(tritonserver loads neither)")
+                continue
             if not path.is_file():
                 self.error(path, CONFIG, f"model folder {folder.name}/ has no {CONFIG}")
                 continue
@@ -637,13 +653,14 @@ class _Checker:
 
 
 def check_repository(
-    repository: Path | str = paths.MODEL_REPOSITORY,
+    repository: Repositories = paths.MODEL_REPOSITORIES,
     backends: Path | str | None = paths.BACKENDS,
     files: bool = True,
 ) -> Report:
-    """Check a repository; `backends`: the project's backend folders (None: do not check that
-    backends exist); `files`: also check version folders' model files (off before `make models`)."""
-    checker = _Checker(Path(repository).resolve(), Path(backends).resolve() if backends else None, files)
+    """Check a repository, or several served together; `backends`: the project's backend folders
+    (None: do not check that backends exist); `files`: also check version folders' model files
+    (off before `make models`)."""
+    checker = _Checker(repository_list(repository), Path(backends).resolve() if backends else None, files)
     checker.load()
     for model in checker.report.models.values():
         checker.check_model(model)
@@ -653,7 +670,7 @@ def check_repository(
 
 def main(args) -> int:
     """`triton-patterns check`: print the problems; exit 1 on errors (or warnings with --strict)."""
-    report = check_repository(args.repository, None if args.no_backends else args.backends, files=not args.no_files)
+    report = check_repository(args.repository or paths.MODEL_REPOSITORIES, None if args.no_backends else args.backends, files=not args.no_files)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -662,7 +679,9 @@ def main(args) -> int:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--repository", type=Path, default=paths.MODEL_REPOSITORY, help="default: %(default)s")
+    p.add_argument("--repository", type=Path, action="append",
+                   help="a model repository; repeat it for several served together (default: the project's "
+                        "two, model_repository and model_repository_test)")
     p.add_argument("--backends", type=Path, default=paths.BACKENDS,
                    help="the project's backend folders (default: %(default)s)")
     p.add_argument("--no-backends", action="store_true", help="do not check that `backend:` folders exist")

@@ -7,7 +7,7 @@ A page of docs/patterns holds a backend's table between markers:
     <!-- /spec-table -->
 
 `python -m pattern_tools.spec_docs` lists the tables that differ from the specs (exit 1);
-`--write` rewrites them. tests/unit/test_spec_docs.py fails while one differs.
+`--write` rewrites them. tests/unit/test_spec.py fails while one differs.
 """
 
 from __future__ import annotations
