@@ -9,6 +9,8 @@ import pytest
 
 from pattern_kernel.aggregation import aggregate
 from pattern_kernel.pipeline import Step, parse_steps, should_run
+from pattern_kernel.specs import load_spec
+from pattern_runtime import paths
 
 A = np.array([[0.6, 0.3, 0.1]], dtype=np.float32)
 B = np.array([[0.2, 0.7, 0.1]], dtype=np.float32)
@@ -39,11 +41,9 @@ def test_unknown_policy_and_empty_answers():
 
 @pytest.mark.parametrize("backend", ["aggregate", "parallel"])
 def test_a_config_asking_for_aggregation_all_is_refused_naming_the_parameter_and_the_values(backend):
-    from pattern_kernel.specs import SPECS
-
     parameters = {"targets": "iris:1,iris:2"} if backend == "parallel" else {}
     with pytest.raises(ValueError) as refused:
-        SPECS[backend].read("m", {**parameters, "aggregation": "all"})
+        load_spec(paths.BACKENDS / backend).read("m", {**parameters, "aggregation": "all"})
     assert str(refused.value) == ("model 'm': parameter 'aggregation' must be one of "
                                   "['majority', 'mean', 'max_confidence'], got 'all'")
 
