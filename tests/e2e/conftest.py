@@ -73,7 +73,7 @@ STOPS_THE_STACK = "stops_container_stack"
 
 def pytest_configure(config):
     for marker in (f"{CONTAINER}: runs against the embedded server and the container stack (the `target` fixture)",
-                   "container_stack: needs the compose stack in containers (started once per session)",
+                   "container_stack: needs a container engine (the compose stack, started once per session; the kube pod)",
                    f"{STOPS_THE_STACK}: stops the container stack: runs after every other test"):
         config.addinivalue_line("markers", marker)
 
