@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -101,7 +102,7 @@ def test_podman_skips_the_kinds_it_cannot_run(podman_env):
 def test_the_triton_pod_and_its_gateway_sidecar_under_podman_kube_play(podman_env, tmp_path):
     prefix = f"tp-kube-{os.getpid()}-"
     https_port, grpc_port = free_ports(2)
-    kube = [str(paths.PROJECT_ROOT / ".venv" / "bin" / "python"), str(TOOLS / "kube_play.py")]
+    kube = [sys.executable, str(TOOLS / "kube_play.py")]
     started = time.monotonic()
     up = subprocess.run([*kube, "up", "--prefix", prefix, "--https-port", str(https_port), "--grpc-port", str(grpc_port),
                          "--tls-dir", str(tmp_path / "tls")], env=podman_env, capture_output=True, text=True, timeout=420)
