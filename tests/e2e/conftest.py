@@ -88,8 +88,14 @@ def pytest_generate_tests(metafunc):
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
-    """The test that stops the shared container stack runs last."""
-    items.sort(key=lambda item: item.get_closest_marker(STOPS_THE_STACK) is not None)
+    """The container tests run together at the end, so the stack runs only then (not beside the whole
+    suite): those on the stack, then the one that stops it, then the others (the kube pod)."""
+    def order(item) -> tuple[bool, int]:
+        if item.get_closest_marker(STOPS_THE_STACK):
+            return True, 1
+        on_the_stack = {"container_stack", "target"} & set(item.fixturenames)
+        return item.get_closest_marker("container_stack") is not None, 0 if on_the_stack else 2
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")
