@@ -125,6 +125,17 @@ stack-up: image
 stack-down:
 	tools/stack.sh down $(STACK_DOWN_ARGS)
 
+# The triton pod of deploy/k8s (Triton + its gateway sidecar on 127.0.0.1:8443/8444) under `podman kube play`,
+# rendered from the manifests by tools/kube_play.py (podman 4.3 as root; what it cannot run: docs/deploy.md);
+# kube-up returns once every readiness probe of the pod passes. KUBE_ARGS e.g. "--prefix dev- --https-port 9443"
+KUBE_ARGS ?=
+.PHONY: kube-up kube-down
+kube-up: image
+	$(BIN)/python tools/kube_play.py up $(KUBE_ARGS)
+
+kube-down: venv
+	$(BIN)/python tools/kube_play.py down $(KUBE_ARGS)
+
 clean:
 	rm -rf build reports
 	find model_repository model_repository_test \( -name model.onnx -o -name manifest.json -o -name tokenizer.json \) -delete

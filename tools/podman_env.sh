@@ -1,14 +1,15 @@
 # Sourced by tools/bare_machine_check.sh and tools/images.sh (bash): podman as root on these
 # machines, base images built from the Debian archive, and what pip inside a container needs.
 #
-#   podman_install [PACKAGES]       podman, runc, uidmap, slirp4netns, fuse-overlayfs, mmdebstrap (and PACKAGES) when missing
+#   podman_install [PACKAGES]       podman, runc, uidmap, slirp4netns, fuse-overlayfs, mmdebstrap, catatonit (pods' infra
+#                                   container: podman kube play) and PACKAGES, when missing
 #   podman_conf DIR                 writes DIR/containers.conf and exports CONTAINERS_CONF
 #   debian_image NAME [PACKAGES]    imports NAME from `mmdebstrap --variant=minbase bookworm` unless it exists
 #   pip_mounts                      fills the array PIP_MOUNTS (-v ...) and PIP_ENVS (-e PIP_...)
 
 podman_install() {  # podman_install [MORE PACKAGES]: installs those of them that are missing
     local package missing=()
-    for package in podman runc uidmap slirp4netns fuse-overlayfs mmdebstrap "$@"; do
+    for package in podman runc uidmap slirp4netns fuse-overlayfs mmdebstrap catatonit "$@"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
     done
     [ ${#missing[@]} = 0 ] && return

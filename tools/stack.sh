@@ -63,14 +63,7 @@ done
 [ ${#missing[@]} = 0 ] || echo "stack: skipped ${missing[*]}: no image registry can be reached here and no package (Debian, PyPI, npm) has them"
 
 export GATEWAY_TLS_DIR=$(realpath -m "${GATEWAY_TLS_DIR:-deploy/compose/tls}")
-if [ ! -f "$GATEWAY_TLS_DIR/tls.crt" ]; then
-    mkdir -p "$GATEWAY_TLS_DIR"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=localhost \
-        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-        -keyout "$GATEWAY_TLS_DIR/tls.key" -out "$GATEWAY_TLS_DIR/tls.crt" 2>/dev/null
-    chmod 644 "$GATEWAY_TLS_DIR/tls.key"  # nginx in the container reads it as another user
-    echo "stack: made a self-signed certificate for localhost in $GATEWAY_TLS_DIR"
-fi
+tools/tls_pair.sh "$GATEWAY_TLS_DIR"
 
 log=build/containers/stack-$project.log
 mkdir -p build/containers

@@ -1,5 +1,6 @@
 """End-to-end: the asynchronous and time-difference patterns against the session's tritonserver
-and Redis, with workers as real processes (started here, stopped by pid)."""
+and Redis, with workers as real processes (started here, stopped by pid); the time-difference
+stream also through the container stack's gRPC TLS gateway (`container`)."""
 
 from __future__ import annotations
 
@@ -208,6 +209,7 @@ def test_time_difference_answers_fast_then_the_slow_answer_arrives(client, queue
     assert np.allclose(slow.scores, client.synchronous(row, version=2).scores, atol=1e-6)
 
 
+@pytest.mark.container
 def test_time_difference_stream_sends_fast_then_slow_on_one_grpc_stream(grpc_client):
     fast, slow = grpc_client.time_difference_stream(ROWS[3])
     assert [np.asarray(p.outputs["STAGE"]).reshape(-1)[0] for p in (fast, slow)] == [b"fast", b"slow"]

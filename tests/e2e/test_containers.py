@@ -1,102 +1,39 @@
 """End-to-end: the project's images and compose stack on this machine's container engine, as
-`make image` and `make stack-up` build and start them (tools/images.sh, tools/stack.sh: Docker, or
-podman as root; NGC or the local stand-ins). Through the gateway over TLS an ensemble, a BLS
-pipeline and a router answer right, and a JSON input declaring a billion values is refused with a
-400 naming it; a job submitted from here is completed by the worker container and read back;
-Prometheus scrapes Triton and has loaded the alert rules of deploy/prometheus/alerts.yml; the server
-image's own HEALTHCHECK command passes in the running container; the model-in-image image, run
-alone with no volume, answers; a stop leaves no container, volume or network behind.
+`make image` and `make stack-up` build and start them (the session's `container_stack`, shared
+with the `[container]` instances of the pattern tests: tests/e2e/conftest.py). Through the gateway
+over TLS an ensemble, a BLS pipeline and a router answer right, and a JSON input declaring a
+billion values is refused with a 400 naming it; a job submitted from here is completed by the
+worker container and read back; Prometheus scrapes Triton and has loaded the alert rules of
+deploy/prometheus/alerts.yml; the server image's own HEALTHCHECK command passes in the running
+container; the model-in-image image, run alone with no volume, answers; a stop leaves no
+container, volume or network behind (the last test of the run, as it stops the shared stack).
 
-The stack runs as its own compose project on free host ports, so a `make stack-up` of the
-checkout is not touched. Images are cached by the engine between runs (base stand-ins once per
-machine). Skipped, with the reason, only where no container engine can run."""
+Images are cached by the engine between runs (base stand-ins once per machine). Skipped, with the
+reason, only where no container engine can run."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import time
 import urllib.request
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
 import yaml
+from container_stack import BUILD_TIMEOUT_S, UP_TIMEOUT_S, ContainerStack
 
 from pattern_runtime import paths
 from pattern_runtime.processes import free_ports, wait_for
 from pattern_tools.demo import TEXT_SAMPLES
 from triton_patterns.client import PatternClient
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.container_stack]
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]   # petal length 1.4 < 2.5: iris_route's rule sends it to v1
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]  # iris_route's default arm, v2
-PORT_VARIABLES = ("TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT", "GATEWAY_HTTPS_PORT",
-                  "GATEWAY_GRPC_PORT", "REDIS_PORT", "PROMETHEUS_PORT")
-BUILD_TIMEOUT_S = 900
-UP_TIMEOUT_S = 420
 ALERT_RULES = paths.PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml"
 COMPOSE_FILE = paths.PROJECT_ROOT / "deploy" / "compose" / "compose.yaml"
-
-
-def engine_or_reason() -> tuple[str | None, str]:
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "info"], capture_output=True, timeout=30).returncode == 0:
-        return "docker", ""
-    if os.geteuid() == 0:
-        return "podman", ""  # tools/images.sh installs it when missing
-    return None, "no Docker engine answers and this user is not root (podman runs here as root): no container engine"
-
-
-@dataclass
-class ContainerStack:
-    env: dict[str, str]
-    engine: str
-    project: str
-    ports: dict[str, int]
-    cert: Path
-    log_dir: Path
-    timings: dict[str, float]
-
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=timeout)
-
-    def engine_out(self, *args: str) -> str:
-        done = self.run(self.engine, *args)
-        assert done.returncode == 0, f"{self.engine} {' '.join(args)}: {done.stderr.strip()}"
-        return done.stdout.strip()
-
-    def container(self, service: str) -> str:
-        return self.engine_out("ps", "--filter", f"label=com.docker.compose.project={self.project}",
-                               "--filter", f"label=com.docker.compose.service={service}", "--format", "{{.Names}}")
-
-    def leftovers(self) -> dict[str, list[str]]:
-        """Containers, volumes and networks of the project that still exist."""
-        label = f"label=com.docker.compose.project={self.project}"
-        found = {
-            "containers": self.engine_out("ps", "-a", "--filter", label, "--format", "{{.Names}}").split(),
-            "volumes": self.engine_out("volume", "ls", "--format", "{{.Name}}").split(),
-            "networks": self.engine_out("network", "ls", "--format", "{{.Name}}").split(),
-        }
-        return {kind: [n for n in names if kind == "containers" or n.startswith(f"{self.project}_")]
-                for kind, names in found.items()}
-
-    def tool(self, name: str, *args: str, timeout: float) -> float:
-        """Run tools/NAME with ARGS; fail with its log's tail unless it exits 0. Returns its time."""
-        log = self.log_dir / f"{name.split('.')[0]}-{'-'.join(a.strip('-') for a in args) or 'run'}.log"
-        started = time.monotonic()
-        with log.open("w") as out:
-            code = subprocess.run([str(paths.PROJECT_ROOT / "tools" / name), *args], env=self.env, cwd=paths.PROJECT_ROOT,
-                                  stdout=out, stderr=subprocess.STDOUT, timeout=timeout).returncode
-        if code != 0:
-            tail = "\n".join(log.read_text().splitlines()[-25:])
-            pytest.fail(f"tools/{name} {' '.join(args)} exited {code} (ports {self.ports}); {log}:\n{tail}")
-        return time.monotonic() - started
 
 
 @contextmanager
@@ -112,32 +49,8 @@ def baked_server(stack: ContainerStack):
         stack.engine_out("rm", "-f", "-t", "0", name)
 
 
-@pytest.fixture(scope="module")
-def container_stack(tmp_path_factory):
-    engine, reason = engine_or_reason()
-    if engine is None:
-        pytest.skip(reason)
-    log_dir = tmp_path_factory.mktemp("containers")
-    ports = dict(zip(PORT_VARIABLES, free_ports(len(PORT_VARIABLES))))
-    project = f"tp-e2e-{os.getpid()}"
-    env = {**os.environ, **{k: str(v) for k, v in ports.items()},
-           "STACK_PROJECT": project, "GATEWAY_TLS_DIR": str(log_dir / "tls")}
-    stack = ContainerStack(env, engine, project, ports, log_dir / "tls" / "tls.crt", log_dir, {})
-    stack.timings["images"] = stack.tool("images.sh", timeout=BUILD_TIMEOUT_S)
-    settings = stack.run(str(paths.PROJECT_ROOT / "tools" / "images.sh"), "--env", timeout=BUILD_TIMEOUT_S)
-    env.update(line.split("=", 1) for line in settings.stdout.splitlines() if "=" in line)
-    if not env.get("CONTAINERS_CONF"):
-        env.pop("CONTAINERS_CONF")
-    try:
-        stack.timings["up"] = stack.tool("stack.sh", "up", timeout=UP_TIMEOUT_S)
-        yield stack
-    finally:
-        stack.tool("stack.sh", "down", "--volumes", timeout=120)  # again after the test's own: idempotent
-        print(f"container stack {project}: " + ", ".join(f"{k} {v:.0f} s" for k, v in stack.timings.items()))
-
-
 @pytest.mark.timeout(BUILD_TIMEOUT_S + UP_TIMEOUT_S)  # a cold machine builds every image first (docs/deploy.md)
-def test_the_compose_stack_serves_through_the_gateway_runs_jobs_and_stops_clean(container_stack):
+def test_the_compose_stack_serves_through_the_gateway_and_runs_jobs(container_stack):
     stack = container_stack
     texts, topics = [t for t, _ in TEXT_SAMPLES], [topic for _, topic in TEXT_SAMPLES]
     started = time.monotonic()
@@ -154,8 +67,13 @@ def test_the_compose_stack_serves_through_the_gateway_runs_jobs_and_stops_clean(
         stack.timings["model-in-image answered after"] = time.monotonic() - started
     assert stack.engine_out("ps", "-a", "--filter", f"name=^{baked}$", "--format", "{{.Names}}") == ""
 
-    stack.tool("stack.sh", "down", "--volumes", timeout=120)
-    assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+@pytest.mark.stops_container_stack
+@pytest.mark.timeout(BUILD_TIMEOUT_S + UP_TIMEOUT_S)  # the stack starts here when no other test needed it
+def test_the_stack_stops_leaving_no_container_volume_or_network(container_stack):
+    assert container_stack.leftovers()["containers"], "the stack runs before it is stopped"
+    container_stack.down()
+    assert container_stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
 
 
 def check_the_stack(stack: ContainerStack, texts: list[str], topics: list[str]) -> None:

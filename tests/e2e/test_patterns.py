@@ -1,4 +1,5 @@
-"""End-to-end: each pattern through the client SDK against the real tritonserver."""
+"""End-to-end: each pattern through the client SDK against the real tritonserver. The tests marked
+`container` run against the compose stack too (through its TLS gateway: tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def digit_images():
     return x_test[:count], [digits_export.encode_digit_png(x) for x in x_test[:count]], y_test[:count]
 
 
+@pytest.mark.container
 def test_repository_index_has_every_model_ready(client):
     ready = {(m.name, m.version) for m in client.models() if m.state == "READY"}
     expected = {
@@ -39,6 +41,7 @@ def test_repository_index_has_every_model_ready(client):
     assert expected <= ready
 
 
+@pytest.mark.container
 def test_synchronous_serves_both_versions_and_latest_by_default(client, iris_heldout):
     x, y = iris_heldout
     v1 = client.predict("synchronous", x, version=1)
@@ -55,6 +58,7 @@ def test_synchronous_serves_both_versions_and_latest_by_default(client, iris_hel
         assert all(abs(p.scores.sum() - 1) < 1e-4 for p in predictions)
 
 
+@pytest.mark.container
 def test_web_single_agrees_with_synchronous_latest(client, iris_heldout):
     x, _ = iris_heldout
     web = client.predict("web_single", x)
@@ -66,6 +70,7 @@ def test_web_single_agrees_with_synchronous_latest(client, iris_heldout):
     )
 
 
+@pytest.mark.container
 @pytest.mark.parametrize("form", ["ensemble", "bls"])
 def test_prep_pred_recognises_heldout_digits(client, digit_images, form):
     _, pngs, truth = digit_images
@@ -73,6 +78,7 @@ def test_prep_pred_recognises_heldout_digits(client, digit_images, form):
     assert np.mean(np.array(labels) == truth) >= 0.9
 
 
+@pytest.mark.container
 def test_prep_pred_preprocessing_reproduces_the_training_tensor(client, digit_images):
     """Decoding the PNG on the server gives the classifier the digit's 0..16 values (up to the
     8-bit quantisation of the PNG), so ensemble, BLS and the bare classifier agree row by row."""
@@ -93,11 +99,13 @@ def _fp32_input(client, name, array):
     return tensor
 
 
+@pytest.mark.container
 def test_serial_ensemble_classifies_text_topics(client):
     predictions = client.predict("serial", [text for text, _ in TEXT_SAMPLES])
     assert [p.label for p in predictions] == [topic for _, topic in TEXT_SAMPLES]
 
 
+@pytest.mark.container
 def test_grpc_gives_the_same_answers_as_http(client, grpc_client, iris_heldout, digit_images):
     x, _ = iris_heldout
     _, pngs, _ = digit_images

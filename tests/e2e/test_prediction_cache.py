@@ -1,4 +1,5 @@
-"""End-to-end: the Redis prediction cache in front of real models."""
+"""End-to-end: the Redis prediction cache in front of real models (a hit and its count also on the
+container stack: `container`)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ pytestmark = pytest.mark.e2e
 ROW = np.array([[6.0, 2.7, 5.1, 1.6]], dtype=np.float32)
 
 
-def _metric(triton, result: str, model: str) -> float:
-    text = requests.get(triton.metrics_url, timeout=10).text
+def _metric(server, result: str, model: str) -> float:
+    """`server`: anything with a `metrics_url` (the embedded server, a test target)."""
+    text = requests.get(server.metrics_url, timeout=10).text
     pattern = rf'prediction_cache_requests_total{{[^}}]*model="{model}"[^}}]*result="{result}"[^}}]*}} (\S+)'
     match = re.search(pattern, text)
     return float(match.group(1)) if match else 0.0
@@ -29,14 +31,15 @@ def _iris_cached(client, model, row=ROW):
     return bool(result.as_numpy("CACHE_HIT")[0, 0]), result.as_numpy("PROBABILITIES")
 
 
-def test_second_identical_text_is_a_hit_with_the_same_answer(triton, client, redis_server):
+@pytest.mark.container
+def test_second_identical_text_is_a_hit_with_the_same_answer(target, client):
     text = f"The referee stopped the match after {time.time_ns()} seconds of rain delay."
-    hits_before = _metric(triton, "hit", "text_classify_cached")
+    hits_before = _metric(target, "hit", "text_classify_cached")
     first = client.prediction_cache(text)
     second = client.prediction_cache(text)
     assert first.cache_hit is False and second.cache_hit is True
     assert second.label == first.label and np.array_equal(second.scores, first.scores)
-    assert _metric(triton, "hit", "text_classify_cached") == hits_before + 1
+    assert _metric(target, "hit", "text_classify_cached") == hits_before + 1
     direct = client.serial(text)
     assert direct.label == first.label
 

@@ -1,5 +1,6 @@
 """End-to-end: rollouts through the router backend (canary split and weights changed at run time,
-A/B arms, shadow, condition routing) on the session server, and blue-green releases under load
+A/B arms, shadow, condition routing) on the session server (the canary split, the shadow log and
+condition routing also on the container stack: `container`), and blue-green releases under load
 on a server of their own in explicit model-control mode."""
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def entry_for(redis_url: str, stream: str, row, timeout: float = 30.0) -> dict:
     return found[0]  # the newest
 
 
+@pytest.mark.container
 def test_canary_split_is_measured_within_tolerance_and_users_keep_their_arm(client):
     users = [f"user-{i}" for i in range(600)]
     arms = {u: client.canary(ROW, user_id=u) for u in users}
@@ -83,13 +85,14 @@ def test_ab_arms_are_sticky_reported_and_counted_per_arm(client, triton):
                                 == counts[arm] for arm in "AB"), 10), "router_requests_total{arm} counts every answer"
 
 
-def test_shadow_returns_the_primary_answer_and_logs_both_outputs(client, redis_server):
+@pytest.mark.container
+def test_shadow_returns_the_primary_answer_and_logs_both_outputs(client, target):
     for row in (ROW, SETOSA, [6.0, 2.7, 5.1, 1.6]):
         shadowed = client.shadow(row)
         v1, v2 = client.synchronous(row, version=1), client.synchronous(row, version=2)
         assert (shadowed.arm, shadowed.target) == ("primary", "iris:1")
         assert shadowed.class_id == v1.class_id and np.abs(shadowed.scores - v1.scores).max() < 1e-6
-        entry = entry_for(redis_server.url, "shadow:iris_shadow", row)
+        entry = entry_for(target.redis_url, "shadow:iris_shadow", row)
         assert (entry["primary"], entry["candidate"]) == ("iris:1", "iris:2")
         assert entry["primary_output"]["LABEL"] == [[v1.class_id]]
         assert np.allclose(entry["candidate_output"]["PROBABILITIES"], [v2.scores], atol=1e-6)
@@ -112,6 +115,7 @@ def test_shadow_never_waits_for_a_slow_candidate(client, redis_server, triton):
                                    result=entry["result"]) >= 1, 10)
 
 
+@pytest.mark.container
 def test_condition_routing_by_parameter_rule_and_default(client):
     assert client.route(ROW, target="v1").target == "iris:1"
     assert client.route(ROW, target="v2").target == "iris:2"

@@ -21,10 +21,14 @@ def _compose_gateway() -> dict:
     return yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())["services"]["gateway"]
 
 
-def _k8s_containers() -> dict[str, dict]:
+def _k8s_pod() -> dict:
     deployment = next(o for o in yaml.safe_load_all((DEPLOY / "k8s" / "triton.yaml").read_text())
                       if o["kind"] == "Deployment")
-    return {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+    return deployment["spec"]["template"]["spec"]
+
+
+def _k8s_containers() -> dict[str, dict]:
+    return {c["name"]: c for c in _k8s_pod()["containers"]}
 
 
 def _fields(environment: dict) -> dict[str, str]:
@@ -56,7 +60,9 @@ def test_compose_and_kubernetes_fill_every_field_and_mount_the_same_files(where)
     else:
         container = _k8s_containers()["gateway"]
         fields = _fields({e["name"]: e["value"] for e in container["env"] if "value" in e})
-        mounts = {m["mountPath"]: m.get("subPath", "") for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in _k8s_pod()["volumes"]}
+        mounts = {f"{m['mountPath']}/{item['path']}": item["key"]  # the ConfigMap's keys, one file each
+                  for m in container["volumeMounts"] for item in volumes[m["name"]].get("configMap", {}).get("items", [])}
         sources = set(mounts.values())
         generator = yaml.safe_load((DEPLOY / "gateway" / "kustomization.yaml").read_text())["configMapGenerator"][0]
         assert set(generator["files"]) == {"nginx.conf.template", "triton_gateway.js"}
