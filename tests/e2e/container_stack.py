@@ -20,7 +20,7 @@ from typing import Iterator
 import pytest
 
 from pattern_runtime.processes import free_ports
-from triton_patterns import paths
+from pattern_runtime import paths
 
 PORT_VARIABLES = ("TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT", "GATEWAY_HTTPS_PORT",
                   "GATEWAY_GRPC_PORT", "REDIS_PORT", "PROMETHEUS_PORT")

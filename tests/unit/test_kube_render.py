@@ -8,7 +8,7 @@ import importlib.util
 
 import yaml
 
-from triton_patterns.paths import PROJECT_ROOT
+from pattern_runtime.paths import PROJECT_ROOT
 
 spec = importlib.util.spec_from_file_location("kube_play", PROJECT_ROOT / "tools" / "kube_play.py")
 kube_play = importlib.util.module_from_spec(spec)
