@@ -39,7 +39,9 @@ FORBIDDEN = {
         "the history of the project's making",
     r"\bbefore the fix\b": "the history of the project's making",
 }
-UPSTREAM = re.compile(r"\bserver (?:PR )?#\d+(?:, (?:PR )?#\d+)*")  # "server #8604, #7230"
+# the upstream trackers the project names, as "<tracker> #N" ("server #8604, #7230", "podman #16269")
+TRACKERS = {"server": "triton-inference-server/server", "podman": "containers/podman"}
+UPSTREAM = re.compile(rf"\b({'|'.join(TRACKERS)}) (?:PR )?#\d+(?:, (?:PR )?#\d+)*")
 NUMBER = re.compile(r"(?<![\w&/])#(\d{3,})\b")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
 PATH = re.compile(r"(?<![\w./:@-])((?:\.?[\w-]+/)+[\w.-]*)")
@@ -174,25 +176,27 @@ def test_no_file_cites_what_the_project_does_not_contain(pattern):
 
 
 def upstream_problems(text: str, listed: set[str]) -> list[str]:
-    """A number not named "server #N", and a "server #N" whose N is not in `listed`."""
+    """A number not named "<tracker> #N", and a "<tracker> #N" not in `listed` ("<tracker> N")."""
     spans = [m.span() for m in UPSTREAM.finditer(text)]
-    named = {n for a, b in spans for n in re.findall(r"#(\d+)", text[a:b])}
-    return [f"{m.group(0)}: not named as an upstream issue (server #N)" for m in NUMBER.finditer(text)
+    named = {f"{m.group(1)} {n}" for m in UPSTREAM.finditer(text) for n in re.findall(r"#(\d+)", m.group(0))}
+    return [f"{m.group(0)}: not named as an upstream issue (server #N, podman #N)" for m in NUMBER.finditer(text)
             if not any(a <= m.start() < b for a, b in spans)] + \
-        [f"server #{n}: not in docs/upstream.md" for n in sorted(named - listed)]
+        [f"{tracker} #{n}: not in docs/upstream.md" for tracker, n in sorted(s.split() for s in named - listed)]
 
 
 def test_every_upstream_issue_is_named_as_such_and_listed_with_its_link():
-    links = set(re.findall(r"https://github\.com/triton-inference-server/server/(?:issues|pull)/(\d+)",
-                           content("docs/upstream.md")))
+    links = {f"{tracker} {n}" for tracker, repo in TRACKERS.items()
+             for n in re.findall(rf"https://github\.com/{repo}/(?:issues|pull)/(\d+)", content("docs/upstream.md"))}
     problems = {p: found for p in files() for found in [upstream_problems(prose(p), links)] if found}
     assert problems == {}
 
 
 def test_an_unnamed_or_unlisted_upstream_number_is_found():
     text = "loses the code (#7804); server #8604, #7230 and server PR #7423; server #1234"
-    assert upstream_problems(text, {"7804", "8604", "7230", "7423"}) == [
-        "#7804: not named as an upstream issue (server #N)", "server #1234: not in docs/upstream.md"]
+    listed = {"server 7804", "server 8604", "server 7230", "server 7423", "podman 16269"}
+    assert upstream_problems(text + "; podman #16269, podman #1", listed) == [
+        "#7804: not named as an upstream issue (server #N, podman #N)", "podman #1: not in docs/upstream.md",
+        "server #1234: not in docs/upstream.md"]
 
 
 @pytest.mark.parametrize("text, missing", [
