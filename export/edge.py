@@ -52,8 +52,8 @@ def edge_repository(repo: Path) -> Path:
 def serving_parameters(repo: Path, model: str) -> dict:
     """A model's parameters as its backend reads them: its config.pbtxt's, typed by the backend's spec."""
     from pattern_kernel.specs import load_specs
-    from pattern_tools.repo_check import load_config
     from pattern_runtime import paths
+    from pattern_tools.repo_check import load_config
 
     path = Path(repo) / model / "config.pbtxt"
     if not path.is_file():  # an export into another folder: the configs are the project's

@@ -18,9 +18,8 @@ import numpy as np
 from pattern_runtime import paths
 
 from . import loadgen
-from .loadgen import Point
-
 from .bench_setup import Outcome
+from .loadgen import Point
 
 DOCS_DIR = paths.PROJECT_ROOT / "docs" / "bench"
 BENCHMARKS_MD = paths.PROJECT_ROOT / "BENCHMARKS.md"

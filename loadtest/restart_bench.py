@@ -26,11 +26,12 @@ from pathlib import Path
 
 from pattern_kernel import probe
 from pattern_kernel.server_command import MODEL_LOAD_THREADS
+from pattern_runtime import paths
 from pattern_runtime.processes import ManagedProcess, wait_for
 from pattern_runtime.serve_models import EXTRA_MODELS, default_serve_models
 from pattern_runtime.server_settings import ServerSettings
 from pattern_runtime.stack import Stack
-from pattern_runtime import paths
+
 
 def _threads(n: int) -> ServerSettings:
     return ServerSettings(extra_args=[f"--model-load-thread-count={n}"])  # after the launcher's flags: it wins

@@ -14,8 +14,9 @@ import shutil
 import threading
 from pathlib import Path
 
-from pattern_runtime.server_env import TritonStartError, stub_path, wheel_dir
 from pattern_runtime import paths
+from pattern_runtime.server_env import TritonStartError, stub_path, wheel_dir
+
 
 def _temporary_sibling(path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")

@@ -22,12 +22,12 @@ from pattern_kernel.server_command import (
     DEFAULT_CACHE_SIZE_BYTES,
     container_command,
 )
+from pattern_runtime import paths
 from pattern_runtime.backend_folder import project_backend_folders
 from pattern_runtime.endpoints import Endpoints, fill_ports, resolve_access
 from pattern_runtime.processes import wait_for
 from pattern_runtime.server_env import TritonStartError
 from pattern_runtime.triton_log import LOG_TAIL_LINES
-from pattern_runtime import paths
 
 DEFAULT_NGC_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 NATIVE_IN_NGC_IMAGE = frozenset({"onnxruntime"})  # project shims the NGC image replaces natively

@@ -12,8 +12,8 @@ import urllib.request
 from typing import Any, Iterable
 
 from pattern_kernel.access import Access
-from pattern_runtime.processes import free_ports, http_status, wait_for
 from pattern_runtime.admin_key import configured_admin_key
+from pattern_runtime.processes import free_ports, http_status, wait_for
 
 REPOSITORY_CALL_TIMEOUT_S = 300.0  # a load answers once the model is loaded (a text encoder: seconds)
 

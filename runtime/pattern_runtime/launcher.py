@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pattern_kernel.server_command import common_server_flags
 from pattern_kernel.trace_config import TraceConfig
+from pattern_runtime import paths
 from pattern_runtime.backend_folder import assemble_backend_directory
 from pattern_runtime.endpoints import Endpoints, fill_ports, resolve_access
 from pattern_runtime.processes import ManagedProcess, describe_returncode, free_port, http_status, tail, wait_for
@@ -47,7 +48,6 @@ from pattern_runtime.triton_log import (
     stub_start_failure,
     this_run,
 )
-from pattern_runtime import paths
 
 LOG = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from typing import Sequence
 
 from pattern_kernel.access import ADMIN_KEY_ENV
 from pattern_kernel.trace_config import TraceConfig
+from pattern_runtime.admin_key import admin_key_file
 from pattern_runtime.gateway import Gateway, is_loopback
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.logrotation import LogRotation
-from pattern_runtime.admin_key import admin_key_file
 
 
 def gateway_notes(front: Gateway | None) -> list[str]:

@@ -17,8 +17,8 @@ import sysconfig
 from pathlib import Path
 from typing import Sequence
 
-from pattern_runtime.processes import StartError
 from pattern_runtime import paths
+from pattern_runtime.processes import StartError
 
 SERVER_VENV_ENV = "TRITON_PATTERNS_SERVER_VENV"
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pattern_kernel.access import API_KEY_ENV
+from pattern_runtime.admin_key import configured_admin_key
 from pattern_runtime.gateway import Gateway, is_loopback
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.logrotation import LogRotation
@@ -40,7 +41,6 @@ from pattern_runtime.server_settings import ServerSettings
 from pattern_runtime.services import default_state_dir
 from pattern_runtime.stub_watchdog import StubWatchdog
 from pattern_runtime.supervision import Supervisor
-from pattern_runtime.admin_key import configured_admin_key
 
 LOG = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 import pytest
 import tritonclient.http as httpclient
-from container_stack import BUILD_TIMEOUT_S, UP_TIMEOUT_S, container_stack as start_container_stack, engine_or_reason
+from container_stack import BUILD_TIMEOUT_S, UP_TIMEOUT_S, engine_or_reason
+from container_stack import container_stack as start_container_stack
 
 from pattern_runtime import paths
 from pattern_runtime.processes import wait_for

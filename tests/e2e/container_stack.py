@@ -19,8 +19,8 @@ from typing import Iterator
 
 import pytest
 
-from pattern_runtime.processes import free_ports
 from pattern_runtime import paths
+from pattern_runtime.processes import free_ports
 
 PORT_VARIABLES = ("TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT", "GATEWAY_HTTPS_PORT",
                   "GATEWAY_GRPC_PORT", "REDIS_PORT", "PROMETHEUS_PORT")

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from test_launcher import IDENTITY_MODEL, embedded, write_model
 
 from pattern_runtime.gateway import Gateway
 from pattern_runtime.processes import ManagedProcess
 from pattern_runtime.redis_server import RedisServer
-from test_launcher import IDENTITY_MODEL, embedded, write_model
 
 STREAMS, UNARY = 2, 2
 STEP = ["the target's start"]  # the step in progress, named in the gRPC errors

@@ -13,10 +13,10 @@ import requests
 
 from pattern_kernel import probe
 from pattern_kernel.access import ADMIN_HEADER, API_HEADER, API_KEY_ENV, GrpcTls
+from pattern_runtime import paths
 from pattern_runtime.gateway import self_signed_certificate
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.server_settings import ServerSettings
-from pattern_runtime import paths
 from triton_patterns.client import AsyncPatternClient, PatternClient, PatternError
 
 pytestmark = pytest.mark.e2e

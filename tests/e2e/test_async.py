@@ -23,12 +23,12 @@ from tritonclient.utils import InferenceServerException
 from pattern_jobs.async_worker import worker_command
 from pattern_kernel.job_queue import GROUP, JobQueue
 from pattern_kernel.redis_link import REDIS_URL_ENV
+from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.processes import ManagedProcess, wait_for
 from pattern_runtime.redis_server import RedisServer
 from pattern_runtime.server_settings import ServerSettings
 from pattern_tools import monitoring
-from pattern_runtime import paths
 from triton_patterns.client import PatternError
 
 pytestmark = pytest.mark.e2e
@@ -300,8 +300,9 @@ def test_a_worker_killed_holding_a_batch_loses_none_and_none_completes_twice(cli
 
 
 def test_an_idempotency_key_makes_a_retried_submit_return_the_first_job(triton, client, queue, start_worker):
-    import requests
     import uuid
+
+    import requests
 
     key = f"order-{uuid.uuid4().hex}"
     first = client.submit(ROWS[0], idempotency_key=key)

@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_new_user import shell_blocks  # this folder is on sys.path (pytest's default import mode)
 
+from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.server_settings import ServerSettings
-from test_new_user import shell_blocks  # this folder is on sys.path (pytest's default import mode)
-from pattern_runtime import paths
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # a virtualenv and pip install (600-s deadline), 135 s under load
 

@@ -22,12 +22,12 @@ import psutil
 import pytest
 import redis
 import tritonclient.http as httpclient
+from test_new_user import Served
 
 from pattern_jobs.async_worker import worker_command
 from pattern_kernel.job_queue import JobQueue
-from pattern_runtime.processes import ManagedProcess, http_status, wait_for
-from test_new_user import Served
 from pattern_runtime import paths
+from pattern_runtime.processes import ManagedProcess, http_status, wait_for
 from triton_patterns.client import PatternClient, PatternError
 
 pytestmark = pytest.mark.e2e

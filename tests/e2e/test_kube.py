@@ -29,8 +29,8 @@ import requests
 import yaml
 from container_stack import BUILD_TIMEOUT_S, engine_or_reason
 
-from pattern_runtime.processes import free_ports
 from pattern_runtime import paths
+from pattern_runtime.processes import free_ports
 from triton_patterns.client import PatternClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.container_stack]

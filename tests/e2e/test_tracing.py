@@ -13,11 +13,11 @@ import subprocess
 import sys
 
 import pytest
+from otlp_receiver import OtlpReceiver
 
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.server_settings import ServerSettings
 from pattern_tools.trace import trace_request
-from otlp_receiver import OtlpReceiver
 from triton_patterns.client import PatternClient
 
 pytestmark = pytest.mark.e2e

@@ -11,8 +11,8 @@ import pytest
 
 from pattern_kernel.capture import MIN_BYTES, Capturer, StepRecord, size
 from pattern_kernel.specs import load_specs
-from pattern_tools.captures import format_capture
 from pattern_runtime import paths
+from pattern_tools.captures import format_capture
 
 SPECS = load_specs(paths.BACKENDS)
 

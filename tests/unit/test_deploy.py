@@ -16,8 +16,8 @@ import yaml
 from pattern_kernel import access, container, probe, server_command
 from pattern_runtime import docker_server
 from pattern_runtime.backend_folder import project_backend_folders
-from pattern_tools import cli
 from pattern_runtime.paths import PROJECT_ROOT
+from pattern_tools import cli
 
 DEPLOY = PROJECT_ROOT / "deploy"
 K8S = DEPLOY / "k8s"

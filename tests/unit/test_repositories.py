@@ -12,12 +12,12 @@ import yaml
 
 from export import manifest as mf
 from export.__main__ import all_specs, output_repository
+from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
-from pattern_runtime.server_settings import ServerSettings
 from pattern_runtime.serve_models import repository_models
+from pattern_runtime.server_settings import ServerSettings
 from pattern_tools.cli import main as cli_main
 from pattern_tools.repo_check import check_repository
-from pattern_runtime import paths
 
 BENCHMARK_MODELS = {"heavy_mlp", "heavy_mlp_guarded", "heavy_breaker"}
 

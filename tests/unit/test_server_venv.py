@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from pattern_runtime.server_env import SERVER_VENV_ENV, TritonStartError, python_version_tag, server_python_bin
 from pattern_runtime import paths
+from pattern_runtime.server_env import SERVER_VENV_ENV, TritonStartError, python_version_tag, server_python_bin
 
 PIN = re.compile(r"^([A-Za-z0-9_.\[\]-]+)==(\S+)", re.M)
 

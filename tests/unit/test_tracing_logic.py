@@ -130,8 +130,8 @@ def test_traceparent_follows_the_callers_opentelemetry_span():
 
 def test_the_launchers_trace_file_is_absolute_beside_its_log(tmp_path, monkeypatch):
     from pattern_runtime.launcher import TritonServer
-    from pattern_runtime.server_settings import ServerSettings
     from pattern_runtime.serve_banner import describe_trace
+    from pattern_runtime.server_settings import ServerSettings
 
     monkeypatch.chdir(tmp_path)  # tritonserver runs in the log folder: a relative path would land inside it
     server = TritonServer(ServerSettings(log_dir="logs", trace="rate=1"))

@@ -9,11 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from pattern_runtime import gateway, service
+from pattern_runtime import gateway, paths, service
 from pattern_runtime.server_settings import ServerSettings
 from pattern_tools import tune
 from pattern_tools.repo_check import check_repository
-from pattern_runtime import paths
 
 
 @pytest.fixture(scope="module")
