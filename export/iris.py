@@ -7,7 +7,7 @@ FEATURES float32 [N,4] -> LABEL int64 [N], PROBABILITIES float32 [N,3].
 from __future__ import annotations
 
 import sys
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -25,7 +25,7 @@ MODELS = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def train(version: int):
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression

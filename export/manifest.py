@@ -15,11 +15,12 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class Spec:
     name: str
     version: int
     family: str
-    build: Callable[["Log"], Result]
+    build: Callable[[Log], Result]
     params: Mapping[str, Any]
     modules: tuple[ModuleType, ...]  # exporter code whose source goes into the fingerprint
     libraries: tuple[str, ...]  # distributions whose versions go into the fingerprint
@@ -213,7 +214,7 @@ def finalize_onnx(model, doc: str, metadata_props: Mapping[str, str] | None = No
             raise ExportError(f"{model.graph.name}: opset {domain or 'ai.onnx'} {version} > {limit}")
     model.ir_version = min(model.ir_version or IR_VERSION, IR_VERSION)
     # converters build opset_import from a set: fix its order so equal models give equal bytes
-    ordered = sorted(((o.domain, o.version) for o in model.opset_import))
+    ordered = sorted((o.domain, o.version) for o in model.opset_import)
     del model.opset_import[:]
     for domain, version in ordered:
         model.opset_import.add(domain=domain, version=version)

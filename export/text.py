@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import warnings
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,7 @@ def _quiet_transformers() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-@lru_cache(maxsize=None)
+@cache
 def sentence_transformer():
     from sentence_transformers import SentenceTransformer
 

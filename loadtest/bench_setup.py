@@ -4,8 +4,8 @@ by the runner (`loadtest.bench`), the report (`loadtest.bench_report`) and the p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .loadgen import Point
 

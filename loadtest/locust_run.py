@@ -16,9 +16,9 @@ import csv
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from pattern_runtime import paths
 from pattern_runtime.processes import ManagedProcess

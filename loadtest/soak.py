@@ -25,9 +25,9 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from loadtest import locust_run
 from pattern_runtime import paths

@@ -8,8 +8,9 @@ implementation (any store with `get`/`put` can be plugged in). Seeding it is the
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 # The environment variable through which a server's backends find the store.
 DATA_STORE_ENV = "TRITON_PATTERNS_DATA_STORE"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from pattern_kernel.capture import MIN_BYTES as MIN_CAPTURE_BYTES
 from pattern_kernel.pipeline import parse_steps
@@ -53,7 +53,7 @@ class Parameter:
     max: float | None = None
     choices: tuple = ()
     # `triton-patterns new pattern` writes it: True with its default; a function: with its value for the targets
-    template: Union[bool, Callable[[Targets], str]] = False
+    template: bool | Callable[[Targets], str] = False
 
     def parse(self, raw: str | None, model: str) -> Any:
         """The typed value of `raw` (the config's string; None or "": the default)."""

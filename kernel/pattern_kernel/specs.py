@@ -39,7 +39,7 @@ def load_spec(folder: Path | str) -> BackendSpec:
     return spec
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_specs(root: Path) -> dict[str, BackendSpec]:
     folders = sorted(p for p in root.iterdir() if (p / "model.py").is_file() and (p / "spec.py").is_file())
     return {folder.name: load_spec(folder) for folder in folders}

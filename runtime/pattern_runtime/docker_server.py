@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pattern_kernel
 from pattern_kernel.access import Access, GrpcTls

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from pattern_kernel.access import Access
 from pattern_runtime.admin_key import configured_admin_key

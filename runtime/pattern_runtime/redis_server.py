@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pattern_runtime.processes import LocalServer, StartError
 

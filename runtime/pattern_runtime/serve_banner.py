@@ -3,8 +3,8 @@ tracing, the logs, and the models with their state (`print_banner`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pattern_kernel.access import ADMIN_KEY_ENV
 from pattern_kernel.trace_config import TraceConfig

@@ -14,8 +14,8 @@ import os
 import re
 import sys
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pattern_runtime import paths
 from pattern_runtime.processes import StartError

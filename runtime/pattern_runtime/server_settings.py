@@ -6,9 +6,10 @@ Built by the CLI (`triton-patterns serve`), the stack, the tests and the tools; 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from pattern_kernel.access import GrpcTls
 from pattern_kernel.server_command import DEFAULT_CACHE_SIZE_BYTES

@@ -27,8 +27,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pattern_kernel.access import API_KEY_ENV
 from pattern_runtime.admin_key import configured_admin_key

@@ -213,7 +213,7 @@ def test_submits_of_one_batch_share_a_round_trip_and_an_idempotency_key_makes_on
         assert isinstance(refused, InputError) and f"used for another request (job {first.job_id})" in str(refused)
     assert answers[5].created and answers[5].job_id != first.job_id
     assert queue.depth()["stream"] == 3
-    assert 0 < queue.redis.ttl(f"t:idem:iris_async_submit:k1") <= 60
+    assert 0 < queue.redis.ttl("t:idem:iris_async_submit:k1") <= 60
 
 
 def test_a_batch_that_fails_on_one_row_is_split_until_that_job_is_alone(queue):

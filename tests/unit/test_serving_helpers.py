@@ -145,7 +145,7 @@ def test_tokenize_pads_to_a_multiple_and_rejects_empty_text():
     from pattern_kernel.text import decode_texts, load_tokenizer, tokenize
 
     tokenizer = load_tokenizer(model_dir() / "tokenizer.json", max_length=256, pad_to_multiple_of=16)
-    texts = decode_texts("TEXT", np.array([b"short", "a much longer sentence about rain".encode()], dtype=object))
+    texts = decode_texts("TEXT", np.array([b"short", b"a much longer sentence about rain"], dtype=object))
     tokens = tokenize(tokenizer, texts)
     assert tokens["input_ids"].shape == tokens["attention_mask"].shape
     assert tokens["input_ids"].shape[1] % 16 == 0 and tokens["input_ids"].dtype == np.int64

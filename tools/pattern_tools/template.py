@@ -30,7 +30,6 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from google.protobuf import json_format, text_format

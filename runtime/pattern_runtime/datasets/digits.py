@@ -4,7 +4,7 @@ digits classifier uses, and the PNG encoding of a digit that demos, tests and th
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -13,7 +13,7 @@ TEST_SIZE = 0.25
 LABELS = tuple(str(i) for i in range(10))
 
 
-@lru_cache(maxsize=None)
+@cache
 def split():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

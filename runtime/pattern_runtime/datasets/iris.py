@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 SEED = 0
 TEST_SIZE = 0.3
 LABELS = ("setosa", "versicolor", "virginica")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_split():
     """(X_train, X_test, y_train, y_test, feature_names), float64 as sklearn ships them."""
     from sklearn.datasets import load_iris
