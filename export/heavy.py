@@ -22,7 +22,7 @@ def weights(seed: int = SEED) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     dims = [IN_DIM] + [WIDTH] * LAYERS + [OUT_DIM]
     out = []
-    for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
+    for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
         gain = 2.0 if i < LAYERS else 1.0
         W = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(gain / fan_in)).astype(np.float32)
         b = (rng.standard_normal(fan_out) * 0.01).astype(np.float32)

@@ -319,7 +319,7 @@ def parity(b: Build, plan_bytes: bytes) -> dict:
     names = [o.name for o in sess.get_outputs()]
     checks = {}
     for batch in sample_batches(b):
-        ref = dict(zip(names, sess.run(names, batch)))
+        ref = dict(zip(names, sess.run(names, batch), strict=True))
         got = run_engine(plan_bytes, batch)
         for name in names:
             if ref[name].dtype.kind in "iu":  # class ids: compared exactly, as agreement

@@ -202,7 +202,7 @@ def plots(outcomes: list[Outcome], out: Path) -> list[Path]:
     served = [o for o in outcomes if o.setup.group != "limit" and o.points]
     fig, axes = plt.subplots(1, 3, figsize=(19, 5.5))
     styles = {"peer": "--", "perf_analyzer": ":"}
-    for ax, models in zip(axes, (("iris",), ("heavy_mlp", "digits"), ("text",))):
+    for ax, models in zip(axes, (("iris",), ("heavy_mlp", "digits"), ("text",)), strict=True):
         for o in served:
             if o.setup.model in models:
                 ax.plot([p.concurrency for p in o.points], [p.rows_per_s for p in o.points], marker="o",
@@ -223,7 +223,7 @@ def plots(outcomes: list[Outcome], out: Path) -> list[Path]:
 
     levels = sorted({p.concurrency for o in served for p in o.points})
     fig, axes = plt.subplots(1, len(levels), figsize=(6 * len(levels), 6), squeeze=False)
-    for ax, level in zip(axes[0], levels):
+    for ax, level in zip(axes[0], levels, strict=True):
         rows = [(o.setup.name, _at(outcomes, o.setup.name, level)) for o in served]
         rows = [(n, p) for n, p in rows if p and not math.isnan(p.p50_ms)]  # the batch job has no latency
         y = np.arange(len(rows))

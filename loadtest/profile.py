@@ -166,7 +166,7 @@ def plot(result: Result, path: Path) -> None:
     names = list(result.cpu)
     ax.barh(names, [result.cpu[n] for n in names], color="C0")
     ax.set(xlabel="cores used (of 2)", title=f"{result.profiled.setup} c={result.profiled.concurrency}: CPU")
-    for ax, (stub, frames) in zip(axes[0][1:], result.top.items()):
+    for ax, (stub, frames) in zip(axes[0][1:], result.top.items(), strict=True):
         ax.barh([f[0][:48] for f in frames][::-1], [f[1] for f in frames][::-1], color="C1")
         ax.set(xlabel="share of samples (self time)", title=f"stub {stub}: top frames")
         ax.tick_params(axis="y", labelsize=7)

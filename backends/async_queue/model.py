@@ -79,7 +79,7 @@ def job_answers(ids: list[str], states: list[JobState | None], reason: Callable[
     """STATUS and RESULT, one per id in order; an id without a job is `unknown`, its error
     `reason(job_id)`."""
     answers = [state.as_json() if state is not None else {"job_id": job_id, "status": UNKNOWN, "error": reason(job_id)}
-               for job_id, state in zip(ids, states)]
+               for job_id, state in zip(ids, states, strict=True)]
     return {"STATUS": np.array([a["status"].encode() for a in answers], dtype=object),
             "RESULT": np.array([json.dumps(a).encode() for a in answers], dtype=object)}
 
@@ -126,7 +126,7 @@ class TritonPythonModel(PatternModel):
                        "accepted, retry later" if isinstance(exc, redis.exceptions.OutOfMemoryError) else f"the job queue (Redis) is unavailable: {exc}")
             submitted = [StepError("enqueue", job.model, job.version, problem) for job in jobs]
         counts: Counter = Counter()
-        for place, job, outcome in zip(places, jobs, submitted):
+        for place, job, outcome in zip(places, jobs, submitted, strict=True):
             if isinstance(outcome, Submitted):
                 counts[outcome.created, job.model] += 1
                 job_id = np.array([outcome.job_id.encode()], dtype=object)

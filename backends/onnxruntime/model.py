@@ -45,5 +45,5 @@ class TritonPythonModel(PatternModel):
         results = self.session.run([s.name for s in self.config.outputs], feed)
         return {
             s.name: to_config_rank(np.asarray(arr), s.dims, batching).astype(s.dtype, copy=False)
-            for s, arr in zip(self.config.outputs, results)
+            for s, arr in zip(self.config.outputs, results, strict=True)
         }

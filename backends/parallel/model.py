@@ -58,7 +58,7 @@ class TritonPythonModel(PatternModel):
         started = time.perf_counter()
         done, _ = await asyncio.wait(tasks, timeout=p["deadline_ms"] / 1000)
         report, answers = [], []
-        for (model, version), task in zip(self.targets, tasks):
+        for (model, version), task in zip(self.targets, tasks, strict=True):
             entry = {"target": model, "version": version}
             if task in done:
                 status, value, ms = task.result()
@@ -86,7 +86,7 @@ class TritonPythonModel(PatternModel):
         if self.capturer.sampled():
             steps = [StepRecord({"step": f"target {i}", "model": e.pop("target"), **e}, inputs,
                                 {SCORES: task.result()[1]} if e["status"] == "answered" else {})
-                     for i, (e, task) in enumerate(zip([dict(e) for e in report], tasks))]
+                     for i, (e, task) in enumerate(zip([dict(e) for e in report], tasks, strict=True))]
             self.log.add(self.capturer.entry(request.request_id(), inputs, outputs, steps,
                                              (time.perf_counter() - started) * 1000, fallback,
                                              "min_answers" if fallback else ""))

@@ -95,11 +95,11 @@ class TritonPythonModel(PatternModel):
             return self.with_route(await self.call(arms[0], inputs), choice)
         masks = [choice == a for a in arms]
         parts = await asyncio.gather(*(
-            self.call(a, {k: v[m] for k, v in inputs.items()}) for a, m in zip(arms, masks)))
+            self.call(a, {k: v[m] for k, v in inputs.items()}) for a, m in zip(arms, masks, strict=True)))
         outputs = {}
         for name, spec in self.outputs.items():
             merged = np.empty((rows, *spec.dims), dtype=parts[0][name].dtype)
-            for mask, part in zip(masks, parts):
+            for mask, part in zip(masks, parts, strict=True):
                 merged[mask] = part[name]
             outputs[name] = merged
         return self.with_route(outputs, choice)
@@ -150,7 +150,7 @@ class SplitMode:
         """New weights in force; the gauges follow on the next request (see `_sync_gauges`)."""
         self.split.weights = tuple(weights)
         self.gauges_due = True
-        shown = ", ".join(f"{a.name}={w:g}" for a, w in zip(self.arms, weights))
+        shown = ", ".join(f"{a.name}={w:g}" for a, w in zip(self.arms, weights, strict=True))
         pb_utils.Logger.log_info(f"router '{self.router.config.name}': weights {shown} (from {source})")
 
     def _refresh_weights(self):
@@ -175,7 +175,7 @@ class SplitMode:
         while the loop updates others crashed tritonserver 2.51 (SIGSEGV in libtriton_python)."""
         if self.gauges_due:
             self.gauges_due = False
-            for arm, weight in zip(self.arms, self.split.weights):
+            for arm, weight in zip(self.arms, self.split.weights, strict=True):
                 self.gauges.set(weight, arm=arm.name)
 
 

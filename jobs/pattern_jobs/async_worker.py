@@ -178,10 +178,10 @@ class Worker:
 
     def _run_chunk(self, chunk: list[Job], stop: threading.Event) -> dict[str, str]:
         started_ok = self.queue.start_many(chunk, self.s.name)
-        duplicates = [job for job, ok in zip(chunk, started_ok) if not ok]
+        duplicates = [job for job, ok in zip(chunk, started_ok, strict=True) if not ok]
         if duplicates:
             self.queue.acknowledge(duplicates)
-        jobs = [job for job, ok in zip(chunk, started_ok) if ok]
+        jobs = [job for job, ok in zip(chunk, started_ok, strict=True) if ok]
         outcomes = {job.entry_id: self._count("duplicate") for job in duplicates}
         if not jobs:
             return outcomes
@@ -197,7 +197,7 @@ class Worker:
                 outputs, version, infer_ms = answer
                 self.queue.complete(job, outputs, version, {**timings, "infer_ms": infer_ms}, pipe=pipe)
                 planned.append("done")
-        for job, what, written in zip(jobs, planned, pipe.execute()):
+        for job, what, written in zip(jobs, planned, pipe.execute(), strict=True):
             outcomes[job.entry_id] = self._count(what if written or what == "retried" else "duplicate")
         return outcomes
 

@@ -117,7 +117,7 @@ def _outcomes(chunk: Sequence[Record], predictions: list[Prediction]) -> list[Ou
         raise BatchError(f"{len(chunk)} rows sent, {len(predictions)} predictions back")
     return [
         Outcome(r.id, p.label, p.class_id, tuple(float(s) for s in p.scores))
-        for r, p in zip(chunk, predictions)
+        for r, p in zip(chunk, predictions, strict=True)
     ]
 
 

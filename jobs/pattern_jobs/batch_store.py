@@ -152,7 +152,7 @@ def seed(engine: Engine, kind: str = "iris", repeat: int = 1) -> int:
         from pattern_runtime.datasets.iris import LABELS, load_split
 
         _, x_test, _, y_test, _ = load_split()
-        base = [([float(v) for v in x], LABELS[int(y)]) for x, y in zip(x_test, y_test)]
+        base = [([float(v) for v in x], LABELS[int(y)]) for x, y in zip(x_test, y_test, strict=True)]
     else:
         from pattern_runtime.datasets.text import generate_text_dataset
 

@@ -66,7 +66,7 @@ def weights_in_force(router: RouterConfig, client: redis.Redis) -> tuple[dict[st
     raw = client.get(router.weights_key)
     weights = router.config_weights if raw is None else weights_from_json(raw, router.arms)
     source = "config" if raw is None else f"Redis key {router.weights_key}"
-    return {a.name: w for a, w in zip(router.arms, weights)}, source
+    return {a.name: w for a, w in zip(router.arms, weights, strict=True)}, source
 
 
 def set_weights(router: RouterConfig, client: redis.Redis, weights: Mapping[str, float] | None) -> None:

@@ -68,7 +68,7 @@ def run_requests(inputs: Sequence[Outcome], run: Runner, batching: bool) -> list
     if batching and len(good) > 1:
         try:
             merged, sizes = concat_requests([x for _, x in good])
-            for (i, _), outputs in zip(good, split_rows(run(merged), sizes)):
+            for (i, _), outputs in zip(good, split_rows(run(merged), sizes), strict=True):
                 results[i] = outputs
             return results
         except Exception:  # noqa: BLE001 - fall back to per-request runs below

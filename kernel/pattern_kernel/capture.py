@@ -174,7 +174,7 @@ class Capturer:
 
             doc = [{**info, "inputs": group(f"steps[{i}].inputs", s.inputs),
                     "outputs": group(f"steps[{i}].outputs", s.outputs)} if with_steps else info
-                   for i, (info, s) in enumerate(zip(infos, steps))]
+                   for i, (info, s) in enumerate(zip(infos, steps, strict=True))]
             return {**header, "inputs": _dumps(group("inputs", inputs)), "outputs": _dumps(group("outputs", outputs)),
                     "steps": _dumps(doc), "truncated": "1" if truncated else "0"}
 

@@ -346,7 +346,7 @@ class JobQueue:
             pipe.script(self._submit, keys, [self.ttl, f"{job_id} {fingerprint}", job_id, job.model, job.version,
                                              job.submitted_by, rows, repr(time.time()), encode_outputs(job.inputs)])
         answers = []
-        for job, (job_id, fingerprint), first in zip(jobs, fingerprints, pipe.execute()):
+        for job, (job_id, fingerprint), first in zip(jobs, fingerprints, pipe.execute(), strict=True):
             if not first:
                 answers.append(Submitted(job_id))
                 continue
@@ -367,7 +367,7 @@ class JobQueue:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(self.key(job_id))
-        return [self._decode(j, raw) for j, raw in zip(job_ids, pipe.execute())]
+        return [self._decode(j, raw) for j, raw in zip(job_ids, pipe.execute(), strict=True)]
 
     @staticmethod
     def _decode(job_id: str, raw: Mapping) -> JobState | None:
@@ -460,7 +460,7 @@ class JobQueue:
         for eid, _ in entries:
             pipe.xpending_range(self.stream, GROUP, eid, eid, 1)
         counts = [int(p[0]["times_delivered"]) if p else 1 for p in pipe.execute()] if entries else []
-        return [self._job(eid, fields, n) for (eid, fields), n in zip(entries, counts)]
+        return [self._job(eid, fields, n) for (eid, fields), n in zip(entries, counts, strict=True)]
 
     def deliveries(self, entry_id) -> int:
         pending = self.redis.xpending_range(self.stream, GROUP, entry_id, entry_id, 1)

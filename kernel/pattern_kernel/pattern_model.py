@@ -129,7 +129,7 @@ class PatternModel:
                 read.append(read_inputs(request, self.config.inputs))
             except Exception as exc:  # noqa: BLE001 - this request's error
                 read.append(exc)
-        readable = [(r, i) for r, i in zip(requests, read) if not isinstance(i, Exception)]
+        readable = [(r, i) for r, i in zip(requests, read, strict=True) if not isinstance(i, Exception)]
         try:
             answers = iter(self.handle_batch(readable) if readable else [])
         except Exception as exc:  # noqa: BLE001 - the whole batch failed: each request says why

@@ -46,7 +46,7 @@ def parse_arms(targets: str, names: str | None = None) -> list[Arm]:
         raise ValueError(f"arms: {len(labels)} names for {len(pairs)} targets")
     if len(set(labels)) != len(labels):
         raise ValueError(f"arms: names must be distinct, got {labels}")
-    return [Arm(name, model, version) for name, (model, version) in zip(labels, pairs)]
+    return [Arm(name, model, version) for name, (model, version) in zip(labels, pairs, strict=True)]
 
 
 def check_weights(weights: Sequence[float], arms: Sequence[Arm]) -> tuple[float, ...]:

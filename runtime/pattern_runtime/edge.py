@@ -201,12 +201,12 @@ class EdgeClient:
         predictions = [
             Prediction(self.local.name, self.local.version, self.local.labels[i] if i < len(self.local.labels)
                        else str(i), int(i), s, latency, {"SOURCE": _string("edge")})
-            for i, s in zip(ids, scores)
+            for i, s in zip(ids, scores, strict=True)
         ]
         unsure = [k for k, p in enumerate(predictions) if float(p.scores.max()) < self.min_confidence]
         if unsure and self.server is not None:
             try:
-                for k, answer in zip(unsure, self._ask_server([values[k] for k in unsure])):
+                for k, answer in zip(unsure, self._ask_server([values[k] for k in unsure]), strict=True):
                     predictions[k] = answer
             except (PatternError, OSError) as exc:
                 self.counts["fallback_errors"] += len(unsure)

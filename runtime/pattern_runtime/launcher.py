@@ -152,7 +152,7 @@ class TritonServer(Endpoints):
         """tritonserver's `--exit-timeout-secs` (from `extra_args`; Triton's default 30)."""
         value = None
         args = list(self.settings.extra_args)
-        for flag, following in zip(args, args[1:] + [""]):
+        for flag, following in zip(args, args[1:] + [""], strict=True):
             if flag.startswith("--exit-timeout-secs="):
                 value = flag.split("=", 1)[1]
             elif flag == "--exit-timeout-secs":

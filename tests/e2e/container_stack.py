@@ -108,7 +108,7 @@ class ContainerStack:
 def container_stack(engine: str, log_dir: Path) -> Iterator[ContainerStack]:
     """Builds the images, starts the stack, yields it; stops it and removes its volumes on the way out
     and prints the times of each step."""
-    ports = dict(zip(PORT_VARIABLES, free_ports(len(PORT_VARIABLES))))
+    ports = dict(zip(PORT_VARIABLES, free_ports(len(PORT_VARIABLES)), strict=True))
     project = f"tp-e2e-{os.getpid()}"
     admin_key = secrets.token_hex(16)
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "TRITON_PATTERNS_ADMIN_KEY": admin_key,

@@ -164,7 +164,7 @@ def test_a_worker_killed_holding_jobs_loses_none_and_none_completes_twice(client
     assert victim.wait(10) == -signal.SIGKILL
     for name in ("rescuer1", "rescuer2"):
         start_worker(name, idle_ms=1000)
-    for job_id, row, target in [*zip(slow, ROWS, ["iris_slow"] * 2), *zip(fast, ROWS * 2, ["iris"] * 8)]:
+    for job_id, row, target in [*zip(slow, ROWS[:2], ["iris_slow"] * 2, strict=True), *zip(fast, ROWS * 2, ["iris"] * 8, strict=True)]:
         result = client.wait(job_id, timeout_s=30)
         assert result.status == "done" and result.model == target, result
         assert result.completions == 1, "a job ends exactly once in the result store"
@@ -272,7 +272,7 @@ def test_a_poison_row_in_a_batch_fails_only_its_own_job(triton, client, queue, s
     assert (bad.attempts, bad.completions) == (1, 1) and "petal_length" in bad.error, bad
     [letter] = queue.dead_letters()
     assert letter["job_id"] == ids[poison] and np.allclose(letter["inputs"]["FEATURES"], [rows[poison]])
-    for row, result in zip(rows, results):
+    for row, result in zip(rows, results, strict=True):
         if result.status == "done":
             expected = client.predict("web_single", row)[0]
             assert result.completions == 1 and (result.class_id, result.label) == (expected.class_id, expected.label)
@@ -292,7 +292,7 @@ def test_a_worker_killed_holding_a_batch_loses_none_and_none_completes_twice(cli
     os.kill(victim.pid, signal.SIGKILL)
     assert victim.wait(10) == -signal.SIGKILL
     start_worker("rescuer", prefetch=32, idle_ms=1000)
-    for job_id, row in zip(ids, ROWS * 3):
+    for job_id, row in zip(ids, ROWS * 3, strict=True):
         result = client.wait(job_id, timeout_s=30)
         assert (result.status, result.completions, result.worker) == ("done", 1, "rescuer"), result
         assert result.attempts >= 2 and result.label == client.synchronous(row, version=2).label

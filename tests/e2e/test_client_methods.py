@@ -39,7 +39,7 @@ def _comparable(p: Prediction) -> dict:
 
 def _same(sync: list[Prediction], coroutine: list[Prediction]) -> None:
     assert [_comparable(p) for p in coroutine] == [_comparable(p) for p in sync]
-    for a, b in zip(sync, coroutine):
+    for a, b in zip(sync, coroutine, strict=True):
         np.testing.assert_allclose(b.scores, a.scores, atol=1e-5)
         assert (a.report is None) == (b.report is None)
 

@@ -107,7 +107,7 @@ def test_redis_killed_and_restarted_under_async_and_cache_traffic(stack):
         stop.set()
         threads[1].join(timeout=10)
 
-    states = dict(zip(accepted, queue.states(list(accepted))))
+    states = dict(zip(accepted, queue.states(list(accepted)), strict=True))
     print(f"\nfaults: {len(accepted)} jobs accepted, {len(refused)} submits refused while Redis was down; "
           f"{len(cache_answers)} cache answers ({answered_while_down} while down), {len(cache_errors)} errors")
     assert len(accepted) >= 60, f"most submits were accepted ({len(accepted)} accepted, {len(refused)} refused)"

@@ -78,7 +78,7 @@ def test_prediction_log_holds_one_record_per_request(client, redis_server):
     answers += client.predict("circuit_breaker", np.array(rows, dtype=np.float32))  # one request, two rows
     records = prediction_log.read_recent(r, STREAM, 10)
     assert len(records) == 3
-    for rec, sent in zip(records, ([rows[0]], [rows[1]], rows)):
+    for rec, sent in zip(records, ([rows[0]], [rows[1]], rows), strict=True):
         np.testing.assert_allclose(rec["inputs"]["FEATURES"], sent, rtol=1e-6)
     logged = [label[0] for rec in records for label in rec["outputs"]["LABEL"]]
     assert logged == [p.class_id for p in answers]  # what the callers got, default answers included

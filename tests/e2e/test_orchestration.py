@@ -35,7 +35,7 @@ def test_serial_bls_runs_the_text_pipeline_like_the_ensemble(client):
     bls = client.predict("serial_bls_text", texts)
     ensemble = client.predict("serial", texts)
     assert [p.label for p in bls] == [topic for _, topic in TEXT_SAMPLES]
-    for b, e in zip(bls, ensemble):
+    for b, e in zip(bls, ensemble, strict=True):
         assert abs(b.scores - e.scores).max() < 1e-5
         assert [(s["step"], s["status"]) for s in b.report] == [
             ("tokenize", "ran"), ("encode", "ran"), ("classify", "ran")]

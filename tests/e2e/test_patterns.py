@@ -53,7 +53,7 @@ def test_synchronous_serves_both_versions_and_latest_by_default(client, iris_hel
     scores_v2 = np.stack([p.scores for p in v2])
     assert not np.allclose(scores_v1, scores_v2, atol=1e-3), "v1 and v2 are different models"
     for predictions in (v1, v2):
-        accuracy = np.mean([p.class_id == t for p, t in zip(predictions, y)])
+        accuracy = np.mean([p.class_id == t for p, t in zip(predictions, y, strict=True)])
         assert accuracy >= 0.9
         assert all(abs(p.scores.sum() - 1) < 1e-4 for p in predictions)
 
@@ -133,7 +133,7 @@ def test_asyncio_client_concurrent_requests_are_batched_and_correct(
 
     answers = [p for (p,) in asyncio.run(run())]
     assert [p.class_id for p in answers] == expected
-    inferences, executions = (a - b for a, b in zip(_settled_stats(client, model, 2 * len(x)), before))
+    inferences, executions = (a - b for a, b in zip(_settled_stats(client, model, 2 * len(x)), before, strict=True))
     assert inferences == len(x)
     assert executions < inferences, "the dynamic batcher merged concurrent requests"
 

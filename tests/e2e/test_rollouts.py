@@ -124,7 +124,7 @@ def test_condition_routing_by_parameter_rule_and_default(client):
     rows = [SETOSA, ROW, [4.9, 3.0, 1.4, 0.2], [6.0, 2.7, 5.1, 1.6]]
     mixed = client.predict("route", rows)            # one request, rows split between the arms
     assert [p.target for p in mixed] == ["iris:1", "iris:2", "iris:1", "iris:2"]
-    for row, p in zip(rows, mixed):
+    for row, p in zip(rows, mixed, strict=True):
         direct = client.synchronous(row, version=int(p.target[-1]))
         assert p.class_id == direct.class_id and np.abs(p.scores - direct.scores).max() < 1e-6
     with pytest.raises(PatternError) as err:

@@ -82,7 +82,7 @@ def test_raising_the_canary_weight_only_moves_keys_onto_the_canary():
     before = [split.choose(u) for u in users]
     split.weights = (50, 50)
     after = [split.choose(u) for u in users]
-    assert all(a == 1 for b, a in zip(before, after) if b == 1)
+    assert all(a == 1 for b, a in zip(before, after, strict=True) if b == 1)
     assert 0.05 < np.mean(before) < 0.15 and 0.45 < np.mean(after) < 0.55
 
 

@@ -101,7 +101,7 @@ def sample_requests(model: str, count: int = 8, config: dict | None = None) -> l
         if spec.get("optional"):
             continue
         dtype = NUMPY[spec["data_type"]]
-        for request, value in zip(requests, _values(spec["name"], count, model)):
+        for request, value in zip(requests, _values(spec["name"], count, model), strict=True):
             array = np.array([value], dtype=dtype) if dtype is np.object_ else np.asarray(value, dtype)
             dims = [int(d) for d in spec.get("dims", [])]
             shape = [d if d != -1 else (1 if i < len(dims) - 1 else array.size) for i, d in enumerate(dims)]

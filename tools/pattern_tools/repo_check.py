@@ -194,7 +194,7 @@ def dims_text(dims: Iterable[int]) -> str:
 def dims_match(a: Iterable[int], b: Iterable[int]) -> bool:
     """Same rank, and each dimension equal or a wildcard (-1) on either side."""
     a, b = list(a), list(b)
-    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
+    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b, strict=True))
 
 
 def full_dims(dims: Iterable[int], batching: bool) -> list[int]:

@@ -290,7 +290,7 @@ def ensemble_config(name: str, steps: list[tuple[Model, int]]) -> mc.ModelConfig
     _copy_tensors(cfg.input, first.config.input, mbs == 0 and first.config.max_batch_size > 0)
     _copy_tensors(cfg.output, last.config.output, mbs == 0 and last.config.max_batch_size > 0)
     ins, outs = chain(models)
-    for (model, version), imap, omap in zip(steps, ins, outs):
+    for (model, version), imap, omap in zip(steps, ins, outs, strict=True):
         step = cfg.ensemble_scheduling.step.add(model_name=model.name, model_version=version)
         step.input_map.update(imap)
         step.output_map.update(omap)
@@ -326,7 +326,7 @@ def pattern_config(name: str, backend: str, targets: list[tuple[Model, int]],
         ins, outs = chain(models)
         defaults[ref.parameter] = json.dumps([{"name": f"step{k}_{m.name}", "model": m.name, "version": v,
                                                "inputs": imap, "outputs": omap}
-                                              for k, ((m, v), imap, omap) in enumerate(zip(targets, ins, outs))])
+                                              for k, ((m, v), imap, omap) in enumerate(zip(targets, ins, outs, strict=True))])
     elif ref.kind == "targets":
         defaults[ref.parameter] = ",".join(f"{m.name}:{v}" for m, v in targets)
     else:

@@ -149,7 +149,7 @@ def text(root: Span, width: int = 40) -> str:
     for depth, span in root.walk():
         begin = (span.start - origin) / 1e6
         phases = [span.phase_ms(a, b) for _, a, b, _ in PHASES]
-        cells = " ".join(f"{'-' if v is None else f'{v:.1f}':>{w}}" for v, w in zip(phases, (7, 7, 8, 7)))
+        cells = " ".join(f"{'-' if v is None else f'{v:.1f}':>{w}}" for v, w in zip(phases, (7, 7, 8, 7), strict=True))
         first = int(begin / total * width)
         bar = " " * first + "#" * max(1, int(span.ms / total * width))
         status = span.status.upper() + (f": {span.note[:90]}" if span.note else "") if span.status != "ok" else "ok"
