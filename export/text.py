@@ -105,7 +105,7 @@ def build_tokenizer(log: mf.Log) -> mf.Result:
     ref = sentence_transformer().preprocess(PARITY_TEXTS)
     parity = mf.check_parity("text_tokenizer v1", {
         k: (ours[k], ref[k].numpy(), 0.0, 0.0) for k in ("input_ids", "attention_mask")
-    }, reference="SentenceTransformer.preprocess on %d texts (one longer than %d tokens)" % (len(PARITY_TEXTS), n))
+    }, reference=f"SentenceTransformer.preprocess on {len(PARITY_TEXTS)} texts (one longer than {n} tokens)")
     log.step(mf.parity_note(parity))
     extra = {"max_seq_length": n, "padding": "batch longest, pad id 0", "vocab_size": len(cfg["model"]["vocab"]),
              "changed_from_package": {"shipped": shipped, "why": "match sentence-transformers' max_seq_length "

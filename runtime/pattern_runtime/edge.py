@@ -146,7 +146,7 @@ class EdgeClient:
         self.local_error: str | None = None
         try:
             self.local = EdgeModel(Path(bundle) if bundle else latest_bundle(Path(edge_dir) / BUNDLES[task]), threads)
-        except Exception as exc:  # missing or unreadable bundle: every answer comes from the server
+        except Exception as exc:  # noqa: BLE001 - missing or unreadable bundle: every answer comes from the server
             self.local_error = f"{type(exc).__name__}: {exc}"
             LOG.warning("edge model for %s unavailable, using the server: %s", task, self.local_error)
 

@@ -115,7 +115,7 @@ class Stack(contextlib.AbstractContextManager):
 
     def __enter__(self) -> Stack:
         try:
-            self.triton
+            _ = self.triton  # the property starts the server and what it needs
         except BaseException:
             self.close()
             raise

@@ -173,5 +173,5 @@ def _call(callback, *args) -> None:
         return
     try:
         callback(*args)
-    except Exception:  # noqa: BLE001 - a faulty callback must not end supervision
+    except Exception:  # a faulty callback must not end supervision
         LOG.exception("supervision callback failed")

@@ -61,7 +61,7 @@ def test_the_compose_stack_serves_through_the_gateway_and_runs_jobs(container_st
             def answers() -> bool:
                 try:
                     return [p.label for p in client.predict("serial", texts)] == topics
-                except Exception:  # not serving yet: refused, or a model still loading
+                except Exception:  # noqa: BLE001 - not serving yet: refused, or a model still loading
                     return False
             assert wait_for(answers, timeout=UP_TIMEOUT_S, interval=1), stack.run(stack.engine, "logs", "--tail", "20", baked)
         stack.timings["model-in-image answered after"] = time.monotonic() - started

@@ -119,7 +119,7 @@ def test_servers_die_with_a_killed_parent(tmp_path):
         assert survivors() == {}, f"alive 120 s after their parent was killed: {survivors()} (of {groups})"
     finally:
         helper.terminate(timeout=10)
-        for name, pid in locals().get("held", {}).items():  # a failed test leaves nothing running either
+        for pid in locals().get("held", {}).values():  # a failed test leaves nothing running either
             for member in group_members(pid):
                 os.kill(member, signal.SIGKILL)
 

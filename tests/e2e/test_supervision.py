@@ -52,7 +52,7 @@ def test_past_the_restart_limit_the_server_is_given_up(tmp_path):
         for _ in range(2):
             pid = redis.pid
             os.kill(pid, signal.SIGKILL)
-            assert _poll_until(supervisor, lambda: redis.pid != pid and redis.ping() or bool(given_up))
+            assert _poll_until(supervisor, lambda pid=pid: redis.pid != pid and redis.ping() or bool(given_up))
         assert given_up == [redis] and supervisor.gave_up == ["redis-server"]
         assert [d.restarting for d in supervisor.deaths] == [True, False]
         assert not redis.is_running()

@@ -13,7 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from pattern_kernel import access, container, probe, server_command
+from pattern_kernel import access, probe, server_command
+from pattern_kernel import container as entry_point  # the loops' `container` is a pod's
 from pattern_runtime import docker_server
 from pattern_runtime.backend_folder import project_backend_folders
 from pattern_runtime.paths import PROJECT_ROOT
@@ -245,8 +246,8 @@ def test_compose_commands_and_healthchecks_parse_and_point_at_services():
 def test_compose_traces_go_from_triton_through_the_collector_to_jaeger():
     services = compose()["services"]
     exposed = {name: container_ports(s) for name, s in services.items()}
-    trace = services["triton"]["environment"][container.TRACE_ENV]
-    command = container.command_from_env({container.TRACE_ENV: trace}, [])
+    trace = services["triton"]["environment"][entry_point.TRACE_ENV]
+    command = entry_point.command_from_env({entry_point.TRACE_ENV: trace}, [])
     assert "--trace-config=mode=opentelemetry" in command and "--trace-config=rate=1000" in command
     url = next(a.split("url=", 1)[1] for a in command if a.startswith("--trace-config=opentelemetry,url="))
     host, port, path = re.match(r"http://([^:/]+):(\d+)(/.*)", url).groups()

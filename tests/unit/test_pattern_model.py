@@ -46,7 +46,7 @@ class _Family:
     def __init__(self, name, description, kind):
         self.name = name
 
-    def Metric(self, labels):  # noqa: N802 - pb_utils' name
+    def Metric(self, labels):  # pb_utils' name
         metric = _Metric({"__name__": self.name, **labels})
         _Family.made.append(metric)
         return metric

@@ -223,13 +223,13 @@ class _FakeTriton(BaseHTTPRequestHandler):
     seen: list[dict] = []
     health = 200  # GET /v2/health/ready
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):  # http.server's name
         type(self).seen.append({"path": self.path, "key": self.headers.get(API_HEADER)})
         self.send_response(self.health if self.path == "/v2/health/ready" else 404)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):  # http.server's name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).seen.append({"path": self.path, "body": body, "key": self.headers.get(API_HEADER)})
         status, answer = self.answers.get(self.path.split("/")[3], (404, {"error": "unknown model"}))

@@ -127,7 +127,7 @@ def run_patterns(url: str) -> bool:
         cached_text = f"Fresh snow fell on the ski slopes overnight ({time.strftime('%H:%M:%S')})."
         for attempt in ("1st: miss", "2nd: hit"):
             ok &= _row(table, f"prediction_cache ({attempt})", cached_text[:38] + "...", "weather",
-                       lambda: _expect_hit(client.prediction_cache(cached_text), attempt.endswith("hit")))
+                       lambda a=attempt: _expect_hit(client.prediction_cache(cached_text), a.endswith("hit")))
         _, digit_labels = digits_export_labels()
         for model in ("digits_by_id", "digits_by_id_prep"):
             for attempt in ("store", "redis"):

@@ -453,7 +453,7 @@ class _Checker:
     def check_onnx_io(self, model: Model, path: Path) -> None:
         try:
             inputs, outputs = onnx_signature(path)
-        except Exception as exc:  # a truncated or foreign file
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: onnx raises many kinds
             self.error(path, "model file", f"is not a readable ONNX model: {type(exc).__name__}: {exc}")
             return
         batching = model.config.max_batch_size > 0
@@ -541,7 +541,7 @@ class _Checker:
         while pending and complete:
             ready = [p for p in pending if all(v in produced for v in p[2].input_map.values())]
             if not ready:
-                for i, where, step, target, _ in pending:
+                for _, where, step, _, _ in pending:
                     missing = sorted(v for v in step.input_map.values() if v not in produced)
                     self.error(model, f"{where}.input_map", f"tensor{'s' if len(missing) > 1 else ''} "
                                                            f"{', '.join(missing)} never produced (no ensemble input "

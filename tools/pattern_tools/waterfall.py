@@ -170,7 +170,7 @@ def png(root: Span, path: Path | str, title: str = "") -> Path:
     rows = list(root.walk())
     origin = root.start
     fig, ax = plt.subplots(figsize=(11, 0.45 * len(rows) + 1.6))
-    for y, (depth, span) in enumerate(rows):
+    for y, (_, span) in enumerate(rows):
         begin = (span.start - origin) / 1e6
         failed = span.status != "ok"
         ax.barh(y, span.ms, left=begin, height=0.7, color="#eeeeee", edgecolor="#c0392b" if failed else "#888888",
