@@ -79,6 +79,13 @@ tensorrt: models
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit
 
+# ruff check (its rules: pyproject.toml [tool.ruff]) and the parts' layering (import-linter); both also run
+# in the unit suite (tests/unit/test_lint.py, tests/unit/test_layering.py)
+.PHONY: lint
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
+
 e2e: $(SERVING)
 	$(BIN)/python -m pytest -q tests/e2e
 

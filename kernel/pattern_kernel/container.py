@@ -4,17 +4,29 @@ launcher's flags, configured by environment variables.
     python3 -m pattern_kernel.container [EXTRA TRITONSERVER FLAGS...]
     python3 -m pattern_kernel.container --print     # the command line as JSON, keys masked
 
-| variable | meaning | default |
-|---|---|---|
-| MODEL_REPOSITORY | a folder (baked in, or a volume) or `s3://`, `gs://`, `as://` URL: Triton reads those natively (credentials: AWS_* / GOOGLE_APPLICATION_CREDENTIALS / AZURE_STORAGE_*) | /models |
-| TRITON_PATTERNS_ADMIN_KEY | the admin APIs' key (model repository, shared memory, logging, trace) | a random key nobody knows: admin APIs locked |
-| TRITON_PATTERNS_API_KEY | restricts inference, metadata, model config, statistics to this key | unset: open |
-| TRITON_PATTERNS_GRPC_TLS_CERT, _KEY, _ROOT_CERT, _MUTUAL | gRPC over TLS (PEM files, e.g. a mounted Secret) | plain gRPC |
-| MODEL_CONTROL_MODE, LOAD_MODELS | none / explicit / poll; with explicit, a comma list of models to load ("*" all) | none |
-| CACHE_SIZE_BYTES | Triton's local response cache (0: none) | 67108864 |
-| TRITON_PATTERNS_TRACE | request tracing, as `serve --trace`: e.g. `rate=1000,mode=opentelemetry,url=http://otel-collector:4318/v1/traces` (`pattern_kernel.trace_config`) | off |
-| TRITON_PATTERNS_HTTP_MAX_INPUT_SIZE | bytes a JSON input may declare (`--http-max-input-size`), passed only to a tritonserver that knows the flag (2.59+, from `TRITON_SERVER_VERSION`, which the NGC images set) | unset |
-| TRITON_ARGS | more tritonserver flags (shell words), before those on the command line | |
+The variables (default in brackets):
+
+MODEL_REPOSITORY [/models]
+    a folder (baked in, or a volume) or `s3://`, `gs://`, `as://` URL: Triton reads those natively
+    (credentials: AWS_* / GOOGLE_APPLICATION_CREDENTIALS / AZURE_STORAGE_*)
+TRITON_PATTERNS_ADMIN_KEY [a random key nobody knows: admin APIs locked]
+    the admin APIs' key (model repository, shared memory, logging, trace)
+TRITON_PATTERNS_API_KEY [unset: open]
+    restricts inference, metadata, model config, statistics to this key
+TRITON_PATTERNS_GRPC_TLS_CERT, _KEY, _ROOT_CERT, _MUTUAL [plain gRPC]
+    gRPC over TLS (PEM files, e.g. a mounted Secret)
+MODEL_CONTROL_MODE, LOAD_MODELS [none]
+    none / explicit / poll; with explicit, a comma list of models to load ("*" all)
+CACHE_SIZE_BYTES [67108864]
+    Triton's local response cache (0: none)
+TRITON_PATTERNS_TRACE [off]
+    request tracing, as `serve --trace`: e.g.
+    `rate=1000,mode=opentelemetry,url=http://otel-collector:4318/v1/traces` (`pattern_kernel.trace_config`)
+TRITON_PATTERNS_HTTP_MAX_INPUT_SIZE [unset]
+    bytes a JSON input may declare (`--http-max-input-size`), passed only to a tritonserver that knows
+    the flag (2.59+, from `TRITON_SERVER_VERSION`, which the NGC images set)
+TRITON_ARGS []
+    more tritonserver flags (shell words), before those on the command line
 
 Stdlib only: the NGC image has no tritonclient.
 """
