@@ -35,7 +35,8 @@ def build(log: mf.Log) -> mf.Result:
     data = mf.sklearn_to_onnx(model, "digits_classifier", "PIXELS", 64, 10,
                               "digits: StandardScaler + MLPClassifier on raw 0..16 8x8 pixels")
     parity, pred = mf.classifier_parity("digits_classifier v1", data, "PIXELS", X_test, model,
-                                        reference="sklearn Pipeline(StandardScaler, MLPClassifier).predict_proba on the test split")
+                                        reference="sklearn Pipeline(StandardScaler, MLPClassifier).predict_proba "
+                                                  "on the test split")
     log.step(mf.parity_note(parity))
     acc = float(np.mean(pred == y_test))
     metrics = {"test_accuracy": acc, "n_test": int(len(y_test)), "iterations": int(model[-1].n_iter_)}

@@ -54,7 +54,8 @@ def to_onnx(layers) -> bytes:
             nodes.append(helper.make_node("Relu", [f"gemm{i}"], [out]))
         prev = out
     nodes.append(helper.make_node("Softmax", ["logits"], ["OUTPUT"], axis=1))
-    graph = helper.make_graph(nodes, "heavy_mlp", [helper.make_tensor_value_info("INPUT", TensorProto.FLOAT, ["N", IN_DIM])],
+    graph = helper.make_graph(nodes, "heavy_mlp",
+                              [helper.make_tensor_value_info("INPUT", TensorProto.FLOAT, ["N", IN_DIM])],
                               [helper.make_tensor_value_info("OUTPUT", TensorProto.FLOAT, ["N", OUT_DIM])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="export.heavy")
     return mf.finalize_onnx(model, f"random (seeded) {LAYERS}x{WIDTH} Gemm+Relu MLP, for benchmarking only")

@@ -43,7 +43,8 @@ def train(version: int):
 def _evaluate(label: str, version: int, model_bytes: bytes, log: mf.Log):
     _, X_test, _, y_test, _ = load_split()
     parity, pred = mf.classifier_parity(label, model_bytes, "FEATURES", X_test, train(version),
-                                        reference=f"sklearn {MODELS[version]['estimator']}.predict_proba on the test split")
+                                        reference=f"sklearn {MODELS[version]['estimator']}.predict_proba "
+                                                  "on the test split")
     log.step(mf.parity_note(parity))
     acc = float(np.mean(pred == y_test))
     heldout = {"accuracy": acc, "n": int(len(y_test)), "split": "test 30% stratified, random_state=0"}
@@ -63,7 +64,8 @@ def _build_version(version: int):
         log.step("training")
         model = train(version)
         log.step("converting")
-        data = mf.sklearn_to_onnx(model, f"iris_v{version}", "FEATURES", 4, 3, f"iris v{version}: {MODELS[version]['estimator']}")
+        data = mf.sklearn_to_onnx(model, f"iris_v{version}", "FEATURES", 4, 3,
+                                  f"iris v{version}: {MODELS[version]['estimator']}")
         parity, metrics, heldout = _evaluate(label, version, data, log)
         return mf.Result(data, SOURCE, metrics, parity, {"heldout": heldout, "labels": list(LABELS),
                                                          "feature_stats": _training_stats()})

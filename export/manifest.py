@@ -236,7 +236,8 @@ def ort_session(model_bytes: bytes, threads: int = 1):
 
 
 def _signature(args) -> list[dict]:
-    return [{"name": a.name, "dtype": a.type, "shape": [d if isinstance(d, int) else -1 for d in a.shape]} for a in args]
+    return [{"name": a.name, "dtype": a.type, "shape": [d if isinstance(d, int) else -1 for d in a.shape]}
+            for a in args]
 
 
 def onnx_info(model_bytes: bytes) -> dict:

@@ -20,7 +20,8 @@ synchronous one. Prints a table, writes JSON and a plot of jobs/s against worker
 `measure_fsync(...)`: the queue's Redis with its append-only file on, each `appendfsync` setting
 in turn (CONFIG SET, the same Redis and tritonserver, `rounds` rounds interleaved): submits per
 second at c=`concurrency` with no worker (every submit acknowledged), the submit's latency one at
-a time, and jobs/s end to end with `workers` workers ("live"), after a warm-up that is not counted. Writes fsync.json and
+a time, and jobs/s end to end with `workers` workers ("live"), after a warm-up that is not counted.
+Writes fsync.json and
 fsync.md (--out).
 """
 
@@ -61,7 +62,8 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def _reference(grpc_url: str, rows: np.ndarray, concurrency: int, seconds: float) -> tuple[loadgen.Point, list[int]]:
+async def _reference(grpc_url: str, rows: np.ndarray, concurrency: int,
+                     seconds: float) -> tuple[loadgen.Point, list[int]]:
     """The synchronous endpoint at `concurrency`, and its label for every row (the expected answers)."""
     client = grpc_aio.InferenceServerClient(grpc_url)
     try:
@@ -198,7 +200,8 @@ def measure_async(
     for count in tqdm(worker_counts, desc="async jobs", unit="worker count", leave=False):
         for mode in ("drain", "live"):
             rounds.append(_round(count, mode, grpc_url, redis_url, rows, labels, concurrency, log_dir, timeout_s))
-    latency = _latency(grpc_url, redis_url, rows, labels, latency_workers, latency_jobs, log_dir) if latency_jobs else None
+    latency = (_latency(grpc_url, redis_url, rows, labels, latency_workers, latency_jobs, log_dir)
+               if latency_jobs else None)
     return {"jobs": jobs, "concurrency": concurrency, "sync_rows_per_s": reference.rows_per_s,
             "sync_p50_ms": reference.p50_ms, "async": rounds, "latency": latency}
 
@@ -279,7 +282,8 @@ def fsync_table(report: dict) -> str:
 def table(report: dict) -> str:
     sync = report["sync_rows_per_s"]
     lines = [
-        f"synchronous iris v2 over gRPC, c={report['concurrency']}: {sync:,.0f} rows/s (p50 {report['sync_p50_ms']:.2f} ms)",
+        f"synchronous iris v2 over gRPC, c={report['concurrency']}: {sync:,.0f} rows/s "
+        f"(p50 {report['sync_p50_ms']:.2f} ms)",
         f"jobs: {report['jobs']} one-row iris jobs submitted through {SUBMIT_MODEL} at c={report['concurrency']}",
         "| workers | mode | jobs done | wrong | submit/s | jobs/s | vs synchronous | p50 created->done ms | "
         "p50 infer ms | jobs per request |",
@@ -294,7 +298,8 @@ def table(report: dict) -> str:
     if report["latency"]:
         lat = report["latency"]
         lines.append(f"\nc=1, {lat['workers']} workers, {lat['jobs']} jobs: submit -> end notification p50 "
-                     f"{lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms; synchronous call p50 {lat['sync_p50_ms']:.2f} ms, "
+                     f"{lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms; "
+                     f"synchronous call p50 {lat['sync_p50_ms']:.2f} ms, "
                      f"p99 {lat['sync_p99_ms']:.2f} ms; wrong {lat['wrong']}")
     return "\n".join(lines)
 
@@ -309,7 +314,8 @@ def plot(report: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for mode, marker in (("drain", "o"), ("live", "s")):
         points = [r for r in report["async"] if r["mode"] == mode]
-        ax.plot([r["workers"] for r in points], [r["jobs_per_s"] for r in points], marker=marker, label=f"async, {mode}")
+        ax.plot([r["workers"] for r in points], [r["jobs_per_s"] for r in points], marker=marker,
+                label=f"async, {mode}")
     sync = report["sync_rows_per_s"]
     ax.axhline(sync, color="grey", linestyle="--", label=f"synchronous gRPC c={report['concurrency']}")
     ax.axhline(sync / 2, color="grey", linestyle=":", label="target: 0.5x synchronous")

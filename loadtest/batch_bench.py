@@ -65,7 +65,8 @@ def in_process(session: ort.InferenceSession, version: str):
     async def predict(payloads: list[Any]) -> list[Prediction]:
         class_ids, probabilities = session.run(["LABEL", "PROBABILITIES"],
                                                {"FEATURES": np.asarray(payloads, dtype=np.float32)})
-        return [Prediction("iris", version, LABELS[int(c)], int(c), p, 0.0) for c, p in zip(class_ids, probabilities, strict=True)]
+        return [Prediction("iris", version, LABELS[int(c)], int(c), p, 0.0)
+                for c, p in zip(class_ids, probabilities, strict=True)]
 
     return predict
 

@@ -482,14 +482,16 @@ def async_setup(url: str, redis_url: str, load: LoadOptions) -> Setup:
         return Point("async_jobs", workers, 1, drain["done"], drain["jobs"] - drain["done"] + drain["wrong"],
                      drain["jobs"] / drain["jobs_per_s"] if drain["jobs_per_s"] else 0.0, drain["jobs_per_s"],
                      latency.get("p50_ms", float("nan")), float("nan"), latency.get("p99_ms", float("nan")),
-                     extra={"live_jobs_per_s": live["jobs_per_s"], "live_wrong": live["wrong"] + live["jobs"] - live["done"],
+                     extra={"live_jobs_per_s": live["jobs_per_s"],
+                            "live_wrong": live["wrong"] + live["jobs"] - live["done"],
                             "sync_rows_per_s": report["sync_rows_per_s"], "concurrency": report["concurrency"],
                             "mean_batch_jobs": drain["mean_batch_jobs"], "latency": latency})
 
     def check() -> bool:
         report = async_bench.measure_async(url, redis_url, (1,), jobs=8, concurrency=2, reference_s=0.5,
                                            latency_jobs=2, latency_workers=1)
-        return all(r["done"] == r["jobs"] and not r["wrong"] for r in report["async"]) and not report["latency"]["wrong"]
+        return (all(r["done"] == r["jobs"] and not r["wrong"] for r in report["async"])
+                and not report["latency"]["wrong"])
 
     return Setup("async_jobs", "triton", "iris", "asynchronous: iris jobs via Redis Stream + batched workers "
                  "(c = worker processes; rows/s = jobs/s draining; p50/p99 = submit to end notification at c=1, "

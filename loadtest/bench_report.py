@@ -48,7 +48,8 @@ class Target:
     detail: str
 
 
-# (what, numerator setup, denominator setup, level "low"|"top"|a concurrency, metric, goal: ratio <= goal, None = reported)
+# (what, numerator setup, denominator setup, level "low"|"top"|a concurrency, metric,
+#  goal: ratio <= goal, None = reported)
 COMPARISONS = [
     ("prep-pred BLS vs ensemble (digits), p50", "digits_bls_grpc", "digits_ensemble_grpc", "low", "p50_ms", 1.3),
     ("serial BLS vs ensemble (text pipeline), p50", "text_bls_grpc", "text_ensemble_grpc", "low", "p50_ms", 1.3),
@@ -75,7 +76,8 @@ UNITS = {"p50_ms": "ms", "p99_ms": "ms", "rows_per_s": "/s"}
 
 
 def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
-    """The target ratios (patterns vs peers, the gateway, tracing), from this run's points (None when a setup was not measured)."""
+    """The target ratios (patterns vs peers, the gateway, tracing), from this run's points
+    (None when a setup was not measured)."""
     found = []
 
     def add(name, goal, value, passed, detail):
@@ -94,7 +96,8 @@ def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
         else:
             add(f"Triton sync vs FastAPI, {model}", f">= {goal}x", None, None, "not measured")
     heavy = _best([p for n in ("triton_heavy_grpc", "triton_heavy_http", "triton_heavy_t2_grpc",
-                               "triton_heavy_t2_b32_grpc", "triton_heavy_i2_grpc", "triton_heavy_nobatch_grpc") for p in _points(outcomes, n)])
+                               "triton_heavy_t2_b32_grpc", "triton_heavy_i2_grpc", "triton_heavy_nobatch_grpc")
+                   for p in _points(outcomes, n)])
     limit = _best([p for t in (1, 2) for p in _points(outcomes, f"ort_heavy_mlp_t{t}")])
     add("heavy_mlp through Triton vs in-process best", ">= 0.8x",
         heavy.rows_per_s / limit.rows_per_s if heavy and limit else None,
@@ -105,7 +108,8 @@ def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
     add(f"prep-pred ensemble minus sum of steps, p50, c={low}", "<= 1 ms",
         ens.p50_ms - steps.p50_ms if ens and steps else None,
         bool(ens and steps and ens.p50_ms - steps.p50_ms <= 1.0),
-        f"ensemble {ens.p50_ms:.2f} ms, steps called directly {steps.p50_ms:.2f} ms" if ens and steps else "not measured")
+        f"ensemble {ens.p50_ms:.2f} ms, steps called directly {steps.p50_ms:.2f} ms" if ens and steps
+        else "not measured")
     batch = _best(_points(outcomes, "batch_job"))
     if batch:
         inprocess = batch.extra["inprocess_rows_per_s"]
@@ -119,7 +123,8 @@ def targets(outcomes: list[Outcome], top: int, low: int = 1) -> list[Target]:
             "triton_iris_http", "gateway_iris_http", "gateway_proxy_iris_http", "gateway_tls_iris_http"))
         if direct and through:
             ratio, extra = through.rows_per_s / direct.rows_per_s, through.p50_ms - direct.p50_ms
-            beside = "".join(f"; {what} {p.rows_per_s:,.0f}/s ({p.rows_per_s / direct.rows_per_s:.2f}x), p50 {p.p50_ms:.2f} ms"
+            beside = "".join(f"; {what} {p.rows_per_s:,.0f}/s ({p.rows_per_s / direct.rows_per_s:.2f}x), "
+                             f"p50 {p.p50_ms:.2f} ms"
                              for what, p in (("without the shape check", proxy), ("with TLS", tls)) if p)
             add(f"nginx gateway vs direct, iris HTTP JSON, c={c}: throughput", ">= 0.85x", ratio, ratio >= 0.85,
                 f"{through.rows_per_s:,.0f}/s vs {direct.rows_per_s:,.0f}/s{beside}")
@@ -143,9 +148,11 @@ def async_targets(points: list[Point]) -> list[Target]:
     """Batched async workers against the synchronous endpoint measured beside them."""
     two = next((p for p in points if p.concurrency == 2), None)
     if two is None:
-        return [Target("asynchronous jobs/s, 2 workers, vs synchronous iris gRPC", ">= 0.5x", None, None, "not measured")]
+        return [Target("asynchronous jobs/s, 2 workers, vs synchronous iris gRPC", ">= 0.5x", None, None,
+                       "not measured")]
     sync, c = two.extra["sync_rows_per_s"], two.extra["concurrency"]
-    others = "; ".join(f"{p.concurrency} worker(s): {p.rows_per_s:,.0f} draining, {p.extra['live_jobs_per_s']:,.0f} live "
+    others = "; ".join(f"{p.concurrency} worker(s): {p.rows_per_s:,.0f} draining, "
+                       f"{p.extra['live_jobs_per_s']:,.0f} live "
                        f"(vs {p.extra['sync_rows_per_s']:,.0f})" for p in points if p is not two)
     found = []
     for mode, rate in (("draining a filled queue", two.rows_per_s), ("submitted live", two.extra["live_jobs_per_s"])):

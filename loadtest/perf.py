@@ -49,7 +49,8 @@ def perf_analyzer_command(model: str, url: str, input_file: Path, csv: Path, con
                           interval_ms: int, quick: bool = False) -> list[str]:
     """`quick`: what 3 windows measured, stable or not (pattern_tools.perf.QUICK), for smoke runs."""
     settle = QUICK if quick else ["--measurement-interval", str(interval_ms),
-                                  "--stability-percentage", "100", "--max-trials", "6"]  # a shared machine: max/min <= 2x
+                                  "--stability-percentage", "100",
+                                  "--max-trials", "6"]  # a shared machine: max/min <= 2x
     return command(model, url, input_file, extra=["--concurrency-range", concurrency, "-f", str(csv), *settle])
 
 

@@ -125,7 +125,8 @@ def memory_report(samples: list[Sample], warmup_s: float) -> list[dict]:
             "rss_peak_mb": max(s.rss_mb for s in seen), "growth_mb": round(growth, 2),
             "growth_pct": round(100 * growth / start.rss_mb, 1) if start.rss_mb else 0.0,
         })
-    return sorted(report, key=lambda r: (not r["process"].startswith(("tritonserver", "redis")), r["process"], r["pid"]))
+    return sorted(report, key=lambda r: (not r["process"].startswith(("tritonserver", "redis")),
+                                         r["process"], r["pid"]))
 
 
 # --------------------------------------------------------------------------- latency over time
@@ -166,7 +167,8 @@ def windows(rows: list[dict], t0: float, width: float) -> list[dict]:
         p99s = [r["p99_ms"] for r in inside if not math.isnan(r["p99_ms"])]
         last = inside[-1]
         if not p50s and found:  # only the final counts, after locust's last history row: part of the window before
-            found[-1].update(end_s=round(hi - t0), requests=last["requests"] - before["requests"] + found[-1]["requests"],
+            found[-1].update(end_s=round(hi - t0),
+                             requests=last["requests"] - before["requests"] + found[-1]["requests"],
                              failures=last["failures"] - before["failures"] + found[-1]["failures"])
             before = last
             continue
@@ -216,7 +218,8 @@ def latency_report(out: Path, started: float, window_s: float) -> list[dict]:
 def problems(latency: list[dict], memory: list[dict], patterns: list[str], protocol: str, limits: Limits,
              last_round_s: float) -> list[str]:
     """Why the soak failed: a (pattern, protocol) without requests, an error rate above the limit,
-    a process gone before the last sampling round (at `last_round_s`), a process that grew past both growth limits after warm-up."""
+    a process gone before the last sampling round (at `last_round_s`), a process that grew past both
+    growth limits after warm-up."""
     found = [p for p in locust_run.problems(
         [locust_run.Row(r["pattern"], r["protocol"], r["requests"], 0, 0, 0, 0) for r in latency], patterns, protocol)]
     for r in latency:
@@ -228,7 +231,8 @@ def problems(latency: list[dict], memory: list[dict], patterns: list[str], proto
             found.append(f"{m['process']} (pid {m['pid']}) exited during the soak (last seen at {m['last_s']:.0f} s)")
         elif m["growth_mb"] > limits.max_growth_mb and m["growth_pct"] > limits.max_growth_pct:
             found.append(f"memory of {m['process']} (pid {m['pid']}) grew {m['growth_mb']:.0f} MB "
-                         f"(+{m['growth_pct']:.0f}%) after warm-up: {m['rss_start_mb']:.0f} -> {m['rss_end_mb']:.0f} MB "
+                         f"(+{m['growth_pct']:.0f}%) after warm-up: "
+                         f"{m['rss_start_mb']:.0f} -> {m['rss_end_mb']:.0f} MB "
                          f"(limits {limits.max_growth_mb:.0f} MB and {limits.max_growth_pct:.0f}%)")
     return found
 

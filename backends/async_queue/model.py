@@ -123,7 +123,8 @@ class TritonPythonModel(PatternModel):
             submitted = self.queue.submit_many(jobs) if jobs else []
         except redis.RedisError as exc:
             problem = ("the job queue is full (its Redis reached maxmemory; nothing accepted is evicted): job not "
-                       "accepted, retry later" if isinstance(exc, redis.exceptions.OutOfMemoryError) else f"the job queue (Redis) is unavailable: {exc}")
+                       "accepted, retry later" if isinstance(exc, redis.exceptions.OutOfMemoryError)
+                       else f"the job queue (Redis) is unavailable: {exc}")
             submitted = [StepError("enqueue", job.model, job.version, problem) for job in jobs]
         counts: Counter = Counter()
         for place, job, outcome in zip(places, jobs, submitted, strict=True):

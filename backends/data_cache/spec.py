@@ -19,7 +19,8 @@ SPEC = BackendSpec(
         *model_parameters("predict", "preprocessed-data cache: the model fed the cached tensor", required=False),
         *CACHE_REDIS,
     ),
-    extra_outputs=(Output("SOURCE", "TYPE_STRING", (1, 1), '"redis" or "store": where the data came from (one record per '
+    extra_outputs=(Output("SOURCE", "TYPE_STRING", (1, 1),
+                          '"redis" or "store": where the data came from (one record per '
                           "request)", per_row=False),),
     references=(
         Reference("target_model", version="target_version"),

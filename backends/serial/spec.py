@@ -13,6 +13,7 @@ SPEC = BackendSpec(
         LABELS,
         *CAPTURE,
     ),
-    extra_outputs=(Output("STEPS", "TYPE_STRING", (1,), "JSON: each step ran, skipped or not_taken, with latency", json=True, attribute="report"),),
+    extra_outputs=(Output("STEPS", "TYPE_STRING", (1,), "JSON: each step ran, skipped or not_taken, with latency",
+                          json=True, attribute="report"),),
     references=(Reference("steps", "steps"),),
 )

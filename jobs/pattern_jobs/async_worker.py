@@ -380,7 +380,8 @@ def supervise(args: argparse.Namespace) -> int:
     while not stopping.wait(0.5):
         for i, child in list(children.items()):
             if child.poll() is not None:
-                LOG.warning("worker %s-%d (pid %d) exited with %s; restarting", args.name, i, child.pid, child.returncode)
+                LOG.warning("worker %s-%d (pid %d) exited with %s; restarting",
+                            args.name, i, child.pid, child.returncode)
                 time.sleep(1.0)
                 children[i] = spawn(i)
     for child in children.values():

@@ -329,7 +329,8 @@ def run_local(new: int, model: str = "iris", router: str = "iris_live", threads:
     from pattern_runtime.launcher import TritonServer
     from pattern_runtime.server_settings import ServerSettings
 
-    with TritonServer(ServerSettings(model_control_mode="explicit", load_models=[model, router], cache_size_bytes=None)) as server:
+    settings = ServerSettings(model_control_mode="explicit", load_models=[model, router], cache_size_bytes=None)
+    with TritonServer(settings) as server:
         server.wait_ready_models([model, router])
         x, _ = heldout_set(model, run_options.get("heldout"))
         bluegreen = BlueGreen(server.http_url, model, router)
@@ -377,6 +378,8 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps({**release.as_dict(), **({"load": load} if load else {})}))
     else:
         if load:
-            print(f"load on {args.router}: {load['requests']} requests, {load['failed']} failed, by target {load['targets']}")
-        print(f"release {args.model} v{release.old} -> v{release.new}: {'done' if release.ok else 'NOT done, the old version serves'}")
+            print(f"load on {args.router}: {load['requests']} requests, {load['failed']} failed, "
+                  f"by target {load['targets']}")
+        outcome = "done" if release.ok else "NOT done, the old version serves"
+        print(f"release {args.model} v{release.old} -> v{release.new}: {outcome}")
     return 0 if release.ok else 1

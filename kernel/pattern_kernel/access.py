@@ -21,7 +21,8 @@ Over gRPC, Triton expects each header as the metadata key `triton-grpc-protocol-
 Keys are restricted to `[A-Za-z0-9._~-]` (no `:`, `=`, `,`: they sit inside the flag's value).
 Triton has no other input for them than its command line, so they are visible in the
 process list of the server's host (`/proc/<pid>/cmdline`): run it where only it runs.
-HTTP has no TLS in Triton 2.51 (the gateway, deploy/gateway, serves HTTPS and checks these keys too); gRPC does (`GrpcTls`).
+HTTP has no TLS in Triton 2.51 (the gateway, deploy/gateway, serves HTTPS and checks these keys too);
+gRPC does (`GrpcTls`).
 
 Stdlib only: the server images import this without tritonclient. The client side (headers,
 reading the key file) is `triton_patterns.credentials`, which has the names above as a generated

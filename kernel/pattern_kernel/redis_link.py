@@ -4,7 +4,8 @@ request at most `redis_timeout_ms`.
 Two roles, two Redis (docs/reliability.md, "Durability"): the queue's Redis holds what must not
 be lost (jobs, router weights, shadow and prediction logs, captures, fault switches) and keeps it
 (append-only file, no eviction); the cache's Redis holds only what may be evicted (the prediction
-and data caches' keys, LRU, no persistence). A cache backend connects with `cache=True`. The parameters (`redis_url`, `redis_timeout_ms`) and
+and data caches' keys, LRU, no persistence). A cache backend connects with `cache=True`.
+The parameters (`redis_url`, `redis_timeout_ms`) and
 their defaults are the spec's (`spec.REDIS`, `spec.CACHE_REDIS`): `params` is what
 `BackendSpec.read` returned.
 """

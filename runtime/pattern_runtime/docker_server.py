@@ -223,7 +223,8 @@ class DockerTritonServer(Endpoints):
             state = "exited" if not self.is_running() else f"not ready after {time.monotonic() - started:.0f}s"
             tail_text = self.log_tail()
             self.stop(timeout=5)
-            raise TritonStartError(f"container {self.spec['name']} ({self.spec['image']}) {state}; last lines:\n{tail_text}")
+            raise TritonStartError(f"container {self.spec['name']} ({self.spec['image']}) {state}; "
+                                   f"last lines:\n{tail_text}")
         return self
 
     def stop(self, timeout: float = 30.0) -> None:

@@ -175,7 +175,8 @@ class Gateway(LocalServer):
 
     def _prepare(self) -> None:
         if not Path(self.njs_module).is_file():
-            raise GatewayStartError(f"nginx's njs module {self.njs_module} is missing: apt-get install libnginx-mod-http-js")
+            raise GatewayStartError(f"nginx's njs module {self.njs_module} is missing: "
+                                    "apt-get install libnginx-mod-http-js")
         for name, path in (self.tls.__dict__.items() if self.tls else ()):
             if not Path(path).is_file():
                 raise GatewayStartError(f"TLS {name} file {path} not found")

@@ -227,7 +227,8 @@ class TritonServer(Endpoints):
                 raise TritonStartError(start_error_message(reason, proc, self.log_path, ports))
             LOG.warning("tritonserver start %d of %d failed (%s): starting it again", attempt, START_ATTEMPTS, retry)
         LOG.info("tritonserver pid %s ready in %.1fs at %s", proc.pid, time.monotonic() - started, self.http_url)
-        self._supervisor = threading.Thread(target=self._supervise, name=f"triton-supervisor-{self.http_port}", daemon=True)
+        self._supervisor = threading.Thread(target=self._supervise, name=f"triton-supervisor-{self.http_port}",
+                                            daemon=True)
         self._supervisor.start()
         return self
 
@@ -322,7 +323,8 @@ class TritonServer(Endpoints):
         if stub_failure:
             return stub_failure
         models = f"; models not ready: {', '.join(self._pending_models)}" if self._pending_models else ""
-        return f"tritonserver not ready after {waited:.0f}s (startup_timeout={self.settings.startup_timeout:.0f}s){models}"
+        return (f"tritonserver not ready after {waited:.0f}s "
+                f"(startup_timeout={self.settings.startup_timeout:.0f}s){models}")
 
     # -- supervision
 
