@@ -359,9 +359,11 @@ class LocalServer:
             except Exception:
                 self.stop()
                 raise
-            proc = self._proc = ManagedProcess(self.command(), self.log_path, env=self.environment(), cwd=self.directory)
+            proc = self._proc = ManagedProcess(self.command(), self.log_path, env=self.environment(),
+                                               cwd=self.directory)
             started = time.monotonic()
-            if wait_for(self.is_ready, self.startup_timeout, interval=0.05, abort=lambda proc=proc: not proc.is_running()):
+            if wait_for(self.is_ready, self.startup_timeout, interval=0.05,
+                        abort=lambda proc=proc: not proc.is_running()):
                 return self
             state = (f"exited ({describe_returncode(proc.returncode)})" if not proc.is_running()
                      else f"was not ready within {time.monotonic() - started:.0f}s")

@@ -35,7 +35,8 @@ class Stack(contextlib.AbstractContextManager):
     (or leaving the `with`) stops what was started, tritonserver first.
 
     `cache_redis`: a second Redis for the caches (`redis_maxmemory`, `redis_policy`), the
-    first then `noeviction` without a limit. `seed_digits=None`: no data store (the backends then read their configured default path).
+    first then `noeviction` without a limit. `seed_digits=None`: no data store (the backends then read
+    their configured default path).
     `store`: where to seed it (default: a temporary folder removed on close).
     `server`: how tritonserver runs (`ServerSettings`: repository, model control mode, models, ports,
     response cache, log_dir, restart_on_death...); its `env` is added to `Stack.env`.

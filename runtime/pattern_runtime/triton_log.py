@@ -63,7 +63,8 @@ def ports_in_use(log_text: str) -> list[int]:
 # A Python stub that ends before it reaches the server (the loader cannot find its libpython; bash
 # cannot run it) leaves its model loading for ever: tritonserver 2.51 logs nothing more and never
 # gets ready (docs/reliability.md#a-stub-that-cannot-start). The loader's line or the backend's own.
-_STUB_START_FAILURE = re.compile(r"^.*(?:error while loading shared libraries: |Failed to run python backend stub).*$", re.M)
+_STUB_START_FAILURE = re.compile(
+    r"^.*(?:error while loading shared libraries: |Failed to run python backend stub).*$", re.M)
 _MISSING_LIBPYTHON = re.compile(r"\b(libpython\d+\.\d+)\.so\.1\.0: cannot open shared object file")
 
 

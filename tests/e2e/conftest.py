@@ -76,7 +76,8 @@ STOPS_THE_STACK = "stops_container_stack"
 
 def pytest_configure(config):
     for marker in (f"{CONTAINER}: runs against the embedded server and the container stack (the `target` fixture)",
-                   "container_stack: needs a container engine (the compose stack, started once per session; the kube pod)",
+                   "container_stack: needs a container engine "
+                   "(the compose stack, started once per session; the kube pod)",
                    f"{STOPS_THE_STACK}: stops the container stack: runs after every other test"):
         config.addinivalue_line("markers", marker)
 
@@ -179,7 +180,8 @@ def _server_deaths_fail_the_test(request):
     redis = request.getfixturevalue("redis_server")
     if not wait_for(server.is_ready, 180, interval=0.5):
         pytest.fail(f"the session tritonserver (HTTP {server.http_port}) is not ready: "
-                    + (str(server.deaths[-1]) + "\n" + server.deaths[-1].log_tail if server.deaths else server.log_tail()))
+                    + (str(server.deaths[-1]) + "\n" + server.deaths[-1].log_tail if server.deaths
+                       else server.log_tail()))
     deaths = len(server.deaths)
     yield
     for died in server.deaths[deaths:]:

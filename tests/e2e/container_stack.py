@@ -92,7 +92,8 @@ class ContainerStack:
         log = self.log_dir / f"{name.split('.')[0]}-{'-'.join(a.strip('-') for a in args) or 'run'}.log"
         started = time.monotonic()
         with log.open("w") as out:
-            code = subprocess.run([str(paths.PROJECT_ROOT / "tools" / name), *args], env=self.env, cwd=paths.PROJECT_ROOT,
+            code = subprocess.run([str(paths.PROJECT_ROOT / "tools" / name), *args], env=self.env,
+                                  cwd=paths.PROJECT_ROOT,
                                   stdout=out, stderr=subprocess.STDOUT, timeout=timeout).returncode
         if code != 0:
             tail = "\n".join(log.read_text().splitlines()[-25:])

@@ -3,7 +3,8 @@
 Reads {"http": URL, "grpc": URL, "requests": [{"model", "inputs": [{"name", "datatype", "shape",
 "data" (numbers, or base64 for BYTES)}]}]} on stdin. For each model and each of REST and gRPC it
 reads the model's metadata (REST: parsed by the SDK's `ModelMetadataResponse`; gRPC: the SDK's
-generated `ModelMetadata` stub, its clients having no metadata call) and sends the request with `InferenceRESTClient` / `InferenceGRPCClient`.
+generated `ModelMetadata` stub, its clients having no metadata call) and sends the request with
+`InferenceRESTClient` / `InferenceGRPCClient`.
 Prints one JSON object per line: model, protocol, metadata (the input names) or metadata_error,
 outputs ({name: shape}) or error (the exception's text, as a user would see it).
 """
@@ -66,7 +67,8 @@ async def grpc_(url: str, model: str, inputs: list[dict]) -> dict:
     result: dict = {"model": model, "protocol": "grpc"}
     async with grpc.aio.insecure_channel(url) as channel:  # the SDK's client has no metadata call
         try:
-            meta = await GRPCInferenceServiceStub(channel).ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=30)
+            meta = await GRPCInferenceServiceStub(channel).ModelMetadata(pb.ModelMetadataRequest(name=model),
+                                                                         timeout=30)
             result["metadata"] = [t.name for t in meta.inputs]
         except grpc.RpcError as exc:
             result["metadata_error"] = exc.details()

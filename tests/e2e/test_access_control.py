@@ -46,8 +46,9 @@ def certs(tmp_path_factory):
 
 
 def _server(repo, tmp_path_factory, **kwargs) -> TritonServer:
-    return TritonServer(ServerSettings(model_repository=repo, cache_size_bytes=None, log_dir=tmp_path_factory.mktemp("logs"),
-                        startup_timeout=120, **kwargs))
+    return TritonServer(ServerSettings(model_repository=repo, cache_size_bytes=None,
+                                       log_dir=tmp_path_factory.mktemp("logs"),
+                                       startup_timeout=120, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,8 @@ def default(iris_repository, tmp_path_factory):
 
 
 def _post(server, path, headers=None, json=None):
-    return requests.post(f"http://{server.http_url}{path}", json=json if json is not None else {}, headers=headers or {},
+    return requests.post(f"http://{server.http_url}{path}", json=json if json is not None else {},
+                         headers=headers or {},
                          timeout=10)
 
 

@@ -164,7 +164,8 @@ def test_a_worker_killed_holding_jobs_loses_none_and_none_completes_twice(client
     assert victim.wait(10) == -signal.SIGKILL
     for name in ("rescuer1", "rescuer2"):
         start_worker(name, idle_ms=1000)
-    for job_id, row, target in [*zip(slow, ROWS[:2], ["iris_slow"] * 2, strict=True), *zip(fast, ROWS * 2, ["iris"] * 8, strict=True)]:
+    expected = [*zip(slow, ROWS[:2], ["iris_slow"] * 2, strict=True), *zip(fast, ROWS * 2, ["iris"] * 8, strict=True)]
+    for job_id, row, target in expected:
         result = client.wait(job_id, timeout_s=30)
         assert result.status == "done" and result.model == target, result
         assert result.completions == 1, "a job ends exactly once in the result store"
@@ -312,7 +313,8 @@ def test_an_idempotency_key_makes_a_retried_submit_return_the_first_job(triton, 
     answer = requests.post(f"http://{triton.http_url}/v2/models/iris_async_submit/infer", json=body, timeout=30)
     assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [first]
     cli = subprocess.run([sys.executable, "-m", "pattern_tools.cli", "submit", ",".join(map(str, ROWS[0])),
-                          "--url", triton.http_url, "--idempotency-key", key], capture_output=True, text=True, timeout=60)
+                          "--url", triton.http_url, "--idempotency-key", key],
+                         capture_output=True, text=True, timeout=60)
     assert (cli.returncode, cli.stdout.strip()) == (0, first), cli.stderr
     assert queue.depth()["stream"] == 1, "the retries queued nothing"
 
@@ -372,7 +374,8 @@ def fast_gauges(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fast_gauges")
     shutil.copytree(paths.MODEL_REPOSITORY / "async_result", folder / "models" / "async_result")
     config = folder / "models" / "async_result" / "config.pbtxt"
-    config.write_text(config.read_text() + 'parameters { key: "metrics_interval_s", value: { string_value: "0.002" } }\n')
+    config.write_text(config.read_text()
+                      + 'parameters { key: "metrics_interval_s", value: { string_value: "0.002" } }\n')
     redis_server = RedisServer(directory=folder / "redis").start()
     try:
         with TritonServer(ServerSettings(model_repository=folder / "models", load_models=["async_result"],

@@ -77,7 +77,8 @@ def test_healthy_target_answers_for_real(client, fault):
 
 def test_opens_on_a_failing_target_answers_the_default_then_closes_after_recovery(triton, client, fault):
     wait_closed(client)
-    before = {r: _metric(triton, "pattern_fallbacks_total", model="iris_breaker", reason=r) for r in ("target_error", "open")}
+    before = {r: _metric(triton, "pattern_fallbacks_total", model="iris_breaker", reason=r)
+              for r in ("target_error", "open")}
     fault("fail")
     reasons = []
     for _ in range(4):  # failure_threshold 3: at most 3 target errors, then the circuit is open
@@ -142,7 +143,8 @@ def forced_server(redis_server):
     naming heavy_breaker; its target is not even loaded: a forced breaker never calls it."""
     env = {REDIS_URL_ENV: redis_server.url, FORCE_DEFAULT_ENV: "heavy_breaker"}
     models = ["iris", "iris_flaky", "iris_breaker", "heavy_breaker"]
-    with TritonServer(ServerSettings(env=env, model_control_mode="explicit", load_models=models, cache_size_bytes=None)) as server:
+    settings = ServerSettings(env=env, model_control_mode="explicit", load_models=models, cache_size_bytes=None)
+    with TritonServer(settings) as server:
         yield server
 
 
@@ -234,6 +236,7 @@ def test_breaker_turns_shedding_into_flagged_fallbacks(triton):
     assert _metric(triton, "pattern_fallbacks_total", model="heavy_breaker", reason="overloaded") > before
     if "" not in reasons:  # a starved machine may shed a whole burst: one request alone is served
         deadline = time.monotonic() + 30
-        while not any(not r.as_numpy("FALLBACK")[0, 0] for r in asyncio.run(_burst(triton.http_url, "heavy_breaker", 1))):
+        while not any(not r.as_numpy("FALLBACK")[0, 0]
+                      for r in asyncio.run(_burst(triton.http_url, "heavy_breaker", 1))):
             assert time.monotonic() < deadline, "heavy_breaker never answered for real"
             time.sleep(0.3)

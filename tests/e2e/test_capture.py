@@ -42,7 +42,8 @@ def raw_entries(redis_server, model: str) -> list[dict[str, str]]:
 
 
 def classify(http, model: str, request_id: str) -> dict:
-    return infer(http, model, {"TEXT": np.array([[TEXT.encode()]], dtype=object)}, ["LABEL", "PROBABILITIES"], request_id)
+    return infer(http, model, {"TEXT": np.array([[TEXT.encode()]], dtype=object)}, ["LABEL", "PROBABILITIES"],
+                 request_id)
 
 
 def test_serial_capture_holds_every_step_and_respects_its_cap(http, own_model, redis_server, capsys):

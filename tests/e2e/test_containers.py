@@ -63,7 +63,8 @@ def test_the_compose_stack_serves_through_the_gateway_and_runs_jobs(container_st
                     return [p.label for p in client.predict("serial", texts)] == topics
                 except Exception:  # noqa: BLE001 - not serving yet: refused, or a model still loading
                     return False
-            assert wait_for(answers, timeout=UP_TIMEOUT_S, interval=1), stack.run(stack.engine, "logs", "--tail", "20", baked)
+            assert wait_for(answers, timeout=UP_TIMEOUT_S, interval=1), \
+                stack.run(stack.engine, "logs", "--tail", "20", baked)
         stack.timings["model-in-image answered after"] = time.monotonic() - started
     assert stack.engine_out("ps", "-a", "--filter", f"name=^{baked}$", "--format", "{{.Names}}") == ""
 
@@ -113,14 +114,18 @@ def check_the_stack(stack: ContainerStack, texts: list[str], topics: list[str]) 
     assert wait_for(lambda: triton_target().get("health") == "up", timeout=60, interval=1), triton_target()
 
     # Prometheus loaded the project's alert rules: each group of alerts.yml, with its alerts
-    with urllib.request.urlopen(f"http://127.0.0.1:{stack.ports['PROMETHEUS_PORT']}/api/v1/rules", timeout=5) as response:
+    rules_url = f"http://127.0.0.1:{stack.ports['PROMETHEUS_PORT']}/api/v1/rules"
+    with urllib.request.urlopen(rules_url, timeout=5) as response:
         loaded = {g["name"]: sorted(r["name"] for r in g["rules"]) for g in json.load(response)["data"]["groups"]}
-    expected = {g["name"]: sorted(r["alert"] for r in g["rules"]) for g in yaml.safe_load(ALERT_RULES.read_text())["groups"]}
+    expected = {g["name"]: sorted(r["alert"] for r in g["rules"])
+                for g in yaml.safe_load(ALERT_RULES.read_text())["groups"]}
     assert expected and loaded == expected
 
     triton = stack.container("triton")
     image = stack.engine_out("inspect", "--format", "{{.Config.Image}}", triton)
-    healthcheck = json.loads(stack.engine_out("image", "inspect", "--format", "{{json .Config.Healthcheck.Test}}", image))
-    assert healthcheck[0] == "CMD" and healthcheck[1:3] == ["python3", "-m"], healthcheck  # the image's own, not compose's
+    healthcheck = json.loads(stack.engine_out("image", "inspect", "--format", "{{json .Config.Healthcheck.Test}}",
+                                              image))
+    # the image's own, not compose's
+    assert healthcheck[0] == "CMD" and healthcheck[1:3] == ["python3", "-m"], healthcheck
     probe = stack.run(stack.engine, "exec", triton, *healthcheck[1:], timeout=60)
     assert probe.returncode == 0, f"{healthcheck[1:]} in {triton}: {probe.stdout}{probe.stderr}"

@@ -19,7 +19,8 @@ from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.server_settings import ServerSettings
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # a virtualenv and pip install (600-s deadline), 135 s under load
+# a virtualenv and pip install (600-s deadline), 135 s under load
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 README = paths.PROJECT_ROOT / "README.md"
 BY_THIS_TEST = "tests/e2e/test_copy_pattern.py"

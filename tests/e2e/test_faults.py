@@ -48,7 +48,8 @@ def _reference_labels(rows: np.ndarray) -> list[int]:
 
     from pattern_runtime import paths
 
-    session = ort.InferenceSession(str(paths.MODEL_REPOSITORY / "iris/2/model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(paths.MODEL_REPOSITORY / "iris/2/model.onnx"),
+                                   providers=["CPUExecutionProvider"])
     return [int(x) for x in session.run(["LABEL"], {"FEATURES": rows})[0].reshape(-1)]
 
 

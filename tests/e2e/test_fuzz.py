@@ -276,7 +276,8 @@ def test_random_tensors_are_refused_unless_they_fit_the_config(triton, raw_grpc,
         array = (np.full(shape, raw, dtype=object) if wire == "TYPE_STRING"
                  else np.resize(np.frombuffer(raw.ljust(8, b"\0"), np.uint8), shape).astype(NUMPY[wire]))
         fits = wire == spec["data_type"] and len(shape) == len(_shape(config, spec)) and all(
-            d in (-1, s) for d, s in zip(([-1] if config.get("max_batch_size", 0) else []) + spec["dims"], shape, strict=True))
+            d in (-1, s)
+            for d, s in zip(([-1] if config.get("max_batch_size", 0) else []) + spec["dims"], shape, strict=True))
         required = [s for s in config["input"][1:] if not s.get("optional")]
         if fits and (required or any(p in model for p in NO_VALID_REQUESTS)):
             return  # a well-formed request to a model that must not get one (or needs more inputs)
@@ -330,7 +331,8 @@ def declared_shape_cases(model: str, config: dict) -> list[tuple[str, str]]:
         value = "hello" if wire == "BYTES" else 1
         for declared in (shape[:-1] + [DECLARED], [DECLARED], shape + [1000, 1000], shape[:-1] + [4096]):
             inputs = [{"name": t.name, "shape": list(t.array.shape), "datatype": t.wire,
-                       "data": [v.decode("latin-1") if isinstance(v, bytes) else v for v in t.array.reshape(-1).tolist()]}
+                       "data": [v.decode("latin-1") if isinstance(v, bytes) else v
+                                for v in t.array.reshape(-1).tolist()]}
                       for n, t in good.items() if n != spec["name"]]
             inputs.append({"name": spec["name"], "shape": declared, "datatype": wire, "data": [value] * 4})
             out.append((spec["name"], json.dumps({"inputs": inputs})))

@@ -71,7 +71,8 @@ def test_admin_apis_need_the_admin_key(triton, locked_gateway, certs):
     url = f"{locked_gateway.http_url}/v2/repository/index"
     status, _, body = curl("--cacert", str(certs[0]), "-X", "POST", "-H", f"triton-patterns-api-key: {API_KEY}", url)
     assert status == 401 and "admin" in json.loads(body)["error"]
-    status, _, body = curl("--cacert", str(certs[0]), "-X", "POST", "-H", f"triton-patterns-admin-key: {triton.access.admin_key}", url)
+    status, _, body = curl("--cacert", str(certs[0]), "-X", "POST",
+                           "-H", f"triton-patterns-admin-key: {triton.access.admin_key}", url)
     assert status == 200 and any(m["name"] == "iris" for m in json.loads(body)), body
     status, _, _ = curl("--cacert", str(certs[0]), f"{locked_gateway.http_url}/v2/health/ready")
     assert status == 200  # health stays open for load balancers

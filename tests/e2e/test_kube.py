@@ -67,7 +67,8 @@ def podman_env(tmp_path_factory):
         built = subprocess.run([str(TOOLS / "images.sh")], cwd=paths.PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
                                timeout=BUILD_TIMEOUT_S)
     assert built.returncode == 0, f"tools/images.sh exited {built.returncode}:\n{log.read_text()[-2000:]}"
-    settings = subprocess.run([str(TOOLS / "images.sh"), "--env"], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    settings = subprocess.run([str(TOOLS / "images.sh"), "--env"], capture_output=True, text=True,
+                              timeout=BUILD_TIMEOUT_S)
     conf = dict(line.split("=", 1) for line in settings.stdout.splitlines() if "=" in line).get("CONTAINERS_CONF")
     return {**os.environ, **({"CONTAINERS_CONF": conf} if conf else {})}
 
@@ -78,8 +79,10 @@ def podman(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedP
 
 def leftovers(env: dict, prefix: str) -> dict[str, list[str]]:
     listed = {"pods": ("pod", "ps", "--format", "{{.Name}}"), "containers": ("ps", "-a", "--format", "{{.Names}}"),
-              "volumes": ("volume", "ls", "--format", "{{.Name}}"), "secrets": ("secret", "ls", "--format", "{{.Name}}")}
-    return {kind: [n for n in podman(env, *args).stdout.split() if n.startswith(prefix)] for kind, args in listed.items()}
+              "volumes": ("volume", "ls", "--format", "{{.Name}}"),
+              "secrets": ("secret", "ls", "--format", "{{.Name}}")}
+    return {kind: [n for n in podman(env, *args).stdout.split() if n.startswith(prefix)]
+            for kind, args in listed.items()}
 
 
 def test_podman_skips_the_kinds_it_cannot_run(podman_env):
@@ -93,7 +96,9 @@ def test_podman_skips_the_kinds_it_cannot_run(podman_env):
         file.flush()
         played = podman(podman_env, "--log-level=info", "kube", "play", "--start=false", file.name)
     assert played.returncode != 0 and "does not contain any supported kube kind" in played.stderr, played
-    assert {kind for kind in {o["kind"] for o in others} if f"Kube kind {kind} not supported" not in played.stderr} == set()
+    unsupported = {kind for kind in {o["kind"] for o in others}
+                   if f"Kube kind {kind} not supported" not in played.stderr}
+    assert unsupported == set()
     assert played.stdout.strip() == "", played.stdout  # no pod, volume or secret
 
 
@@ -103,8 +108,9 @@ def test_the_triton_pod_and_its_gateway_sidecar_under_podman_kube_play(podman_en
     https_port, grpc_port = free_ports(2)
     kube = [sys.executable, str(TOOLS / "kube_play.py")]
     started = time.monotonic()
-    up = subprocess.run([*kube, "up", "--prefix", prefix, "--https-port", str(https_port), "--grpc-port", str(grpc_port),
-                         "--tls-dir", str(tmp_path / "tls")], env=podman_env, capture_output=True, text=True, timeout=420)
+    up = subprocess.run([*kube, "up", "--prefix", prefix, "--https-port", str(https_port),
+                         "--grpc-port", str(grpc_port), "--tls-dir", str(tmp_path / "tls")],
+                        env=podman_env, capture_output=True, text=True, timeout=420)
     try:
         assert up.returncode == 0, f"kube_play.py up exited {up.returncode}:\n{up.stdout}{up.stderr[-3000:]}"
         ready = time.monotonic() - started
@@ -120,7 +126,8 @@ def test_the_triton_pod_and_its_gateway_sidecar_under_podman_kube_play(podman_en
         manifest = yaml.safe_load_all(kube_play_module().rendered_path(prefix).read_text())
         pod = next(o for o in manifest if o["kind"] == "Deployment")["spec"]["template"]["spec"]
         probes = {c["name"]: c for c in pod["containers"]}["triton"]
-        healthcheck = json.loads(podman(podman_env, "inspect", "--format", "{{json .Config.Healthcheck.Test}}", triton).stdout)
+        healthcheck = json.loads(podman(podman_env, "inspect", "--format", "{{json .Config.Healthcheck.Test}}",
+                                        triton).stdout)
         # (podman 4.3 puts port 0 for a named probe port, and the stand-in image has no curl: it cannot pass here)
         assert probes["livenessProbe"]["httpGet"]["path"] in " ".join(healthcheck), healthcheck
         readiness = probes["readinessProbe"]["exec"]["command"]

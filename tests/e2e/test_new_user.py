@@ -35,7 +35,8 @@ from pattern_runtime import paths
 from pattern_runtime.processes import free_ports
 from triton_patterns.client import PatternClient
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # serve's start and each doc block have 600-s deadlines of their own
+# serve's start and each doc block have 600-s deadlines of their own
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 DOCS = [paths.PROJECT_ROOT / "README.md", *sorted((paths.PROJECT_ROOT / "docs" / "patterns").glob("*.md"))]
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[ \t]*$")

@@ -186,8 +186,9 @@ def explicit_server(tmp_path_factory):
     (repo / "iris" / "config.pbtxt").write_text(config.replace("versions: [ 1, 2 ]", "versions: [ 1 ]"))
     _bad_model(repo / "iris")
     shutil.copytree(source / "iris_live", repo / "iris_live")
-    with TritonServer(ServerSettings(model_repository=repo, model_control_mode="explicit", load_models=["iris", "iris_live"],
-                      cache_size_bytes=None)) as server:
+    with TritonServer(ServerSettings(model_repository=repo, model_control_mode="explicit",
+                                     load_models=["iris", "iris_live"],
+                                     cache_size_bytes=None)) as server:
         server.wait_ready_models(["iris", "iris_live"])
         yield server, repo
 

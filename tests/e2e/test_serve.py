@@ -44,7 +44,8 @@ class Serve:
         command = [str(Path(sys.executable).with_name("triton-patterns")), "serve", "--gateway",
                    "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                    "--metrics-port", str(self.metrics_port), "--redis-port", "0", "--log-dir", str(self.log_dir),
-                   "--data-dir", str(tmp_path / "redis-data"), "--data-store", str(tmp_path / "store.sqlite"), "--model-repository", str(repository), *args]
+                   "--data-dir", str(tmp_path / "redis-data"), "--data-store", str(tmp_path / "store.sqlite"),
+                   "--model-repository", str(repository), *args]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.lines: list[str] = []
@@ -136,7 +137,8 @@ def repository(tmp_path_factory):
     for model in ("iris", "iris_slow"):
         shutil.copytree(paths.MODEL_REPOSITORY / model, repo / model)
     config = repo / "iris_slow" / "config.pbtxt"
-    config.write_text(re.sub(r'(key: "latency_ms", value: \{ string_value: ")\d+', rf"\g<1>{SLOW_MS}", config.read_text()))
+    config.write_text(re.sub(r'(key: "latency_ms", value: \{ string_value: ")\d+', rf"\g<1>{SLOW_MS}",
+                             config.read_text()))
     assert f'"{SLOW_MS}"' in config.read_text()
     return repo
 
@@ -243,7 +245,8 @@ def test_logs_are_capped_pruned_and_kept_after_the_stop(serve):
     assert logged("last-request") == 1 and logged(f"batch-{batches:04d}") == batch  # the newest kept
     # every log of serve is in the folder, rotated when over its size, and still there after the stop
     kept = {p.name for p in run.log_dir.iterdir()}
-    assert {"tritonserver.log", "tritonserver.log.1", "redis-server.log", "redis-cache.log", "nginx-error.log"} <= kept, kept
+    assert {"tritonserver.log", "tritonserver.log.1", "redis-server.log", "redis-cache.log",
+            "nginx-error.log"} <= kept, kept
     assert not {f"{name}.{keep + 1}" for name in ("tritonserver.log", "nginx-access.log")} & kept, kept
     assert "Ready to accept connections" in (run.log_dir / "redis-server.log").read_text()
     assert "successfully unloaded" in (run.log_dir / "tritonserver.log").read_text()

@@ -37,7 +37,8 @@ def stacks(pid: int) -> str:
     """Every thread's stack of `pid`, native frames included (py-spy), for a failure message."""
     if not PY_SPY.exists():
         return f"(py-spy not in {PY_SPY.parent}: no stacks)"
-    done = subprocess.run([str(PY_SPY), "dump", "--native", "--pid", str(pid)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([str(PY_SPY), "dump", "--native", "--pid", str(pid)], capture_output=True, text=True,
+                          timeout=60)
     return done.stdout + done.stderr
 
 

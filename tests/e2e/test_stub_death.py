@@ -35,8 +35,9 @@ def small_server(tmp_path_factory):
     # explicit model control (the launcher's default), two models only: a quick start. The model
     # unloaded with its dead stub is never freed, so the server's shutdown waits out its exit
     # timeout: 5 s here instead of 30.
-    with TritonServer(ServerSettings(load_models=["iris", "iris_web_single", "iris_vote"], log_dir=tmp_path_factory.mktemp("logs"),
-                      extra_args=["--exit-timeout-secs=5"])) as server:
+    with TritonServer(ServerSettings(load_models=["iris", "iris_web_single", "iris_vote"],
+                                     log_dir=tmp_path_factory.mktemp("logs"),
+                                     extra_args=["--exit-timeout-secs=5"])) as server:
         yield server
 
 
