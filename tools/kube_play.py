@@ -87,7 +87,8 @@ def image_map(env: dict[str, str]) -> dict[str, str]:
 def render(prefix: str, images: dict[str, str], https_port: int, grpc_port: int) -> list[dict]:
     """The triton Deployment and the ConfigMaps it mounts, ready for `podman kube play`."""
     objects = kustomize_objects(K8S)
-    deployment = copy.deepcopy(next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == DEPLOYMENT))
+    deployment = copy.deepcopy(next(o for o in objects
+                                    if o["kind"] == "Deployment" and o["metadata"]["name"] == DEPLOYMENT))
     pod = deployment["spec"]["template"]["spec"]
     mounted = {v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
     config_maps = [copy.deepcopy(o) for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] in mounted]
@@ -125,7 +126,8 @@ def create_secrets(prefix: str, tls_dir: Path) -> None:
                                        if os.environ.get("TRITON_PATTERNS_API_KEY") else {})}
     tls = {"data": {name: (tls_dir / name).read_text() for name in ("tls.crt", "tls.key")}}
     WORK.mkdir(parents=True, exist_ok=True)
-    for name, content in ((KEYS_SECRET, json.dumps({k: base64.b64encode(v.encode()).decode() for k, v in keys.items()})),
+    keys_json = json.dumps({k: base64.b64encode(v.encode()).decode() for k, v in keys.items()})
+    for name, content in ((KEYS_SECRET, keys_json),
                           (TLS_SECRET, yaml.safe_dump(tls))):
         path = WORK / f"{prefix}{name}.secret"
         path.write_text(content)

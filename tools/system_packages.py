@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     packages = [need.package for need in missing]
     what = ", ".join(f"{need.package} ({need.why}: {' '.join(need.missing())})" for need in missing)
     command = ["apt-get", "install", "--no-install-recommends", *packages]
-    prefix = [] if os.geteuid() == 0 else ["sudo", "-n", "env", "DEBIAN_FRONTEND=noninteractive"] if _can_sudo() else None
+    as_root = ["sudo", "-n", "env", "DEBIAN_FRONTEND=noninteractive"] if _can_sudo() else None
+    prefix = [] if os.geteuid() == 0 else as_root
     to_run = f"sudo apt-get update && sudo {shlex.join(command)}"
     if args.dry_run or prefix is None or not find_program("apt-get"):
         print(f"make {args.target} needs Debian packages that are missing: {what}", file=sys.stderr)

@@ -117,7 +117,8 @@ def test_watchdog_leaves_unloads_and_loads_through_the_repository_api_alone(smal
         assert not small_server.model_ready(model)
 
         # a variant with two instances, loaded with a config override (model-analyzer's way)
-        response = _load_with_config(small_server, model, dict(config, instance_group=[{"count": 2, "kind": "KIND_CPU"}]))
+        response = _load_with_config(small_server, model,
+                                     dict(config, instance_group=[{"count": 2, "kind": "KIND_CPU"}]))
         assert response.status_code == 200, response.text
         assert watchdog.check_once() == []
         assert len(small_server.stub_pids()[model]) == 2
@@ -146,7 +147,8 @@ def test_stop_after_a_failed_load_through_the_repository_api_needs_no_sigkill(tm
     repo = tmp_path / "repository"
     repo.mkdir()
     (repo / "iris").symlink_to(paths.MODEL_REPOSITORY / "iris")
-    server = TritonServer(ServerSettings(model_repository=repo, load_models=["iris"], cache_size_bytes=None, log_dir=tmp_path))
+    server = TritonServer(ServerSettings(model_repository=repo, load_models=["iris"], cache_size_bytes=None,
+                                         log_dir=tmp_path))
     server.start()
     try:
         config = _config(server, "iris")

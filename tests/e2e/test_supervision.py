@@ -36,7 +36,8 @@ def test_a_killed_redis_is_restarted_on_its_port_with_its_data(tmp_path):
         assert _poll_until(supervisor, lambda: redis.pid != first_pid and redis.ping()), \
             f"not restarted; deaths {deaths}; log:\n{redis.log_tail()}"
         assert redis.port == port
-        assert [(d.name, d.pid, d.signal, d.restarting) for d in deaths] == [("redis-server", first_pid, "SIGKILL", True)]
+        assert [(d.name, d.pid, d.signal, d.restarting) for d in deaths] == [
+            ("redis-server", first_pid, "SIGKILL", True)]
         assert "Ready to accept connections" in deaths[0].log_tail
         assert client.get("job") == "acknowledged"  # the same data, from the AOF
         assert supervisor.restarts(redis) == 1 and supervisor.gave_up == []

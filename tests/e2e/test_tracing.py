@@ -105,7 +105,8 @@ def test_the_clients_trace_id_reaches_the_servers_spans(tmp_path):
             with PatternClient(url, protocol, trace=True) as client:
                 sent[protocol] = client.serial_bls([6.0, 2.7, 5.1, 1.6]).trace_id
             assert len(sent[protocol]) == 32
-        spans = receiver.wait_for(lambda got: all({"InferRequest", "iris_cascade"} <= {s.name for s in got if s.trace_id == t}
+        spans = receiver.wait_for(lambda got: all({"InferRequest", "iris_cascade"}
+                                                  <= {s.name for s in got if s.trace_id == t}
                                                   for t in sent.values()))
     for trace_id in sent.values():
         mine = {s.span_id: s for s in spans if s.trace_id == trace_id}

@@ -14,7 +14,8 @@ import pytest
 
 MOVE = "unit tests need no process: move this test to tests/e2e/"
 TOOLS = {"git", "lscpu", "ldconfig", "uname",  # short commands libraries and manifests run; no server
-         "lint-imports",  # test_layering.py: import-linter on trees of its own (in-process it would see the imported parts)
+         "lint-imports",  # test_layering.py: import-linter on trees of its own (in-process it would see
+                          # the imported parts)
          "ruff"}  # test_lint.py: a short check, no server
 
 

@@ -174,7 +174,8 @@ def test_latest_ready_version_and_the_pattern_for_a_model():
         latest_ready(index, "iris_failing")
     assert spec_for("iris", False).name == "synchronous"
     assert spec_for("text_classify", True).name == "serial"
-    assert (spec_for("iris_failing", False).name, spec_for("iris_failing", False).model) == ("synchronous", "iris_failing")
+    failing = spec_for("iris_failing", False)
+    assert (failing.name, failing.model) == ("synchronous", "iris_failing")
     with pytest.raises(BatchError):
         spec_for("digits", True)
 

@@ -109,7 +109,8 @@ def test_default_outputs_scalar_list_and_errors():
     specs = [TensorSpec("LABEL", np.int64, (1,)), TensorSpec("PROBABILITIES", np.float32, (3,))]
     rows = cb.default_outputs('{"LABEL": 0, "PROBABILITIES": [0.2, 0.3, 0.5]}', specs, "m")
     assert rows["LABEL"].tolist() == [0] and rows["LABEL"].dtype == np.int64
-    assert rows["PROBABILITIES"].dtype == np.float32 and rows["PROBABILITIES"].tolist() == pytest.approx([0.2, 0.3, 0.5])
+    assert rows["PROBABILITIES"].dtype == np.float32
+    assert rows["PROBABILITIES"].tolist() == pytest.approx([0.2, 0.3, 0.5])
     with pytest.raises(ValueError, match="no value for output 'PROBABILITIES'"):
         cb.default_outputs('{"LABEL": 0}', specs, "m")
     with pytest.raises(ValueError, match="does not fit its dims"):

@@ -171,7 +171,8 @@ def test_a_capture_lost_to_redis_being_down_is_counted_not_raised():
 
     (port,) = free_ports(1)  # nothing listens there
     counter = Counter()
-    writer = Writer(redis.Redis(port=port, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)), "prediction_log:m", 100, counter)
+    writer = Writer(redis.Redis(port=port, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)),
+                    "prediction_log:m", 100, counter)
     assert counter.counts == {"written": 0, "error": 0}  # both series exist from the start
     writer.add(capture(MIN_BYTES, np.ones((1, 8), dtype=np.float32)))
     writer.add(capture(MIN_BYTES, np.ones((1, 8), dtype=np.float32)))

@@ -112,7 +112,8 @@ def test_selectors_match_pod_labels_and_services_reach_named_ports():
         assert obj["spec"]["selector"]["matchLabels"].items() <= labels.items(), name
     for name, service in by_kind("Service").items():
         selector = service["spec"]["selector"]
-        targets = [w for w in workloads.values() if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]
+        targets = [w for w in workloads.values()
+                   if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]
         assert len(targets) == 1, f"Service {name} selects {len(targets)} workloads"
         ports = {p["name"]: p["containerPort"] for c in targets[0]["spec"]["template"]["spec"]["containers"]
                  for p in c.get("ports", [])}

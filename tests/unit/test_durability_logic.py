@@ -60,7 +60,8 @@ def test_a_missing_job_is_lost_within_its_ttl_expired_after_and_unknown_otherwis
 @pytest.fixture
 def small_seed(monkeypatch):
     """A seed of 5 records (the real data sets are the e2e tests')."""
-    records = [(f"digit-{i}", "image", b"png%d" % i) for i in range(2)] + [(f"text-{i}", "text", b"t") for i in range(3)]
+    records = ([(f"digit-{i}", "image", b"png%d" % i) for i in range(2)]
+               + [(f"text-{i}", "text", b"t") for i in range(3)])
     monkeypatch.setattr(seeding, "_seed_records", lambda digits: records)
     return records
 

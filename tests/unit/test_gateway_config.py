@@ -45,7 +45,8 @@ def test_the_launcher_fills_every_field(tmp_path):
     gateway = gw.Gateway("127.0.0.1:1", "127.0.0.1:2", directory=tmp_path, tls=gw.GatewayTls(Path("c"), Path("k")))
     config = gateway.config()
     assert "${" not in config
-    assert f"listen 127.0.0.1:{gateway.port} ssl;" in config and f"listen 127.0.0.1:{gateway.grpc_port} ssl http2;" in config
+    assert f"listen 127.0.0.1:{gateway.port} ssl;" in config
+    assert f"listen 127.0.0.1:{gateway.grpc_port} ssl http2;" in config
     assert "ssl_certificate " in config and "server 127.0.0.1:1;" in config and "server 127.0.0.1:2;" in config
 
 
@@ -62,7 +63,8 @@ def test_compose_and_kubernetes_fill_every_field_and_mount_the_same_files(where)
         fields = _fields({e["name"]: e["value"] for e in container["env"] if "value" in e})
         volumes = {v["name"]: v for v in _k8s_pod()["volumes"]}
         mounts = {f"{m['mountPath']}/{item['path']}": item["key"]  # the ConfigMap's keys, one file each
-                  for m in container["volumeMounts"] for item in volumes[m["name"]].get("configMap", {}).get("items", [])}
+                  for m in container["volumeMounts"]
+                  for item in volumes[m["name"]].get("configMap", {}).get("items", [])}
         sources = set(mounts.values())
         generator = yaml.safe_load((DEPLOY / "gateway" / "kustomization.yaml").read_text())["configMapGenerator"][0]
         assert set(generator["files"]) == {"nginx.conf.template", "triton_gateway.js"}

@@ -77,7 +77,8 @@ def test_a_hard_link_left_by_an_earlier_assembly_is_replaced_by_a_copy(tmp_path,
 
 # what the loader wrote for the stub in a bare Debian 12 container without libpython3.11 (docs/reliability.md)
 MISSING_LIBPYTHON = ("/work/project/build/backends-py3.11/python/triton_python_backend_stub: error while loading "
-                     "shared libraries: libpython3.11.so.1.0: cannot open shared object file: No such file or directory")
+                     "shared libraries: libpython3.11.so.1.0: cannot open shared object file: "
+                     "No such file or directory")
 
 
 def test_a_stub_start_failure_is_found_in_the_log_with_what_to_install():
@@ -85,7 +86,8 @@ def test_a_stub_start_failure_is_found_in_the_log_with_what_to_install():
     reason = stub_start_failure(log)
     assert reason == (f"a Python backend stub cannot start: {MISSING_LIBPYTHON} (the stub links the shared library "
                       "of the Python that made the server virtualenv; Debian: apt-get install libpython3.11)")
-    other = "/x/triton_python_backend_stub: error while loading shared libraries: /y/libpython3.11.so.1.0: file too short"
+    other = ("/x/triton_python_backend_stub: error while loading shared libraries: "
+             "/y/libpython3.11.so.1.0: file too short")
     assert stub_start_failure(other) == f"a Python backend stub cannot start: {other}"
     assert stub_start_failure('I1207 model_lifecycle.cc:472] "loading: identity:1"\n') is None
 
@@ -169,7 +171,8 @@ def test_the_start_waits_for_the_models_loaded_at_start(tmp_path):
     (tmp_path / "not_a_model").mkdir()
     every = TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path))
     assert every.start_models() == ["a", "b"]  # "*": every model folder
-    assert TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path, load_models=["b"])).start_models() == ["b"]
+    only_b = TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path, load_models=["b"]))
+    assert only_b.start_models() == ["b"]
     assert TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path, model_control_mode="none",
                         )).start_models() == ["a", "b"]
 

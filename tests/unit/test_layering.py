@@ -67,7 +67,8 @@ def test_an_upward_import_breaks_a_contract(tmp_path, module, line, broken):
 
 
 def test_a_cycle_inside_a_part_breaks_a_contract(tmp_path):
-    run = lint_imports(_tree(tmp_path, {"pattern_runtime.a": "from . import b", "pattern_runtime.b": "from . import a"}))
+    run = lint_imports(_tree(tmp_path, {"pattern_runtime.a": "from . import b",
+                                        "pattern_runtime.b": "from . import a"}))
     assert run.returncode == 1, run.stdout
     assert "No cycles are allowed in pattern_runtime" in run.stdout
 

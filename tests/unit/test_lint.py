@@ -19,7 +19,8 @@ def ruff_check(*args: str, cwd: Path = paths.PROJECT_ROOT) -> subprocess.Complet
 
 def test_the_checkout_passes_ruff():
     run = ruff_check(".")
-    assert run.returncode == 0, f"ruff check found (fix them; `ruff check --fix` sorts imports):\n{run.stdout}{run.stderr}"
+    assert run.returncode == 0, \
+        f"ruff check found (fix them; `ruff check --fix` sorts imports):\n{run.stdout}{run.stderr}"
 
 
 def test_the_configuration_catches_long_lines_broad_excepts_and_unsorted_imports(tmp_path):

@@ -1,4 +1,5 @@
-"""serve's log options and the logrotate config it writes (tests/e2e/test_serve.py runs logrotate under a real serve)."""
+"""serve's log options and the logrotate config it writes (tests/e2e/test_serve.py runs logrotate
+under a real serve)."""
 
 from __future__ import annotations
 

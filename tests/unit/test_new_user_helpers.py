@@ -55,7 +55,8 @@ def test_every_model_gets_valid_requests_in_its_declared_shape(model):
         for spec in config["input"]:
             dims = [int(d) for d in spec["dims"]]
             shape = request[spec["name"]].shape
-            assert len(shape) == len(batch) + len(dims) and all(d in (-1, s) for d, s in zip(batch + dims, shape, strict=True))
+            assert len(shape) == len(batch) + len(dims)
+            assert all(d in (-1, s) for d, s in zip(batch + dims, shape, strict=True))
     assert len(input_data(model, 2)["data"]) == 2
 
 

@@ -33,7 +33,8 @@ def test_mean_and_max_confidence():
 
 def test_unknown_policy_and_empty_answers():
     for policy in ("median", "all"):  # "all" is no synonym of "mean"
-        with pytest.raises(ValueError, match=f"aggregation must be one of majority, mean, max_confidence, got '{policy}'"):
+        with pytest.raises(ValueError,
+                           match=f"aggregation must be one of majority, mean, max_confidence, got '{policy}'"):
             aggregate(policy, [A])
     with pytest.raises(ValueError, match="nothing to aggregate"):
         aggregate("mean", [])

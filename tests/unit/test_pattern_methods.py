@@ -25,7 +25,8 @@ SIGNATURES = {
     "data_cache": "(record_id: 'str', model: 'str' = 'digits_by_id') -> 'Prediction'",
     "serial_bls": "(features: 'Sequence[float]', model: 'str' = 'iris_cascade') -> 'Prediction'",
     "parallel": "(features: 'Sequence[float]', model: 'str' = 'iris_parallel') -> 'Prediction'",
-    "canary": "(features: 'Sequence[float]', user_id: 'str | None' = None, model: 'str' = 'iris_canary') -> 'Prediction'",
+    "canary": "(features: 'Sequence[float]', user_id: 'str | None' = None, model: 'str' = 'iris_canary') "
+              "-> 'Prediction'",
     "ab_test": "(features: 'Sequence[float]', user_id: 'str | None' = None, model: 'str' = 'iris_ab') -> 'Prediction'",
     "shadow": "(features: 'Sequence[float]', model: 'str' = 'iris_shadow') -> 'Prediction'",
     "route": "(features: 'Sequence[float]', target: 'str | None' = None, model: 'str' = 'iris_route') -> 'Prediction'",
@@ -118,12 +119,14 @@ CALLS = [  # (method, args, kwargs) -> the client call it becomes
     ("synchronous", (ROW, 1), {}, ("synchronous", ROW, 1, None, None)),
     ("prep_pred", (b"png",), {}, ("prep_pred", b"png", None, None, None)),
     ("prep_pred", (b"png",), {"form": "bls"}, ("prep_pred_bls", b"png", None, None, None)),
-    ("data_cache", ("digit-1",), {"model": "digits_by_id_prep"}, ("data_cache", "digit-1", None, "digits_by_id_prep", None)),
+    ("data_cache", ("digit-1",), {"model": "digits_by_id_prep"},
+     ("data_cache", "digit-1", None, "digits_by_id_prep", None)),
     ("canary", (ROW,), {"user_id": 42}, ("canary", ROW, None, "iris_canary", {"user_id": "42"})),
     ("ab_test", (ROW,), {}, ("ab_test", ROW, None, "iris_ab", None)),
     ("route", (ROW, "v1"), {}, ("route", ROW, None, "iris_route", {"target": "v1"})),
     ("route", (ROW,), {"target": ""}, ("route", ROW, None, "iris_route", None)),
-    ("time_difference_stream", (ROW,), {"timeout_s": 5}, ("time_difference_stream", ROW, "iris_time_difference_stream", 5)),
+    ("time_difference_stream", (ROW,), {"timeout_s": 5},
+     ("time_difference_stream", ROW, "iris_time_difference_stream", 5)),
 ]
 
 
@@ -157,7 +160,8 @@ def test_a_new_entry_is_a_new_method_and_each_form_calls_its_own_model():
              PatternSpec("echo_bls", "echo_bls", "TEXT", "BYTES", ("LABEL", "PROBABILITIES", "SOURCE"), "text",
                          "an echo in BLS", "hi", method="echo", form="bls")]
     [(name, method)] = pattern_methods(specs).items()
-    assert str(method.signature) == "(text: 'str', form: 'str' = 'ensemble', model: 'str' = 'echo_ensemble') -> 'Prediction'"
+    assert str(method.signature) == ("(text: 'str', form: 'str' = 'ensemble', model: 'str' = 'echo_ensemble') "
+                                     "-> 'Prediction'")
     assert "`.source`" in method.doc and "`echo_bls` (form \"bls\")" in method.doc
     assert method.request("hi", form="bls") == (specs[1], {"value": "hi", "model": "echo_bls", "parameters": None})
     assert method.request("hi", "bls", "mine")[1]["model"] == "mine"

@@ -26,7 +26,8 @@ RUN_TIME = [
     (r"\.venv[\w-]*/", "virtualenvs made by make (venv, server-venv, the KServe and model-analyzer ones)"),
     (r"model_repository(_test)?/.+/(model\.onnx|manifest\.json|tokenizer\.json)$", "exported by make models"),
     (r"deploy/compose/tls/", "the compose stack's self-signed certificate, made by tools/stack.sh"),
-    (r"backends/python/", "the Python backend's folder of a tritonserver install (/opt/tritonserver), not this project's"),
+    (r"backends/python/",
+     "the Python backend's folder of a tritonserver install (/opt/tritonserver), not this project's"),
 ]
 # packages named by their import path in the docs: where they live
 PACKAGES = {"pattern_kernel": "kernel", "pattern_runtime": "runtime", "pattern_jobs": "jobs",

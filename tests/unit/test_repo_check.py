@@ -31,7 +31,8 @@ def classifier_onnx(n_in: int, n_classes: int, input_name: str, first_class_weig
     nodes = [helper.make_node("MatMul", [input_name, "W"], ["logits"]),
              helper.make_node("Softmax", ["logits"], ["PROBABILITIES"], axis=1),
              helper.make_node("ArgMax", ["PROBABILITIES"], ["LABEL"], axis=1, keepdims=0)]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", n_in])],
+    graph = helper.make_graph(nodes, "tiny",
+                              [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", n_in])],
                               [helper.make_tensor_value_info("LABEL", TensorProto.INT64, ["N"]),
                                helper.make_tensor_value_info("PROBABILITIES", TensorProto.FLOAT, ["N", n_classes])],
                               [w])
@@ -158,7 +159,8 @@ def test_ensemble_version_not_served(repo):
 def test_ensemble_maps_names_that_exist(repo):
     edit(repo, "digits", 'input_map { key: "PIXELS", value: "pixels" }', 'input_map { key: "PIXEL", value: "pixels" }')
     found = errors(repo)
-    assert any("ensemble_scheduling.step[1].input_map[PIXEL]: digits_classifier has no input 'PIXEL'" in e for e in found)
+    assert any("ensemble_scheduling.step[1].input_map[PIXEL]: digits_classifier has no input 'PIXEL'" in e
+               for e in found)
     assert any("ensemble_scheduling.step[1].input_map: input 'PIXELS' of digits_classifier is not mapped" in e
                for e in found)
 
@@ -167,7 +169,8 @@ def test_ensemble_output_map_and_unproduced_tensors(repo):
     edit(repo, "iris_vote", 'output_map { key: "PROBABILITIES", value: "scores_v2" }',
          'output_map { key: "SCORES", value: "scores_v2" }')
     found = "\n".join(errors(repo))
-    assert "iris_vote/config.pbtxt: ensemble_scheduling.step[1].output_map[SCORES]: iris has no output 'SCORES'" in found
+    assert ("iris_vote/config.pbtxt: ensemble_scheduling.step[1].output_map[SCORES]: "
+            "iris has no output 'SCORES'") in found
     assert "ensemble_scheduling.step[2].input_map: tensor scores_v2 never produced" in found
     assert "iris_vote/config.pbtxt: output (LABEL): no step produces this ensemble output" in found
 
@@ -182,7 +185,8 @@ def test_ensemble_dims_mismatch(repo):
     edit(repo, "digits_preprocess", '{ name: "PIXELS", data_type: TYPE_FP32, dims: [ 64 ] }',
          '{ name: "PIXELS", data_type: TYPE_FP32, dims: [ 8, 8 ] }')
     only(repo, r"digits/config.pbtxt: ensemble_scheduling.step\[1\].input_map\[PIXELS\]: tensor 'pixels': "
-               r"digits_preprocess output PIXELS has dims \[-1, 8, 8\] but digits_classifier input PIXELS has \[-1, 64\]")
+               r"digits_preprocess output PIXELS has dims \[-1, 8, 8\] "
+               r"but digits_classifier input PIXELS has \[-1, 64\]")
 
 
 def test_ensemble_batch_size_larger_than_a_step(repo):
@@ -202,7 +206,8 @@ def test_bls_steps_targets_and_model_parameters_name_models_that_exist(repo):
     found = "\n".join(errors(repo))
     assert ("iris_cascade/config.pbtxt: parameters.steps[1] (confirm): asks for iris version 3, "
             "but iris serves 1, 2") in found
-    assert "iris_parallel/config.pbtxt: parameters.targets: names model 'iris_slower', which is not in the repository" in found
+    assert ("iris_parallel/config.pbtxt: parameters.targets: names model 'iris_slower', "
+            "which is not in the repository") in found
     assert "digits_bls/config.pbtxt: parameters.predict_model: names model 'digits_classifer'" in found
     assert "iris_cached_v1/config.pbtxt: parameters.target_version: 'one' is not an integer version" in found
 
@@ -210,7 +215,8 @@ def test_bls_steps_targets_and_model_parameters_name_models_that_exist(repo):
 def test_bls_step_tensors_must_exist_on_the_callee(repo):
     edit(repo, "iris_cascade", '"outputs": {"LABEL": "LABEL", "PROBABILITIES": "PROBABILITIES"}, "timeout_ms": 1000}',
          '"outputs": {"LABELS": "LABEL", "PROBABILITIES": "PROBABILITIES"}, "timeout_ms": 1000}')
-    only(repo, r"iris_cascade/config.pbtxt: parameters.steps\[0\] \(fast\).outputs\[LABELS\]: iris has no output 'LABELS'")
+    only(repo, r"iris_cascade/config.pbtxt: parameters.steps\[0\] \(fast\).outputs\[LABELS\]: "
+               r"iris has no output 'LABELS'")
 
 
 def test_bls_batch_larger_than_callee_is_a_warning(repo):

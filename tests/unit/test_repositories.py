@@ -67,7 +67,8 @@ def test_the_launcher_serves_every_repository_it_is_given(tmp_path):
 def test_check_names_a_model_that_is_in_two_repositories(tmp_path, capsys):
     first, second = tmp_path / "a", tmp_path / "b"
     for root in (first, second):
-        shutil.copytree(paths.MODEL_REPOSITORY / "iris", root / "iris", ignore=shutil.ignore_patterns("*.onnx", "*.json"))
+        shutil.copytree(paths.MODEL_REPOSITORY / "iris", root / "iris",
+                        ignore=shutil.ignore_patterns("*.onnx", "*.json"))
     code = cli_main(["check", "--no-files", "--repository", str(first), "--repository", str(second)])
     out = capsys.readouterr().out
     assert code == 1

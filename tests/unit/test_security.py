@@ -155,10 +155,12 @@ def test_launcher_restricts_admin_apis_by_default(tmp_path, key_env):
     assert not any(API_HEADER in a for a in cmd)  # inference open without an API key
     assert server.access.headers() == {ADMIN_HEADER: key}
 
-    locked = TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path, admin_key=ADMIN, api_key=API,
-                          grpc_tls=GrpcTls(tmp_path / "c.pem", tmp_path / "k.pem")))
+    locked = TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path, admin_key=ADMIN,
+                                         api_key=API,
+                                         grpc_tls=GrpcTls(tmp_path / "c.pem", tmp_path / "k.pem")))
     assert sum(API_HEADER in a for a in locked.command()) == 2 and "--grpc-use-ssl=true" in locked.command()
-    open_server = TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path, restrict_admin_apis=False))
+    open_server = TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path,
+                                              restrict_admin_apis=False))
     assert not any("restricted" in a for a in open_server.command())
     assert common_server_flags() == common_server_flags(access=Access())
 
@@ -168,10 +170,12 @@ def test_docker_spec_restricts_and_mounts_tls_files(tmp_path):
     spec = docker_container_spec(model_repository=tmp_path, project_backends=tmp_path,
                                  access=Access(admin_key=ADMIN), grpc_tls=GrpcTls(cert, key, cert))
     binds = {v["bind"]: k for k, v in spec["volumes"].items()}
-    assert binds["/run/triton-patterns/tls/cert.pem"] == str(cert) and binds["/run/triton-patterns/tls/key.pem"] == str(key)
+    assert binds["/run/triton-patterns/tls/cert.pem"] == str(cert)
+    assert binds["/run/triton-patterns/tls/key.pem"] == str(key)
     assert "--grpc-server-cert=/run/triton-patterns/tls/cert.pem" in spec["command"]
     assert "--grpc-root-cert=/run/triton-patterns/tls/cert.pem" in spec["command"]  # one file, one mount
-    assert f"--grpc-restricted-protocol=model-repository,shared-memory,logging,trace:{ADMIN_HEADER}={ADMIN}" in spec["command"]
+    restricted = f"--grpc-restricted-protocol=model-repository,shared-memory,logging,trace:{ADMIN_HEADER}={ADMIN}"
+    assert restricted in spec["command"]
 
 
 def test_container_entry_point_from_environment():
@@ -180,7 +184,8 @@ def test_container_entry_point_from_environment():
            "TRITON_ARGS": "--log-verbose=1 --exit-timeout-secs=5",
            "TRITON_PATTERNS_GRPC_TLS_CERT": "/tls/c.pem", "TRITON_PATTERNS_GRPC_TLS_KEY": "/tls/k.pem"}
     cmd = container.command_from_env(env, ["--http-thread-count=4"])
-    assert cmd[:3] == ["tritonserver", "--model-repository=s3://bucket/repo", "--backend-directory=/opt/tritonserver/backends"]
+    assert cmd[:3] == ["tritonserver", "--model-repository=s3://bucket/repo",
+                       "--backend-directory=/opt/tritonserver/backends"]
     for flag in ("--model-control-mode=explicit", "--load-model=iris", "--load-model=digits", "--grpc-use-ssl=true",
                  f"--http-restricted-api=inference,metadata,model-config,statistics:{API_HEADER}={API}"):
         assert flag in cmd

@@ -66,7 +66,8 @@ def test_without_root_or_sudo_it_stops_with_the_command_to_run(monkeypatch, caps
     assert system_packages.main(["test"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        "make test needs Debian packages that are missing: prometheus=2.42.* (the monitoring test: no-such-program-here)",
+        "make test needs Debian packages that are missing: prometheus=2.42.* "
+        "(the monitoring test: no-such-program-here)",
         "run: sudo apt-get update && sudo apt-get install --no-install-recommends 'prometheus=2.42.*'",
     ]
 

@@ -266,7 +266,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-maxmemory", default=QUEUE_MAXMEMORY,
                        help="the queue's Redis memory; when full, submits are refused (default %(default)s)")
     serve.add_argument("--cache-maxmemory", default=CACHE_MAXMEMORY,
-                       help="the caches' Redis memory; when full, the least recently used keys go (default %(default)s)")
+                       help="the caches' Redis memory; when full, the least recently used keys go "
+                            "(default %(default)s)")
     serve.add_argument("--load-model", action="append", metavar="NAME",
                        help="load only this model (repeat for more; default: every model but those only "
                             "benchmarks use, see --all-models)")
@@ -311,7 +312,8 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                          help="request parameter, e.g. user_id=u1 for canary/ab_test, target=v1 for route (repeatable)")
     predict.add_argument("--trace", action="store_true",
-                         help="send a W3C traceparent; the answer's trace_id finds the request's spans (OpenTelemetry mode)")
+                         help="send a W3C traceparent; the answer's trace_id finds the request's spans "
+                              "(OpenTelemetry mode)")
     predict.set_defaults(func=cmd_predict)
 
     models = sub.add_parser("models", help="repository index: models, versions, readiness")
@@ -358,20 +360,24 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("job_id")
         command.set_defaults(func=cmd_result)
     wait.add_argument("--timeout", type=float, default=30.0, help="seconds (default %(default)s)")
-    wait.add_argument("--redis", default=None, help="Redis URL for the notification (default $TRITON_PATTERNS_REDIS_URL)")
+    wait.add_argument("--redis", default=None,
+                      help="Redis URL for the notification (default $TRITON_PATTERNS_REDIS_URL)")
 
     _delegated(sub, "worker", "asynchronous pattern: run job workers until SIGTERM", "pattern_jobs.async_worker")
     _delegated(sub, "trace", "one traced request: its waterfall (every model, queue, compute, nested under the step "
                              "that called it) as text and PNG", "pattern_tools.trace")
-    _delegated(sub, "check", "check the model repository statically (configs, files, references)", "pattern_tools.repo_check")
+    _delegated(sub, "check", "check the model repository statically (configs, files, references)",
+               "pattern_tools.repo_check")
     _delegated(sub, "perf", "perf_analyzer on one model: input data, libraries and URL set up "
                             "(further arguments go to perf_analyzer)", "pattern_tools.perf")
-    _delegated(sub, "drift", "monitor job: recent logged inputs vs the training statistics (exit 1: drift)", "pattern_jobs.drift")
+    _delegated(sub, "drift", "monitor job: recent logged inputs vs the training statistics (exit 1: drift)",
+               "pattern_jobs.drift")
     _delegated(sub, "captures", "a serial or parallel model's sampled captures: each step's inputs and outputs",
                "pattern_tools.captures")
 
     metrics = sub.add_parser("metrics", help="print Triton's and the patterns' Prometheus metrics")
-    metrics.add_argument("--url", default=None, help="metrics address (default $TRITON_PATTERNS_METRICS_URL or 127.0.0.1:8002)")
+    metrics.add_argument("--url", default=None,
+                         help="metrics address (default $TRITON_PATTERNS_METRICS_URL or 127.0.0.1:8002)")
     metrics.add_argument("--match", default="circuit_breaker|fallbacks|cache|prediction_log|router",
                          help="regular expression on metric names (default %(default)r)")
     metrics.set_defaults(func=cmd_metrics)
@@ -379,7 +385,8 @@ def parser() -> argparse.ArgumentParser:
     _delegated(sub, "tune", "Triton Model Analyzer on one model and the models it calls, on a server of its own: "
                             "reports/tune/<model>/ (docs/tuning.md)", "pattern_tools.tune")
 
-    _delegated(sub, "new", "inference template: a new model or pipeline (onnx, python, ensemble, pattern)", "pattern_tools.template")
+    _delegated(sub, "new", "inference template: a new model or pipeline (onnx, python, ensemble, pattern)",
+               "pattern_tools.template")
 
     edge = sub.add_parser("edge", help="edge AI: predict with the local INT8 model, the server when unsure")
     edge.add_argument("task", choices=("digits", "text"))
@@ -404,14 +411,16 @@ def parser() -> argparse.ArgumentParser:
     for command in (weights, shadow_log):
         command.add_argument("--url", default=None, help="server HTTP address, for the model's config "
                                                           "(default $TRITON_PATTERNS_URL or 127.0.0.1:8000)")
-        command.add_argument("--redis", default=None, help="Redis URL (default $TRITON_PATTERNS_REDIS_URL or local 6379)")
+        command.add_argument("--redis", default=None,
+                             help="Redis URL (default $TRITON_PATTERNS_REDIS_URL or local 6379)")
 
     demo = sub.add_parser("demo", help="start everything, call every pattern, print, stop")
     demo.set_defaults(func=cmd_demo)
 
     for command in (predict, models, submit, result, wait):
         command.add_argument("--url", default=None, help="server address (default $TRITON_PATTERNS_URL or "
-                                                          "127.0.0.1:8000; gRPC: $TRITON_PATTERNS_GRPC_URL or 127.0.0.1:8001)")
+                                                          "127.0.0.1:8000; gRPC: $TRITON_PATTERNS_GRPC_URL "
+                                                          "or 127.0.0.1:8001)")
         command.add_argument("--protocol", choices=("http", "grpc"), default="http")
     demo.add_argument("--url", default=None, help="use a running server instead of starting one")
     return p

@@ -250,11 +250,13 @@ def run_rollouts(url: str, redis_url: str | None = None) -> bool:
     with PatternClient(url) as client:
         try:
             canary = Counter(client.canary(features, user_id=f"demo-user-{i}").arm for i in range(200))
-            row("canary (90/10)", "iris_canary", "200 users (user_id)", ", ".join(f"{a}: {n}" for a, n in canary.items()),
+            row("canary (90/10)", "iris_canary", "200 users (user_id)",
+                ", ".join(f"{a}: {n}" for a, n in canary.items()),
                 10 <= canary["canary"] <= 40)
             arms = {u: client.ab_test(features, user_id=u).arm for u in ("alice", "bob", "carol", "dave")}
             again = {u: client.ab_test(features, user_id=u).arm for u in arms}
-            row("A/B (50/50, sticky)", "iris_ab", "4 users, twice each", ", ".join(f"{u}: {a}" for u, a in arms.items()),
+            row("A/B (50/50, sticky)", "iris_ab", "4 users, twice each",
+                ", ".join(f"{u}: {a}" for u, a in arms.items()),
                 arms == again)
             shadowed = client.shadow(features)
             row("shadow", "iris_shadow", str(features), f"{shadowed.label} from {shadowed.target} "
@@ -270,7 +272,8 @@ def run_rollouts(url: str, redis_url: str | None = None) -> bool:
                 expected = "iris:1" if target == "v1" or value[2] < 2.5 else "iris:2"
                 row("condition", "iris_route", sent, f"{routed.label} from {routed.target}", routed.target == expected)
             live = client.predict("blue_green", features)[0]
-            row("blue-green entry", "iris_live", str(features), f"{live.label} from {live.target}", live.label == species)
+            row("blue-green entry", "iris_live", str(features), f"{live.label} from {live.target}",
+                live.label == species)
         except PatternError as exc:
             table.add_row("rollouts", "-", "-", f"[red]error: {exc}[/red]", "[red]WRONG[/red]")
             ok = False
@@ -395,7 +398,8 @@ def main(url: str | None = None) -> int:
                       "workers; see docs/patterns/asynchronous.md)")
     else:
         with running_stack() as (triton, redis):
-            console.print(f"tritonserver's Python stubs run {triton.stub_python} (the server virtualenv: the kernel only)")
+            console.print(f"tritonserver's Python stubs run {triton.stub_python} "
+                          "(the server virtualenv: the kernel only)")
             show_models(triton.http_url)
             ok = run_patterns(triton.http_url)
             ok &= run_async_patterns(triton.http_url, triton.grpc_url, redis.url)

@@ -72,7 +72,9 @@ def _values(name: str, count: int, model: str) -> list:
         return list(iris_export.load_split()[1][:count].astype(np.float32))
     if name in ("IMAGE", "PIXELS"):
         pixels = digits_export.load_test_split()[0][:count]
-        return [digits_export.encode_digit_png(p) for p in pixels] if name == "IMAGE" else list(pixels.astype(np.float32))
+        if name == "PIXELS":
+            return list(pixels.astype(np.float32))
+        return [digits_export.encode_digit_png(p) for p in pixels]
     if name == "TEXT":
         return [TEXT_SAMPLES[i % len(TEXT_SAMPLES)][0].encode() for i in range(count)]
     if name == "ID":  # records that `serve` seeds into the data store

@@ -364,7 +364,8 @@ class _Checker:
         if cfg.backend:
             project = self.backends is not None and (self.backends / cfg.backend / "model.py").is_file()
             if not project and cfg.backend not in TRITON_BACKENDS:
-                where = f"{self.backends}/{cfg.backend}/model.py" if self.backends else f"backends/{cfg.backend}/model.py"
+                folder = self.backends or "backends"
+                where = f"{folder}/{cfg.backend}/model.py"
                 self.error(model, "backend", f"no backend {cfg.backend!r}: neither a Triton backend nor {where}")
         if cfg.platform == "ensemble":
             if not cfg.HasField("ensemble_scheduling") or not cfg.ensemble_scheduling.step:
@@ -414,8 +415,8 @@ class _Checker:
         default = TRITON_PLATFORMS.get(cfg.platform) or TRITON_BACKENDS.get(cfg.backend)
         if default is None:
             return []
-        return [("default_model_filename" if cfg.default_model_filename else ("platform" if cfg.platform else "backend"),
-                 cfg.default_model_filename or default)]
+        kind = "default_model_filename" if cfg.default_model_filename else ("platform" if cfg.platform else "backend")
+        return [(kind, cfg.default_model_filename or default)]
 
     def check_files(self, model: Model) -> None:
         for version in model.served:
@@ -534,8 +535,9 @@ class _Checker:
                     self.error(model, f"{where}.input_map", f"input {t.name!r} of {target.name} is not mapped")
             for key in step.output_map:
                 if target.tensor(key, outputs=True) is None:
-                    self.error(model, f"{where}.output_map[{key}]", f"{target.name} has no output {key!r} "
-                                                                    f"(outputs: {', '.join(t.name for t in tcfg.output)})")
+                    served = ", ".join(t.name for t in tcfg.output)
+                    self.error(model, f"{where}.output_map[{key}]",
+                               f"{target.name} has no output {key!r} (outputs: {served})")
             pending.append((i, where, step, target, t_batching))
         # data flow: run steps once their inputs exist; compare dtypes and dims on every edge
         while pending and complete:
@@ -670,7 +672,8 @@ def check_repository(
 
 def main(args) -> int:
     """`triton-patterns check`: print the problems; exit 1 on errors (or warnings with --strict)."""
-    report = check_repository(args.repository or paths.MODEL_REPOSITORIES, None if args.no_backends else args.backends, files=not args.no_files)
+    report = check_repository(args.repository or paths.MODEL_REPOSITORIES,
+                              None if args.no_backends else args.backends, files=not args.no_files)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -326,7 +326,8 @@ def pattern_config(name: str, backend: str, targets: list[tuple[Model, int]],
         ins, outs = chain(models)
         defaults[ref.parameter] = json.dumps([{"name": f"step{k}_{m.name}", "model": m.name, "version": v,
                                                "inputs": imap, "outputs": omap}
-                                              for k, ((m, v), imap, omap) in enumerate(zip(targets, ins, outs, strict=True))])
+                                              for k, ((m, v), imap, omap)
+                                              in enumerate(zip(targets, ins, outs, strict=True))])
     elif ref.kind == "targets":
         defaults[ref.parameter] = ",".join(f"{m.name}:{v}" for m, v in targets)
     else:

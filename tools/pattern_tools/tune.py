@@ -231,10 +231,12 @@ def tune(model: str, out: Path | None = None, repository: Path = paths.MODEL_REP
     measurements = read_measurements(out)
     if returncode != 0 or not measurements:
         tail = "\n".join(log_file.read_text().splitlines()[-30:])
-        raise TuneError(f"model-analyzer profile on {model} failed ({'timed out' if returncode is None else f'exit {returncode}'}, "
+        ended = "timed out" if returncode is None else f"exit {returncode}"
+        raise TuneError(f"model-analyzer profile on {model} failed ({ended}, "
                         f"{len(measurements)} measurements); last lines of {log_file}:\n{tail}")
     best = best_config(out, measurements)
-    summary = {"model": model, "kind": kind, "composing_models": needed, "seconds": round(time.monotonic() - started, 1),
+    summary = {"model": model, "kind": kind, "composing_models": needed,
+               "seconds": round(time.monotonic() - started, 1),
                "best_config": str(best) if best else None, "measurements": measurements,
                "reports": sorted(str(p.relative_to(out)) for p in (out / "reports").rglob("*") if p.is_file())}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

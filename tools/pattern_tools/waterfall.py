@@ -43,7 +43,8 @@ class Span:
 
     @property
     def start(self) -> int:
-        return self.times.get("REQUEST_START", self.times.get("HTTP_RECV_START", self.times.get("GRPC_WAITREAD_START", 0)))
+        return self.times.get("REQUEST_START",
+                              self.times.get("HTTP_RECV_START", self.times.get("GRPC_WAITREAD_START", 0)))
 
     @property
     def end(self) -> int:
