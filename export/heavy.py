@@ -5,6 +5,7 @@ ONNX I/O: INPUT float32 [N,512] -> OUTPUT float32 [N,16] (softmax scores).
 """
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 
@@ -22,7 +23,7 @@ def weights(seed: int = SEED) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     dims = [IN_DIM] + [WIDTH] * LAYERS + [OUT_DIM]
     out = []
-    for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(dims)):
         gain = 2.0 if i < LAYERS else 1.0
         W = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(gain / fan_in)).astype(np.float32)
         b = (rng.standard_normal(fan_out) * 0.01).astype(np.float32)

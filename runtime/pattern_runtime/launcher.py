@@ -18,6 +18,7 @@ inference too when given an API key (`pattern_kernel.access`); the server's own 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import shutil
@@ -152,7 +153,7 @@ class TritonServer(Endpoints):
         """tritonserver's `--exit-timeout-secs` (from `extra_args`; Triton's default 30)."""
         value = None
         args = list(self.settings.extra_args)
-        for flag, following in zip(args, args[1:] + [""], strict=True):
+        for flag, following in itertools.pairwise([*args, ""]):  # each flag and the word after it
             if flag.startswith("--exit-timeout-secs="):
                 value = flag.split("=", 1)[1]
             elif flag == "--exit-timeout-secs":

@@ -14,7 +14,7 @@ from pattern_runtime import docker_server
 from pattern_runtime import server_env as environment
 from pattern_runtime.backend_folder import assemble_backend_directory
 from pattern_runtime.docker_server import DEFAULT_NGC_IMAGE, docker_container_spec
-from pattern_runtime.launcher import TritonServer
+from pattern_runtime.launcher import TRITON_EXIT_TIMEOUT_S, TritonServer
 from pattern_runtime.server_env import TritonStartError, server_env, wheel_dir
 from pattern_runtime.server_settings import ServerSettings
 from pattern_runtime.triton_log import stub_start_failure
@@ -211,3 +211,13 @@ def test_docker_spec_gpus(tmp_path, gpus, count, ids):
     else:
         assert request["DeviceIDs"] == ids
     assert spec["image"].endswith("24.10-py3") and spec["shm_size"] == "2g"
+
+
+@pytest.mark.parametrize("extra_args, seconds", [
+    ([], None),  # none: Triton's default
+    (["--exit-timeout-secs=5"], 5.0),
+    (["--log-verbose=1", "--exit-timeout-secs", "7"], 7.0),
+])
+def test_exit_timeout_is_read_from_the_extra_flags(tmp_path, extra_args, seconds):
+    server = TritonServer(ServerSettings(model_repository=tmp_path, project_backends=tmp_path, extra_args=extra_args))
+    assert server.exit_timeout_s == (TRITON_EXIT_TIMEOUT_S if seconds is None else seconds)
