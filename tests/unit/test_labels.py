@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import json_format
 
 from pattern_kernel.model_config import class_names, parse_model_config
-from pattern_tools.repo_check import _Checker, load_config
+from pattern_tools.repo_check import check_repository, label_source, load_config
 from triton_patterns import paths
 from triton_patterns.client import _labels_by
 from triton_patterns.patterns import PATTERNS
@@ -30,15 +30,13 @@ def integer_label_models() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def checker() -> _Checker:
-    found = _Checker(paths.MODEL_REPOSITORY, paths.BACKENDS, files=False)
-    found.load()
-    return found
+def models() -> dict:
+    return check_repository(files=False).models
 
 
 @pytest.mark.parametrize("model", integer_label_models())
-def test_the_sdk_names_each_patterns_classes_from_the_exported_labels_file(checker, model):
-    source, why = checker.label_source(checker.report.models[model])
+def test_the_sdk_names_each_patterns_classes_from_the_exported_labels_file(models, model):
+    source, why = label_source(models, models[model])
     assert source is not None, why
     expected = (source.folder / "labels.txt").read_text().splitlines()
     assert _labels_by(model, served) == expected and len(expected) > 1

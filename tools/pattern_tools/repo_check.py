@@ -244,6 +244,27 @@ def onnx_signature(path: Path) -> tuple[list[tuple[str, str, list[int]]], list[t
     return sig([i for i in model.graph.input if i.name not in initializers]), sig(model.graph.output)
 
 
+def label_source(models: dict[str, Model], model: Model) -> tuple[Model | None, str]:
+    """The model whose labels file names `model`'s classes, following `labels_from` and, for an
+    ensemble, the step that produces PROBABILITIES (as the SDK does); (None, why) when none."""
+    trail = [model.name]
+    while True:
+        scores = model.tensor("PROBABILITIES", outputs=True)
+        if scores is not None and scores.label_filename:
+            return model, ""
+        name = model.parameter("labels_from") or next(
+            (s.model_name for s in model.config.ensemble_scheduling.step if "PROBABILITIES" in s.output_map.values()),
+            None)
+        if name is None:
+            return None, f"{model.name} has no labels file and no labels_from"
+        if name in trail:
+            return None, f"labels_from cycle: {' -> '.join(trail + [name])}"
+        if name not in models:
+            return None, f"model {name!r} does not exist"
+        trail.append(name)
+        model = models[name]
+
+
 # --------------------------------------------------------------------------- the checker
 
 
@@ -412,30 +433,10 @@ class _Checker:
             self.error(model, field_, f"{model.name}/{tensor.label_filename} has {len(lines)} lines, but output "
                                       f"{tensor.name} has {tensor.dims[-1]} classes")
 
-    def label_source(self, model: Model) -> tuple[Model | None, str]:
-        """The model whose labels file names `model`'s classes, following `labels_from` and, for an
-        ensemble, the step that produces PROBABILITIES (as the SDK does); (None, why) when none."""
-        trail = [model.name]
-        while True:
-            scores = model.tensor("PROBABILITIES", outputs=True)
-            if scores is not None and scores.label_filename:
-                return model, ""
-            name = model.parameter("labels_from") or next(
-                (s.model_name for s in model.config.ensemble_scheduling.step
-                 if "PROBABILITIES" in s.output_map.values()), None)
-            if name is None:
-                return None, f"{model.name} has no labels file and no labels_from"
-            if name in trail:
-                return None, f"labels_from cycle: {' -> '.join(trail + [name])}"
-            if name not in self.report.models:
-                return None, f"model {name!r} does not exist"
-            trail.append(name)
-            model = self.report.models[name]
-
     def check_labels_from(self, model: Model) -> None:
         if not model.parameter("labels_from"):
             return
-        source, why = self.label_source(model)
+        source, why = label_source(self.report.models, model)
         scores = model.tensor("PROBABILITIES", outputs=True)
         if source is None:
             self.error(model, "parameters.labels_from", why)
