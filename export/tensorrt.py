@@ -6,8 +6,8 @@ package, with one optimisation profile derived from the model's config: the batc
 1 to `max_batch_size` (optimal: the largest preferred batch size, else `max_batch_size`), every
 variable dimension from 1 to its bound (the text encoder's sequence: the tokenizer's max_length),
 and writes a GPU variant of the model, `<model>_trt_<precision>/config.pbtxt` (platform
-`tensorrt_plan`, KIND_GPU, the same inputs and outputs) + `1/model.plan` + `1/manifest.json`,
-into a separate repository (default `build/tensorrt/model_repository`, to serve with an NGC
+`tensorrt_plan`, KIND_GPU, the same inputs and outputs) + `1/model.plan` + `1/manifest.json`
++ the source's labels file, into a separate repository (default `build/tensorrt/model_repository`, to serve with an NGC
 image on a GPU host; the embedded runtime has no TensorRT backend). Each engine is checked
 against the ONNX model (onnxruntime, CPU) on the same inputs.
 
@@ -331,6 +331,13 @@ def parity(b: Build, plan_bytes: bytes) -> dict:
                            reference=f"onnxruntime CPU on {b.onnx.name}")
 
 
+def copy_label_files(cfg, source: Path, folder: Path) -> None:
+    """The labels files the config's outputs name (`label_filename`), from the source model's folder."""
+    for t in cfg.output:
+        if t.label_filename:
+            mf.write_atomic(folder / t.label_filename, (source / t.label_filename).read_bytes())
+
+
 def write_variant(b: Build, plan_bytes: bytes, parity_record: dict, output: Path) -> Path:
     from pattern_tools.template import render_config
 
@@ -339,6 +346,7 @@ def write_variant(b: Build, plan_bytes: bytes, parity_record: dict, output: Path
     comment = (f"{b.name}: TensorRT {b.precision.upper()} engine of {b.model} (export/tensorrt.py), for a GPU host "
                "(NGC image); profile " + json.dumps({k: [list(s) for s in v] for k, v in b.profile.items()}))
     mf.write_atomic(folder / "config.pbtxt", render_config(b.config, comment).encode())
+    copy_label_files(b.config, b.onnx.parent.parent, folder)
     manifest = {"model": b.name, "version": 1, "artifact": "model.plan", "source": str(b.onnx),
                 "precision": b.precision, "profile": {k: [list(s) for s in v] for k, v in b.profile.items()},
                 "parity": parity_record, "sha256": mf.sha256_bytes(plan_bytes), "size_bytes": len(plan_bytes),

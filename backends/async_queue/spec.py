@@ -1,6 +1,6 @@
 """The async_queue backend: job submission and result retrieval over a Redis Stream."""
 
-from pattern_kernel.spec import BackendSpec, Output, Parameter, Reference, job_queue_parameters
+from pattern_kernel.spec import LABELS_FROM, BackendSpec, Output, Parameter, Reference, job_queue_parameters
 
 SPEC = BackendSpec(
     "async_queue",
@@ -14,6 +14,7 @@ SPEC = BackendSpec(
         Parameter("metrics_interval_s", "float", 5.0, "result: seconds between reads of the namespace's queue "
                                                       "depth and oldest job age for its gauges (0: no gauges)", min=0),
         *job_queue_parameters("async"),
+        LABELS_FROM,
     ),
     extra_outputs=(
         Output("JOB_ID", "TYPE_STRING", (1,), "submit: the job's id", when=(("mode", "submit"),)),

@@ -3,6 +3,7 @@
 import json
 
 from pattern_kernel.spec import (
+    LABELS_FROM,
     REDIS,
     BackendSpec,
     Output,
@@ -50,6 +51,7 @@ SPEC = BackendSpec(
         Parameter("prediction_log_reference", default="", doc="model:version whose manifest holds the training "
                                                               "statistics (for `triton-patterns drift`)"),
         *REDIS,
+        LABELS_FROM,
     ),
     extra_outputs=(
         Output("FALLBACK", "TYPE_BOOL", (1,), "whether the default answer was returned"),

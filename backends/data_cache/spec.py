@@ -1,6 +1,6 @@
 """The data_cache backend: a record id in, its data read through Redis in front of a store."""
 
-from pattern_kernel.spec import CACHE_REDIS, BackendSpec, Output, Parameter, Reference, model_parameters
+from pattern_kernel.spec import CACHE_REDIS, LABELS_FROM, BackendSpec, Output, Parameter, Reference, model_parameters
 
 SPEC = BackendSpec(
     "data_cache",
@@ -18,6 +18,7 @@ SPEC = BackendSpec(
         Parameter("preprocess_output", doc="the preprocess output fed to predict_model"),
         *model_parameters("predict", "preprocessed-data cache: the model fed the cached tensor", required=False),
         *CACHE_REDIS,
+        LABELS_FROM,
     ),
     extra_outputs=(Output("SOURCE", "TYPE_STRING", (1, 1),
                           '"redis" or "store": where the data came from (one record per '

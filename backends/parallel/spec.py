@@ -1,7 +1,7 @@
 """The parallel backend: one request fans out to several models, the answers are aggregated."""
 
 from pattern_kernel.aggregation import POLICIES
-from pattern_kernel.spec import CAPTURE, LABELS, BackendSpec, Output, Parameter, Reference
+from pattern_kernel.spec import CAPTURE, LABELS_FROM, BackendSpec, Output, Parameter, Reference
 
 SPEC = BackendSpec(
     "parallel",
@@ -18,7 +18,7 @@ SPEC = BackendSpec(
                   template=True),
         Parameter("default_label", "int", 0, "class id of the default answer (its scores are uniform)", min=0,
                   template=True),
-        LABELS,
+        LABELS_FROM,
         *CAPTURE,
     ),
     extra_outputs=(

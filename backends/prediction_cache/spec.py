@@ -1,6 +1,6 @@
 """The prediction_cache backend: answers to repeated inputs from Redis."""
 
-from pattern_kernel.spec import CACHE_REDIS, LABELS, BackendSpec, Output, Parameter, Reference, model_parameters
+from pattern_kernel.spec import CACHE_REDIS, LABELS_FROM, BackendSpec, Output, Parameter, Reference, model_parameters
 
 SPEC = BackendSpec(
     "prediction_cache",
@@ -12,7 +12,7 @@ SPEC = BackendSpec(
                                                "one's answers"),
         Parameter("ttl_seconds", "int", 300, "lifetime of a cached answer", min=1, template=True),
         Parameter("namespace", default="prediction", doc="key prefix", template=True),
-        LABELS,
+        LABELS_FROM,
         *CACHE_REDIS,
     ),
     extra_outputs=(Output("CACHE_HIT", "TYPE_BOOL", (1,), "whether the answer came from the cache"),),

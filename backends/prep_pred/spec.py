@@ -1,6 +1,6 @@
 """The prep_pred backend: a preprocessing model, then a prediction model (BLS)."""
 
-from pattern_kernel.spec import LABELS, BackendSpec, Parameter, Reference, model_parameters
+from pattern_kernel.spec import LABELS_FROM, BackendSpec, Parameter, Reference, model_parameters
 
 SPEC = BackendSpec(
     "prep_pred",
@@ -10,7 +10,7 @@ SPEC = BackendSpec(
         *model_parameters("preprocess", "the preprocessing model", version_doc="its pinned version"),
         *model_parameters("predict", "the predictor", version_doc="its pinned version"),
         Parameter("features", required=True, doc="comma list of preprocess outputs fed to the predictor"),
-        LABELS,
+        LABELS_FROM,
     ),
     references=(
         Reference("preprocess_model", version="preprocess_version"),

@@ -1,6 +1,6 @@
 """The router backend: rollouts (split), shadow traffic and condition-based routing."""
 
-from pattern_kernel.spec import LABELS, REDIS, BackendSpec, Output, Parameter, Reference
+from pattern_kernel.spec import LABELS_FROM, REDIS, BackendSpec, Output, Parameter, Reference
 
 SPEC = BackendSpec(
     "router",
@@ -30,7 +30,7 @@ SPEC = BackendSpec(
                                                            "rows"),
         Parameter("rules", doc='condition: "INPUT[i] op number -> arm" separated by ";"'),
         Parameter("default_arm", doc="condition: the arm of rows no rule takes (default: the first arm)"),
-        LABELS,
+        LABELS_FROM,
         *REDIS,
     ),
     extra_outputs=(

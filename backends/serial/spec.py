@@ -1,6 +1,6 @@
 """The serial backend: steps run in order, routed, time-boxed, skipped on error."""
 
-from pattern_kernel.spec import CAPTURE, LABELS, BackendSpec, Output, Parameter, Reference
+from pattern_kernel.spec import CAPTURE, LABELS_FROM, BackendSpec, Output, Parameter, Reference
 
 SPEC = BackendSpec(
     "serial",
@@ -10,7 +10,7 @@ SPEC = BackendSpec(
         Parameter("steps", required=True, doc="JSON list of steps: name, model, version, inputs {callee: pool}, "
                                               "outputs {callee: pool}, timeout_ms, on_error fail/skip, "
                                               "skip_values, when"),
-        LABELS,
+        LABELS_FROM,
         *CAPTURE,
     ),
     extra_outputs=(Output("STEPS", "TYPE_STRING", (1,), "JSON: each step ran, skipped or not_taken, with latency",

@@ -1,7 +1,7 @@
 """The time_difference backend: the fast model answers at once, the slow model's answer follows."""
 
 from pattern_kernel.spec import (
-    LABELS,
+    LABELS_FROM,
     BackendSpec,
     Output,
     Parameter,
@@ -20,7 +20,7 @@ SPEC = BackendSpec(
         Parameter("slow_timeout_ms", "float", 10000, "decoupled: the slow answer's deadline", min=0),
         Parameter("max_rows", "int", 64, "rows per request", min=1),
         *job_queue_parameters("async"),
-        LABELS,
+        LABELS_FROM,
     ),
     extra_outputs=(
         Output("JOB_ID", "TYPE_STRING", (1,), "not decoupled: the slow model's job (empty if Redis is down)",

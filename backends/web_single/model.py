@@ -5,7 +5,8 @@ is one Triton model whose config names the features and their valid ranges.
 
 Parameters and extra outputs: `spec.py` beside this file (tables in the pattern's doc page).
 
-Input FEATURES [n, k] raw values; outputs LABEL (class name), CLASS_ID, PROBABILITIES.
+Input FEATURES [n, k] raw values; outputs LABEL (the class name, from the labels file that
+PROBABILITIES' `label_filename` names), CLASS_ID, PROBABILITIES.
 Non-finite or out-of-range values give an INVALID_ARG error naming the feature.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pattern_kernel.model_config import class_names
 from pattern_kernel.onnx_session import load_session
 from pattern_kernel.pattern_model import PatternModel
 from pattern_kernel.validation import check_finite, check_ranges, parse_list
@@ -25,7 +27,8 @@ class TritonPythonModel(PatternModel):
         self.feature_names = parse_list(p["feature_names"])
         self.lows = parse_list(p["feature_min"], float)
         self.highs = parse_list(p["feature_max"], float)
-        self.labels = np.array([s.encode() for s in parse_list(p["labels"])], dtype=object)
+        names = class_names(self.config, args["model_repository"])
+        self.labels = np.array([s.encode() for s in names], dtype=object)
         if not len(self.feature_names) == len(self.lows) == len(self.highs):
             raise ValueError(
                 f"model '{self.config.name}': feature_names, feature_min and feature_max "

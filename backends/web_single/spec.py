@@ -9,7 +9,6 @@ SPEC = BackendSpec(
         Parameter("feature_names", required=True, doc="comma list, one per column of FEATURES"),
         Parameter("feature_min", required=True, doc="comma list of lower bounds"),
         Parameter("feature_max", required=True, doc="comma list of upper bounds"),
-        Parameter("labels", required=True, doc="comma list of class names, indexed by the classifier's LABEL"),
         *ONNX_OPTIONS,
     ),
     extra_outputs=(Output("CLASS_ID", "TYPE_INT64", (1,), "the class id (LABEL is its name)"),),

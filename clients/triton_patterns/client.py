@@ -31,7 +31,8 @@ import asyncio
 import dataclasses
 import queue
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -82,10 +83,41 @@ def as_batch(spec: PatternSpec, value: Any) -> np.ndarray:
     return array.reshape(1, -1) if array.ndim == 1 else array
 
 
-def _labels_from_config(config: dict[str, Any]) -> list[str]:
+def _class_names(config: dict[str, Any]) -> tuple[list[str], str | None]:
+    """A served config's class names (its `labels`), else the model they come from: its
+    `labels_from`, or for an ensemble the step that produces PROBABILITIES (where Triton's
+    ensembles take their labels from)."""
     config = config.get("config", config)  # gRPC's JSON wraps the config
-    text = config.get("parameters", {}).get("labels", {}).get("string_value", "")
-    return [s.strip() for s in text.split(",") if s.strip()]
+    parameters = config.get("parameters", {})
+    text = parameters.get("labels", {}).get("string_value", "")
+    source = parameters.get("labels_from", {}).get("string_value", "")
+    if not text and not source:
+        steps = config.get("ensemble_scheduling", {}).get("step", [])
+        source = next((s["model_name"] for s in steps if "PROBABILITIES" in s.get("output_map", {}).values()), "")
+    return [s.strip() for s in text.split(",") if s.strip()], source or None
+
+
+def _label_lookup(model: str | None) -> Generator[str, dict[str, Any], list[str]]:
+    """Follows `_class_names` from `model`: yields each model whose served config it needs (send
+    the config back); returns the names, [] when the chain ends without any."""
+    seen: set[str] = set()
+    while model and model not in seen:
+        seen.add(model)
+        names, model = _class_names((yield model))
+        if names:
+            return names
+    return []
+
+
+def _labels_by(model: str, read: Callable[[str], dict[str, Any]]) -> list[str]:
+    """`_label_lookup` with `read(model)` giving each served config."""
+    lookup = _label_lookup(model)
+    try:
+        name = next(lookup)
+        while True:
+            name = lookup.send(read(name))
+    except StopIteration as done:
+        return done.value
 
 
 def _response_meta(result) -> tuple[str, str]:
@@ -224,7 +256,7 @@ class PatternClient(_Base, PatternMethods):
 
     def labels(self, model: str) -> list[str]:
         if model not in self._labels:
-            self._labels[model] = _labels_from_config(self.client.get_model_config(model, **self._json))
+            self._labels[model] = _labels_by(model, lambda name: self.client.get_model_config(name, **self._json))
         return self._labels[model]
 
     def models(self) -> list[ModelInfo]:
@@ -329,8 +361,13 @@ class AsyncPatternClient(_Base, AsyncPatternMethods):
 
     async def labels(self, model: str) -> list[str]:
         if model not in self._labels:
-            config = await self.client.get_model_config(model, **self._json)
-            self._labels[model] = _labels_from_config(config)
+            lookup = _label_lookup(model)
+            try:
+                name = next(lookup)
+                while True:
+                    name = lookup.send(await self.client.get_model_config(name, **self._json))
+            except StopIteration as done:
+                self._labels[model] = done.value
         return self._labels[model]
 
     async def models(self) -> list[ModelInfo]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ class TensorSpec:
     dims: tuple[int, ...]
     reshape: tuple[int, ...] | None = None
     optional: bool = False
+    label_filename: str = ""  # Triton's labels file of this output, relative to the model's folder
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ def _tensor_spec(entry: dict[str, Any]) -> TensorSpec:
         dims=tuple(int(d) for d in entry.get("dims", [])),
         reshape=tuple(int(d) for d in reshape.get("shape", [])) if reshape is not None else None,
         optional=bool(entry.get("optional", False)),
+        label_filename=entry.get("label_filename", ""),
     )
 
 
@@ -88,3 +91,16 @@ def parse_model_config(model_config: str | dict[str, Any]) -> ModelConfig:
         parameters=parameters,
         raw=raw,
     )
+
+
+def class_names(config: ModelConfig, model_dir: str | Path, output: str = "PROBABILITIES") -> list[str]:
+    """The lines of `output`'s `label_filename` (the labels file Triton loads for it, in the
+    model's folder `model_dir`): the name of each class index."""
+    spec = next((o for o in config.outputs if o.name == output), None)
+    if spec is None or not spec.label_filename:
+        raise ValueError(f"model '{config.name}': output {output} names no label_filename (a file of class names)")
+    path = Path(model_dir) / spec.label_filename
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValueError(f"model '{config.name}': output {output}: label_filename {path}: {exc.strerror}") from None

@@ -224,7 +224,9 @@ CAPTURE = (
     *prediction_log_parameters(maxlen=1000),  # at most ~1000 x capture_max_bytes in Redis
     *REDIS,
 )
-LABELS = Parameter("labels", doc="comma list of class names, indexed by LABEL (read by clients and the checker)")
+LABELS_FROM = Parameter("labels_from", doc="the model whose class names this model's class ids index: one whose "
+                                            "PROBABILITIES has a `label_filename`, an ensemble over one, or one with "
+                                            "its own `labels_from` (read by the SDK and the checker)")
 ONNX_OPTIONS = (
     Parameter("intra_op_thread_count", "int", 0, "onnxruntime threads within an operator (0: its default)", min=0),
     Parameter("inter_op_thread_count", "int", 0, "onnxruntime threads across operators (0: its default)", min=0),

@@ -212,8 +212,8 @@ def async_client_factory(target):
 @pytest.fixture()
 def own_model(triton, request):
     """`own_model("iris", version=1)` loads a copy of a repository model under a name of this
-    test's own (repository API: the config and the version's files sent with the load) and
-    returns that name; the copy is unloaded after the test. Its statistics count this test's
+    test's own (repository API: the config, the model folder's files and the version's sent
+    with the load) and returns that name; the copy is unloaded after the test. Its statistics count this test's
     requests only, whatever else the session calls meanwhile (a test that counts a shared model's
     statistics races every background call to it). `parameters` {key: value} set or replace
     config parameters of the copy (e.g. a feature switched on for this test only)."""
@@ -225,8 +225,10 @@ def own_model(triton, request):
         config = client.get_model_config(source)
         config.update(name=name, version_policy={"specific": {"versions": [version]}})
         config.setdefault("parameters", {}).update({k: {"string_value": v} for k, v in (parameters or {}).items()})
-        folder = paths.model_folder(source) / str(version)
-        files = {f"file:{version}/{f.name}": f.read_bytes() for f in folder.iterdir() if f.is_file()}
+        folder = paths.model_folder(source)
+        sent = [f for f in folder.iterdir() if f.is_file() and f.name != "config.pbtxt"]  # e.g. labels.txt
+        sent += [f for f in (folder / str(version)).iterdir() if f.is_file()]
+        files = {f"file:{f.relative_to(folder)}": f.read_bytes() for f in sent}
         client.load_model(name, headers=triton.access.headers(), config=json.dumps(config), files=files)
         loaded.append(name)
         triton.wait_ready_models([name], timeout=60)

@@ -12,6 +12,7 @@ from pattern_runtime.datasets import digits as digits_export
 from pattern_runtime.datasets import iris as iris_export
 from pattern_runtime.processes import wait_for
 from pattern_tools.demo import TEXT_SAMPLES
+from pattern_runtime import paths
 
 pytestmark = pytest.mark.e2e
 
@@ -101,7 +102,25 @@ def _fp32_input(client, name, array):
     return tensor
 
 
-@pytest.mark.container
+def test_triton_names_classes_from_the_exported_labels_file(client, iris_heldout, digit_images):
+    """The classification extension: Triton answers PROBABILITIES as "score:index:name" rows, the
+    names read from labels.txt by iris itself and, for the digits ensemble, taken from its
+    classifier step's; the SDK names the same classes."""
+    x, _ = iris_heldout
+    _, pngs, _ = digit_images
+    images = client._mod.InferInput("IMAGE", [3, 1], "BYTES")
+    images.set_data_from_numpy(np.array(pngs[:3], dtype=np.object_).reshape(3, 1))
+    for model, pattern, tensor, rows in (("iris", "synchronous", _fp32_input(client, "FEATURES", x[:3]), x[:3]),
+                                         ("digits", "prep_pred", images, pngs[:3])):
+        scores = client._mod.InferRequestedOutput("PROBABILITIES", class_count=2)
+        top = client.client.infer(model, [tensor], outputs=[scores]).as_numpy("PROBABILITIES")
+        source = "digits_classifier" if model == "digits" else model
+        names = (paths.model_folder(source) / "labels.txt").read_text().splitlines()
+        for row, p in zip(top, client.predict(pattern, rows), strict=True):
+            _, index, name = row[0].decode().split(":")  # the highest score first
+            assert int(index) == p.class_id and name == names[p.class_id] == p.label
+
+
 def test_serial_ensemble_classifies_text_topics(client):
     predictions = client.predict("serial", [text for text, _ in TEXT_SAMPLES])
     assert [p.label for p in predictions] == [topic for _, topic in TEXT_SAMPLES]

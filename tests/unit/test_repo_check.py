@@ -47,6 +47,8 @@ def repo(tmp_path: Path) -> Path:
         src = paths.MODEL_REPOSITORY / name
         (root / name).mkdir(parents=True)
         shutil.copy(src / "config.pbtxt", root / name / "config.pbtxt")
+        for labels in src.glob("labels.txt"):
+            shutil.copy(labels, root / name / labels.name)
         for version in (p.name for p in src.iterdir() if p.name.isdigit()):
             (root / name / version).mkdir()
     for name, (n_in, n_classes) in ONNX_MODELS.items():
@@ -238,10 +240,55 @@ def test_reference_cycle(repo):
     only(repo, r"references: reference cycle: iris_failing -> iris_slow -> iris_failing")
 
 
-def test_labels_count_must_match_scores(repo):
-    edit(repo, "iris_vote", '"labels", value: { string_value: "setosa,versicolor,virginica" }',
-         '"labels", value: { string_value: "setosa,versicolor" }')
-    only(repo, r"iris_vote/config.pbtxt: parameters.labels: 2 labels, but output PROBABILITIES has 3 classes")
+LABELS_FROM_IRIS = 'parameters { key: "labels_from", value: { string_value: "iris" } }'
+
+
+def test_a_label_list_away_from_its_labels_file_is_an_error(repo):
+    edit(repo, "iris_cascade", LABELS_FROM_IRIS,
+         'parameters { key: "labels", value: { string_value: "setosa,versicolor,virginica" } }')
+    only(repo, r"iris_cascade/config.pbtxt: parameters.labels: class names belong in the labels file")
+
+
+def test_a_label_list_beside_its_labels_file_must_equal_it(repo):
+    edit(repo, "iris", '"labels", value: { string_value: "setosa,versicolor,virginica" }',
+         '"labels", value: { string_value: "setosa,virginica,versicolor" }')
+    only(repo, r"iris/config.pbtxt: parameters.labels: \['setosa', 'virginica', 'versicolor'\] differ from labels.txt")
+
+
+def test_a_missing_labels_file(repo):
+    (repo / "digits_classifier" / "labels.txt").unlink()
+    only(repo, r"digits_classifier/config.pbtxt: output\[1\] \(PROBABILITIES\).label_filename: "
+               r"digits_classifier/labels.txt does not exist")
+
+
+def test_a_labels_file_outside_the_model_folder(repo):
+    edit(repo, "iris", 'label_filename: "labels.txt"', 'label_filename: "../digits_classifier/labels.txt"')
+    found = errors(repo)
+    assert any(re.search(r"iris/config.pbtxt: output\[1\] \(PROBABILITIES\).label_filename: "
+                         r"'../digits_classifier/labels.txt': must be a file of the model's folder", e)
+               for e in found), found
+
+
+def test_a_labels_file_with_another_class_count(repo):
+    (repo / "iris" / "labels.txt").write_text("setosa\nversicolor\n")
+    found = errors(repo)
+    assert any("iris/labels.txt has 2 lines, but output PROBABILITIES has 3 classes" in e for e in found), found
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("iris_nope", r"model 'iris_nope' does not exist"),
+    ("digits_preprocess", r"digits_preprocess has no labels file and no labels_from"),
+    ("digits_classifier", r"digits_classifier names 10 classes, but output PROBABILITIES has 3"),
+    ("iris_cascade", r"labels_from cycle: iris_cascade -> iris_cascade"),
+])
+def test_labels_from_must_lead_to_a_labels_file_of_as_many_classes(repo, source, message):
+    edit(repo, "iris_cascade", LABELS_FROM_IRIS, LABELS_FROM_IRIS.replace('"iris"', f'"{source}"'))
+    only(repo, r"iris_cascade/config.pbtxt: parameters.labels_from: " + message)
+
+
+def test_labels_from_follows_an_ensemble_to_the_step_producing_its_scores(repo):
+    edit(repo, "iris_cascade", LABELS_FROM_IRIS, LABELS_FROM_IRIS.replace('"iris"', '"digits"'))
+    only(repo, r"iris_cascade/config.pbtxt: parameters.labels_from: digits_classifier names 10 classes")
 
 
 def test_cli_exit_codes_and_json(repo, capsys):

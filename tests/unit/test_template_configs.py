@@ -50,12 +50,15 @@ def errors_for(repo, name):
 def test_onnx_config_reads_the_graph(tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(classifier_onnx(4, 3, "FEATURES"))
-    cfg = onnx_config("clf", path, 16, "a,b,c")
+    cfg = onnx_config("clf", path, 16, ["a", "b", "c"])
     text = render_config(cfg, "a comment")
     assert text.startswith("# a comment\nname: \"clf\"\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: 16\n")
     assert '  { name: "FEATURES", data_type: TYPE_FP32, dims: [ 4 ] }' in text
     assert '  { name: "LABEL", data_type: TYPE_INT64, dims: [ 1 ], reshape: { shape: [ ] } },' in text
-    assert 'parameters { key: "labels", value: { string_value: "a,b,c" } }' in text
+    assert '  { name: "PROBABILITIES", data_type: TYPE_FP32, dims: [ 3 ], label_filename: "labels.txt" }' in text
+    assert 'parameters { key: "labels", value: { string_value: "a,b,c" } }' in text  # the SDK's, beside the file
+    with pytest.raises(TemplateError, match="--labels: 2 names, but PROBABILITIES has 3 classes"):
+        onnx_config("clf", path, 16, ["a", "b"])
     assert parse_config_text(text) == cfg  # what is written is what was built
     assert onnx_config("clf", path, 0).max_batch_size == 0  # no batching asked: full shapes as dims
     assert list(onnx_config("clf", path, 0).input[0].dims) == [-1, 4]
@@ -78,10 +81,11 @@ def test_ensemble_and_patterns_pass_the_checker(repo, tmp_path):
     text = resolve_models(repo, ["text_tokenizer", "text_encoder", "text_classifier"])
     cfg = ensemble_config("text_chain", text)
     assert cfg.max_batch_size == 16 and [s.model_version for s in cfg.ensemble_scheduling.step] == [1, 1, 1]
-    assert cfg.parameters["labels"].string_value == "sports,technology,food,weather"
+    assert "labels" not in cfg.parameters  # Triton and the SDK take them from the step producing PROBABILITIES
     iris = resolve_models(repo, ["iris:1", "iris:2"])
+    models = check_repository(repo, paths.BACKENDS, files=False).models
     made = {"text_chain": cfg,
-            "iris_serial": pattern_config("iris_serial", "serial", iris),
+            "iris_serial": pattern_config("iris_serial", "serial", iris, repository_models=models),
             "iris_fan": pattern_config("iris_fan", "parallel", iris, {"min_answers": "2"}),
             "iris_guard": pattern_config("iris_guard", "circuit_breaker", iris[:1]),
             "iris_cache": pattern_config("iris_cache", "prediction_cache", iris[1:])}
@@ -101,6 +105,7 @@ def test_ensemble_and_patterns_pass_the_checker(repo, tmp_path):
     assert json.loads(made["iris_guard"].parameters["default_outputs"].string_value) == {
         "LABEL": 0, "PROBABILITIES": [0.3333] * 3}
     assert made["iris_fan"].parameters["min_answers"].string_value == "2"
+    assert made["iris_serial"].parameters["labels_from"].string_value == "iris"
     with pytest.raises(TemplateError, match="wraps one target"):
         pattern_config("x", "prediction_cache", iris)
 

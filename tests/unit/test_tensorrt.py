@@ -46,6 +46,8 @@ def test_gpu_config_is_a_tensorrt_plan_variant_that_passes_the_checker(tmp_path)
     (folder / "1").mkdir(parents=True)
     (folder / "1" / "model.plan").write_bytes(b"engine")
     (folder / "config.pbtxt").write_text(render_config(cfg, "test"))
+    trt_export.copy_label_files(cfg, paths.MODEL_REPOSITORY / "iris", folder)
+    assert (folder / "labels.txt").read_text() == "setosa\nversicolor\nvirginica\n"
     report = check_repository(tmp_path / "repo", backends=None)
     assert report.ok and not report.problems, report.lines()
     (folder / "1" / "model.plan").unlink()

@@ -28,7 +28,10 @@ What is checked, per model folder (every problem names the file and the config f
   serial steps map existing inputs and outputs; reference cycles are errors; a caller's batch (`max_batch_size`,
   else `max_rows`) larger than the callee's `max_batch_size` is a warning (a BLS backend may split
   it, an ensemble cannot: there it is an error).
-* `labels` parameter: as many labels as the PROBABILITIES output has classes.
+* Class names: an output's `label_filename` (the labels file export writes, which Triton loads)
+  is a file of the model's folder with one line per class; a `labels` list appears only beside
+  the labels file of its PROBABILITIES and equals it; `labels_from` leads (through further
+  `labels_from` and ensembles' PROBABILITIES steps) to a model with a labels file of as many classes.
 """
 
 from __future__ import annotations
@@ -249,6 +252,27 @@ def onnx_signature(path: Path) -> tuple[list[tuple[str, str, list[int]]], list[t
     return sig([i for i in model.graph.input if i.name not in initializers]), sig(model.graph.output)
 
 
+def label_source(models: dict[str, Model], model: Model) -> tuple[Model | None, str]:
+    """The model whose labels file names `model`'s classes, following `labels_from` and, for an
+    ensemble, the step that produces PROBABILITIES (as the SDK does); (None, why) when none."""
+    trail = [model.name]
+    while True:
+        scores = model.tensor("PROBABILITIES", outputs=True)
+        if scores is not None and scores.label_filename:
+            return model, ""
+        name = model.parameter("labels_from") or next(
+            (s.model_name for s in model.config.ensemble_scheduling.step if "PROBABILITIES" in s.output_map.values()),
+            None)
+        if name is None:
+            return None, f"{model.name} has no labels file and no labels_from"
+        if name in trail:
+            return None, f"labels_from cycle: {' -> '.join(trail + [name])}"
+        if name not in models:
+            return None, f"model {name!r} does not exist"
+        trail.append(name)
+        model = models[name]
+
+
 # --------------------------------------------------------------------------- the checker
 
 
@@ -390,14 +414,54 @@ class _Checker:
                            f"{size} is larger than max_batch_size {cfg.max_batch_size}")
 
     def check_labels(self, model: Model) -> None:
-        labels = model.parameter("labels")
-        scores = model.tensor("PROBABILITIES", outputs=True)
-        if not labels or scores is None or not scores.dims or scores.dims[-1] <= 0:
+        """Each output's `label_filename` is a file of the model's folder with one line per class;
+        a `labels` list only beside the labels file of its PROBABILITIES, and equal to it."""
+        for i, t in enumerate(model.config.output):
+            if t.label_filename:
+                self.check_label_file(model, f"output[{i}] ({t.name}).label_filename", t)
+        listed = model.parameter("labels")
+        if listed is None:
             return
-        n = len([x for x in labels.split(",") if x.strip()])
-        if n != scores.dims[-1]:
-            self.error(model, "parameters.labels",
-                       f"{n} labels, but output PROBABILITIES has {scores.dims[-1]} classes")
+        names = [x.strip() for x in listed.split(",") if x.strip()]
+        scores = model.tensor("PROBABILITIES", outputs=True)
+        if scores is None or not scores.label_filename:
+            self.error(model, "parameters.labels", "class names belong in the labels file export writes: give "
+                                                   "PROBABILITIES a label_filename, or name that model with "
+                                                   "`labels_from`")
+        else:
+            lines = self.label_lines(model, scores)
+            if lines is not None and names != lines:
+                self.error(model, "parameters.labels", f"{names} differ from {scores.label_filename} {lines}")
+
+    def label_lines(self, model: Model, tensor) -> list[str] | None:
+        path = model.folder / tensor.label_filename
+        return path.read_text(encoding="utf-8").splitlines() if path.is_file() else None
+
+    def check_label_file(self, model: Model, field_: str, tensor) -> None:
+        name = Path(tensor.label_filename)
+        if name.is_absolute() or ".." in name.parts:
+            self.error(model, field_, f"{tensor.label_filename!r}: must be a file of the model's folder "
+                                      "(Triton refuses paths that leave it)")
+            return
+        lines = self.label_lines(model, tensor)
+        if lines is None:
+            self.error(model, field_, f"{model.name}/{tensor.label_filename} does not exist")
+        elif tensor.dims and tensor.dims[-1] > 0 and len(lines) != tensor.dims[-1]:
+            self.error(model, field_, f"{model.name}/{tensor.label_filename} has {len(lines)} lines, but output "
+                                      f"{tensor.name} has {tensor.dims[-1]} classes")
+
+    def check_labels_from(self, model: Model) -> None:
+        if not model.parameter("labels_from"):
+            return
+        source, why = label_source(self.report.models, model)
+        scores = model.tensor("PROBABILITIES", outputs=True)
+        if source is None:
+            self.error(model, "parameters.labels_from", why)
+        elif scores is not None and scores.dims and source is not model:
+            theirs = source.tensor("PROBABILITIES", outputs=True).dims[-1]
+            if scores.dims[-1] > 0 and theirs > 0 and theirs != scores.dims[-1]:
+                self.error(model, "parameters.labels_from", f"{source.name} names {theirs} classes, but output "
+                                                            f"PROBABILITIES has {scores.dims[-1]}")
 
     # -- files
 
@@ -667,6 +731,8 @@ def check_repository(
     for model in checker.report.models.values():
         checker.check_model(model)
     checker.check_references()
+    for model in checker.report.models.values():
+        checker.check_labels_from(model)
     return checker.report
 
 

@@ -35,12 +35,13 @@ import numpy as np
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from pattern_kernel.spec import Targets
+from pattern_kernel.spec import LABELS_FROM, Targets
 from pattern_kernel.specs import load_specs
 from pattern_runtime import paths
-from pattern_tools.repo_check import Model, check_repository, onnx_signature, parse_targets, type_name
+from pattern_tools.repo_check import Model, check_repository, label_source, onnx_signature, parse_targets, type_name
 
 DEFAULT_MAX_BATCH_SIZE = 8
+LABELS_FILE = "labels.txt"  # as export writes it: one class name per line
 NUMPY = {"TYPE_BOOL": np.bool_, "TYPE_UINT8": np.uint8, "TYPE_UINT16": np.uint16, "TYPE_UINT32": np.uint32,
          "TYPE_UINT64": np.uint64, "TYPE_INT8": np.int8, "TYPE_INT16": np.int16, "TYPE_INT32": np.int32,
          "TYPE_INT64": np.int64, "TYPE_FP16": np.float16, "TYPE_FP32": np.float32, "TYPE_FP64": np.float64,
@@ -73,6 +74,8 @@ def tensor_text(t) -> str:
         parts.append(f"reshape: {{ shape: {_list(t.reshape.shape)} }}")
     if getattr(t, "optional", False):
         parts.append("optional: true")
+    if getattr(t, "label_filename", ""):
+        parts.append(f'label_filename: "{t.label_filename}"')
     return "{ " + ", ".join(parts) + " }"
 
 
@@ -147,31 +150,45 @@ def add_tensor(group, name: str, dtype: str, dims: list[int], reshape: list[int]
     return t
 
 
-def _base(name: str, max_batch_size: int, labels: str | None = None, batching_queue: bool = True) -> mc.ModelConfig:
+def _base(name: str, max_batch_size: int, batching_queue: bool = True) -> mc.ModelConfig:
     cfg = mc.ModelConfig(name=name, max_batch_size=max_batch_size)
     cfg.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
     if max_batch_size > 0 and batching_queue:
         cfg.dynamic_batching.SetInParent()
-    if labels:
-        cfg.parameters["labels"].string_value = labels
     return cfg
 
 
+def _name_classes(cfg: mc.ModelConfig, labels: list[str]) -> None:
+    """PROBABILITIES reads the labels file (LABELS_FILE, which `create` writes); the `labels` list
+    beside it is the SDK's (Triton hands a labels file to clients only inside classification results)."""
+    scores = next((t for t in cfg.output if t.name == "PROBABILITIES"), None)
+    if scores is None:
+        raise TemplateError(f"--labels names the classes of an output PROBABILITIES; the graph's outputs are "
+                            f"{', '.join(t.name for t in cfg.output)}")
+    if scores.dims and scores.dims[-1] > 0 and scores.dims[-1] != len(labels):
+        raise TemplateError(f"--labels: {len(labels)} names, but PROBABILITIES has {scores.dims[-1]} classes")
+    scores.label_filename = LABELS_FILE
+    cfg.parameters["labels"].string_value = ",".join(labels)
+
+
 def onnx_config(name: str, path: Path, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-                labels: str | None = None) -> mc.ModelConfig:
-    """Inputs/outputs from the ONNX graph; batching when every tensor's first dimension is symbolic."""
+                labels: list[str] | None = None) -> mc.ModelConfig:
+    """Inputs/outputs from the ONNX graph; batching when every tensor's first dimension is symbolic;
+    `labels`: the class names of PROBABILITIES."""
     inputs, outputs = onnx_signature(path)
     unknown = [n for n, dtype, _ in inputs + outputs if not dtype.startswith("TYPE_")]
     if unknown:
         raise TemplateError(f"{path}: tensors {', '.join(unknown)} have data types Triton has no TYPE_ for")
     batching = max_batch_size > 0 and all(shape and shape[0] == -1 for _, _, shape in inputs + outputs)
-    cfg = _base(name, max_batch_size if batching else 0, labels)
+    cfg = _base(name, max_batch_size if batching else 0)
     cfg.platform = "onnxruntime_onnx"
     for group, tensors in ((cfg.input, inputs), (cfg.output, outputs)):
         for tname, dtype, shape in tensors:
             dims = shape[1:] if batching else shape
             # a batching [N] tensor: dims [1] reshaped to [] (Triton needs non-empty dims)
             add_tensor(group, tname, dtype, dims or [1], [] if not dims else None)
+    if labels:
+        _name_classes(cfg, labels)
     cfg.parameters["intra_op_thread_count"].string_value = "1"
     return cfg
 
@@ -277,10 +294,6 @@ def _max_batch_size(models: list[Model]) -> int:
     return min(sizes) if all(sizes) else 0
 
 
-def _labels(model: Model) -> str | None:
-    return model.parameter("labels")
-
-
 def ensemble_config(name: str, steps: list[tuple[Model, int]]) -> mc.ModelConfig:
     models = [m for m, _ in steps]
     mbs = _max_batch_size(models)
@@ -294,15 +307,15 @@ def ensemble_config(name: str, steps: list[tuple[Model, int]]) -> mc.ModelConfig
         step = cfg.ensemble_scheduling.step.add(model_name=model.name, model_version=version)
         step.input_map.update(imap)
         step.output_map.update(omap)
-    if _labels(last):
-        cfg.parameters["labels"].string_value = _labels(last)
     return cfg
 
 
 def pattern_config(name: str, backend: str, targets: list[tuple[Model, int]],
-                   params: dict[str, str] | None = None, extra_outputs: list[str] = ()) -> mc.ModelConfig:
+                   params: dict[str, str] | None = None, extra_outputs: list[str] = (),
+                   repository_models: dict[str, Model] | None = None) -> mc.ModelConfig:
     """A config of a pattern backend over `targets`: the parameters its spec names models with
-    (the first reference: one model, a `targets` list or serial `steps`), the spec's template
+    (the first reference: one model, a `targets` list or serial `steps`), `labels_from` the last
+    target when its classes have names (followed through `repository_models`), the spec's template
     defaults, then `params`; the spec's extra outputs are the backend's `auto_complete_config`'s."""
     specs = load_specs(paths.BACKENDS)
     spec = specs.get(backend)
@@ -314,7 +327,10 @@ def pattern_config(name: str, backend: str, targets: list[tuple[Model, int]],
     if ref.kind == "model" and len(targets) > 1:
         raise TemplateError(f"backend {backend!r} wraps one target model; got {len(targets)}")
     first, last = models[0], models[-1]
-    cfg = _base(name, _max_batch_size(models), _labels(last), batching_queue=spec.template_batching)
+    cfg = _base(name, _max_batch_size(models), batching_queue=spec.template_batching)
+    names_classes = label_source({**(repository_models or {}), last.name: last}, last)[0] is not None
+    if names_classes and any(p.name == LABELS_FROM.name for p in spec.parameters):
+        cfg.parameters[LABELS_FROM.name].string_value = last.name
     cfg.backend = backend
     _copy_tensors(cfg.input, first.config.input)
     source = last if ref.kind == "steps" else first
@@ -447,8 +463,9 @@ def test_{ident}_answers(url):
 
 def write_model(repository: Path, cfg: mc.ModelConfig, comment: str, files: dict[str, bytes | Path],
                 force: bool = False) -> Created:
-    """Write NAME/config.pbtxt and NAME/1/<files>, then check the repository: on an error in
-    the new model the folder is removed and TemplateError lists the problems."""
+    """Write NAME/config.pbtxt and `files` (paths within NAME/, e.g. "1/model.onnx"; NAME/1/ is made
+    in any case), then check the repository: on an error in the new model the folder is removed
+    and TemplateError lists the problems."""
     folder = repository / cfg.name
     if folder.exists():
         if not force:
@@ -458,13 +475,13 @@ def write_model(repository: Path, cfg: mc.ModelConfig, comment: str, files: dict
     version.mkdir(parents=True)
     written = []
     for fname, content in files.items():
-        target = version / fname
+        target = folder / fname
         if isinstance(content, Path):
             shutil.copyfile(content, target)
         else:
             target.write_bytes(content)
         written.append(target)
-    if not files:
+    if not any(version.iterdir()):
         (version / ".gitkeep").touch()
     (folder / "config.pbtxt").write_text(render_config(cfg, comment))
     report = check_repository(repository)
@@ -516,12 +533,15 @@ def create(args) -> Created:
         source = Path(args.file)
         if not source.is_file():
             raise TemplateError(f"{source} does not exist")
-        cfg = onnx_config(name, source, args.max_batch_size, args.labels)
-        files["model.onnx"] = source
+        labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+        cfg = onnx_config(name, source, args.max_batch_size, labels)
+        files["1/model.onnx"] = source
+        if labels:
+            files[LABELS_FILE] = "".join(f"{x}\n" for x in labels).encode()
         comment = f"{name}: ONNX model from {source.name} (triton-patterns new onnx); I/O read from the graph."
     elif args.kind == "python":
         cfg = python_config(name, args.input, args.output, args.max_batch_size)
-        files["model.py"] = PYTHON_MODEL.format(name=name).encode()
+        files["1/model.py"] = PYTHON_MODEL.format(name=name).encode()
         comment = f"{name}: Python model (triton-patterns new python); its logic is in 1/model.py."
     elif args.kind == "ensemble":
         steps = resolve_models(repository, args.step)
@@ -531,7 +551,8 @@ def create(args) -> Created:
     else:
         targets = resolve_models(repository, args.target)
         params = dict(p.split("=", 1) for p in args.param)
-        cfg = pattern_config(name, args.backend, targets, params, args.extra_output)
+        repository_models = check_repository(repository, backends=None, files=False).models
+        cfg = pattern_config(name, args.backend, targets, params, args.extra_output, repository_models)
         comment = (f"{name}: {args.backend} pattern (backends/{args.backend}) over "
                    + ", ".join(f"{m.name} v{v}" for m, v in targets) + " (triton-patterns new pattern).")
     created = write_model(repository, cfg, comment, files, force=args.force)
@@ -585,4 +606,5 @@ def add_arguments(new) -> None:
     for kind in (onnx, python):
         kind.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
                           help="0: no batching (default %(default)s)")
-    onnx.add_argument("--labels", default=None, help="comma list of class names (a `labels` parameter)")
+    onnx.add_argument("--labels", default=None, help=f"comma list of the class names of PROBABILITIES "
+                                                     f"(written to NAME/{LABELS_FILE}, its label_filename)")
