@@ -32,7 +32,6 @@ import dataclasses
 import queue
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np

@@ -8,11 +8,11 @@ import asyncio
 import numpy as np
 import pytest
 
+from pattern_runtime import paths
 from pattern_runtime.datasets import digits as digits_export
 from pattern_runtime.datasets import iris as iris_export
 from pattern_runtime.processes import wait_for
 from pattern_tools.demo import TEXT_SAMPLES
-from pattern_runtime import paths
 
 pytestmark = pytest.mark.e2e
 

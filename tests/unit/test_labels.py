@@ -10,8 +10,8 @@ import pytest
 from google.protobuf import json_format
 
 from pattern_kernel.model_config import class_names, parse_model_config
+from pattern_runtime import paths
 from pattern_tools.repo_check import check_repository, label_source, load_config
-from triton_patterns import paths
 from triton_patterns.client import _labels_by
 from triton_patterns.patterns import PATTERNS
 
