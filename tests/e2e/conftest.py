@@ -93,12 +93,14 @@ def pytest_generate_tests(metafunc):
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
     """The container tests run together at the end, so the stack runs only then (not beside the whole
-    suite): those on the stack, then the one that stops it, then the others (the kube pod)."""
-    def order(item) -> tuple[bool, int]:
+    suite): those on the stack, then the one that stops it, then the others (the kube pod). The
+    sort is stable: every other test keeps its place (a module's tests may rely on their order)."""
+    def order(item) -> tuple[int, int]:
         if item.get_closest_marker(STOPS_THE_STACK):
-            return True, 1
-        on_the_stack = {"container_stack", "target"} & set(item.fixturenames)
-        return item.get_closest_marker("container_stack") is not None, 0 if on_the_stack else 2
+            return 1, 1
+        if item.get_closest_marker("container_stack") is None:
+            return 0, 0
+        return 1, 0 if {"container_stack", "target"} & set(item.fixturenames) else 2
     items.sort(key=order)
 
 
