@@ -368,9 +368,9 @@ def peer_setups(workers: int, port: int, data: Data, load: LoadOptions) -> list[
 def _variant(tmp: Path, source: str, name: str, edit: Callable[[str], str]) -> None:
     src, dest = paths.model_folder(source), tmp / name
     dest.mkdir()
-    for version in src.iterdir():
-        if version.is_dir():
-            (dest / version.name).symlink_to(version.resolve(), target_is_directory=True)
+    for entry in src.iterdir():  # the version folders and the model's files (labels.txt)
+        if entry.name != "config.pbtxt":
+            (dest / entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
     config = (src / "config.pbtxt").read_text().replace(f'name: "{source}"', f'name: "{name}"')
     (dest / "config.pbtxt").write_text(edit(config))
 
