@@ -106,8 +106,17 @@ def _redis_pid(url: str) -> int | None:
 
 
 def _tritonserver_pid(served: Served) -> int | None:
-    found = [p.pid for p in psutil.Process(served.proc.pid).children(recursive=True) if p.name() == "tritonserver"]
+    found = [p.pid for p in psutil.Process(served.proc.pid).children(recursive=True) if _name(p) == "tritonserver"]
     return found[0] if found else None
+
+
+def _name(process: psutil.Process) -> str | None:
+    """The process's name; None once it has ended (the killed server's Python stubs end while the
+    children are listed)."""
+    try:
+        return process.name()
+    except psutil.NoSuchProcess:
+        return None
 
 
 def _ready(served: Served) -> bool:
