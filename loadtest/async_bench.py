@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ import redis
 import tritonclient.grpc.aio as grpc_aio
 from tqdm import tqdm
 
+from loadtest.script import run_script
 from pattern_jobs.async_worker import start_workers
 from pattern_kernel.job_queue import JobQueue
 from pattern_runtime.processes import wait_for
@@ -389,4 +389,4 @@ def _fsync_main(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

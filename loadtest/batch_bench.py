@@ -28,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 from sqlalchemy import select
 
+from loadtest.script import run_script
 from pattern_jobs import batch_store as store
 from pattern_jobs.batch_job import Target, grpc_server, run, run_job
 from pattern_runtime.datasets.iris import LABELS
@@ -121,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -41,6 +41,7 @@ import requests
 import tritonclient.grpc.aio as grpc_aio
 from tritonclient.grpc import InferInput
 
+from loadtest.script import run_script
 from pattern_runtime import paths
 from pattern_runtime.processes import ManagedProcess, free_port, http_status, wait_for
 from pattern_runtime.server_settings import ServerSettings
@@ -664,4 +665,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

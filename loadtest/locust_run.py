@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtest.script import run_script
 from pattern_runtime import paths
 from pattern_runtime.processes import ManagedProcess
 from triton_patterns.patterns import PATTERNS
@@ -158,4 +159,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -15,11 +15,11 @@ import argparse
 import csv
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from loadtest.script import run_script
 from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
 from pattern_runtime.server_settings import ServerSettings
@@ -103,4 +103,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

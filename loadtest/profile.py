@@ -30,6 +30,7 @@ from pathlib import Path
 
 import requests
 
+from loadtest.script import run_script
 from pattern_runtime import paths
 from pattern_runtime.launcher import TritonServer
 
@@ -233,4 +234,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from loadtest.script import run_script
 from pattern_kernel import probe
 from pattern_kernel.server_command import MODEL_LOAD_THREADS
 from pattern_runtime import paths
@@ -142,4 +143,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

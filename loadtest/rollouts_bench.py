@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtest.script import run_script
 from pattern_jobs.bluegreen import heldout_set
 from pattern_runtime import paths
 from triton_patterns.client import PatternClient
@@ -129,4 +130,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

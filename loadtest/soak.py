@@ -22,7 +22,6 @@ import csv
 import json
 import math
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from loadtest import locust_run
+from loadtest.script import run_script
 from pattern_runtime import paths
 from triton_patterns.patterns import PATTERNS
 
@@ -401,4 +401,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)
