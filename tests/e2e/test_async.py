@@ -430,7 +430,9 @@ def test_redis_down_the_gauges_keep_their_values_with_up_0_and_the_poller_recove
         seen[0] = _queue_gauges(server)
         return all(seen[0][k] == v for k, v in expected.items())
 
-    assert wait_for(lambda: gauges_show(waiting=2, up=1), 15, interval=0.1), seen[0]
+    # the age has millisecond resolution: a poll within 1 ms of the first submit reads 0, so wait
+    # for one that reads more (later ones only grow: the jobs stay) before Redis goes away
+    assert wait_for(lambda: gauges_show(waiting=2, up=1) and seen[0]["age"] > 0, 15, interval=0.1), seen[0]
     redis_server.stop()
     assert wait_for(lambda: gauges_show(up=0), 15, interval=0.1), seen[0]
     down = seen[0]
