@@ -94,6 +94,11 @@ def test_the_trace_command_prints_and_draws_the_waterfall(triton, tmp_path):
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
 
 
+# Triton's gRPC frontend reads the traceparent metadata past its end and drops it for a few requests
+# in a hundred (docs/upstream.md): each of those starts a trace of its own, so gRPC sends several
+GRPC_CALLS = 10
+
+
 def test_the_clients_trace_id_reaches_the_servers_spans(tmp_path):
     with OtlpReceiver() as receiver, TritonServer(ServerSettings(
         load_models=["iris", "iris_cascade"], cache_size_bytes=None, log_dir=tmp_path,
@@ -101,14 +106,21 @@ def test_the_clients_trace_id_reaches_the_servers_spans(tmp_path):
         extra_args=["--trace-config=opentelemetry,bsp_schedule_delay=200"],  # export every 0.2 s, not 5 s
     )) as server:
         sent = {}
-        for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
+        for protocol, url, calls in (("http", server.http_url, 1), ("grpc", server.grpc_url, GRPC_CALLS)):
             with PatternClient(url, protocol, trace=True) as client:
-                sent[protocol] = client.serial_bls([6.0, 2.7, 5.1, 1.6]).trace_id
-            assert len(sent[protocol]) == 32
-        spans = receiver.wait_for(lambda got: all({"InferRequest", "iris_cascade"}
-                                                  <= {s.name for s in got if s.trace_id == t}
-                                                  for t in sent.values()))
-    for trace_id in sent.values():
+                sent[protocol] = [client.serial_bls([6.0, 2.7, 5.1, 1.6]).trace_id for _ in range(calls)]
+            assert all(len(t) == 32 for t in sent[protocol])
+        requests = 1 + GRPC_CALLS
+        spans = receiver.wait_for(lambda got: [s.name for s in got].count("InferRequest") == requests
+                                  and [s.name for s in got].count("iris_cascade") == requests)
+    roots = {s.trace_id: s for s in spans if s.name == "InferRequest"}
+    joined = {protocol: [t for t in ids if t in roots] for protocol, ids in sent.items()}
+    assert joined["http"] == sent["http"], "the HTTP request's spans are not in the client's trace"
+    assert joined["grpc"], f"none of {GRPC_CALLS} gRPC requests' spans is in its client's trace"
+    lost = roots.keys() - set(sent["http"]) - set(sent["grpc"])
+    assert len(lost) == GRPC_CALLS - len(joined["grpc"])
+    assert all(roots[t].parent_span_id == "" for t in lost), "a request that lost its context joined another"
+    for trace_id in joined["http"] + joined["grpc"]:
         mine = {s.span_id: s for s in spans if s.trace_id == trace_id}
         (model,) = [s for s in mine.values() if s.name == "iris_cascade"]
         assert model.attributes["triton.model_version"] == "1"

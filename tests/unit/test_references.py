@@ -41,7 +41,8 @@ FORBIDDEN = {
     r"\bbefore the fix\b": "the history of the project's making",
 }
 # the upstream trackers the project names, as "<tracker> #N" ("server #8604, #7230", "podman #16269")
-TRACKERS = {"server": "triton-inference-server/server", "podman": "containers/podman"}
+TRACKERS = {"server": "triton-inference-server/server", "podman": "containers/podman",
+            "opentelemetry-cpp": "open-telemetry/opentelemetry-cpp"}
 UPSTREAM = re.compile(rf"\b({'|'.join(TRACKERS)}) (?:PR )?#\d+(?:, (?:PR )?#\d+)*")
 NUMBER = re.compile(r"(?<![\w&/])#(\d{3,})\b")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
