@@ -15,7 +15,9 @@ is not taken from a live worker. A failed attempt is retried up to `--max-attemp
 then the job goes to the dead-letter stream as `failed` with its last error (at once for bad
 input: INVALID_ARGUMENT). While Triton is unreachable the job in hand waits, no attempt spent.
 SIGTERM or SIGINT: finish the jobs in hand, then exit. With `--processes N` a supervisor runs
-N workers (restarting any that dies) and forwards the signal to each by pid.
+N workers (restarting any that dies) and forwards the signal to each by pid. A Redis too old for
+the queue's scripts (before 7.0) is refused at start with exit code 78 (EX_CONFIG), which the
+supervisor does not restart: it stops the others and exits with it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from pattern_kernel.batching import request_batch_size
-from pattern_kernel.job_queue import Job, JobQueue, decide
+from pattern_kernel.job_queue import Job, JobQueue, UnsupportedRedis, decide
 from pattern_kernel.redis_link import REDIS_URL_ENV
 from triton_patterns.credentials import authorize, grpc_client_options
 from triton_patterns.endpoints import DEFAULT_REDIS, server_url
@@ -46,6 +48,7 @@ LOG = logging.getLogger("pattern_jobs.async_worker")
 NOT_RETRYABLE = ("StatusCode.INVALID_ARGUMENT",)
 # errors one row of a batched request can cause: the batch is split to find that row's job
 ROW_ERRORS = ("StatusCode.INVALID_ARGUMENT", "StatusCode.INTERNAL")
+EX_CONFIG = 78  # sysexits.h: a worker that cannot run with its configuration, not to be restarted
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Worker:
     # -- the loop
 
     def run(self, stop: threading.Event) -> dict[str, int]:
+        self.queue.check_server()
         self._triton_up()  # connect before joining: the first jobs do not wait for the channel to Triton
         self.queue.register(self.s.name)
         heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
@@ -319,7 +323,11 @@ def run_one(settings: WorkerSettings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    Worker(settings).run(stop)
+    try:
+        Worker(settings).run(stop)
+    except UnsupportedRedis as exc:
+        LOG.error("worker %s: %s", settings.name, exc)
+        return EX_CONFIG
     return 0
 
 
@@ -363,7 +371,8 @@ def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
 
 def supervise(args: argparse.Namespace) -> int:
     """N worker processes; a SIGTERM/SIGINT is forwarded to each by pid and waited for; a worker
-    that dies otherwise is restarted after a second."""
+    that dies otherwise is restarted after a second, except one that refused its configuration
+    (EX_CONFIG): then the others are stopped and the supervisor exits with it."""
     from pattern_runtime.processes import await_parent_death_signal, with_parent_death_signal
 
     stopping = threading.Event()
@@ -377,8 +386,14 @@ def supervise(args: argparse.Namespace) -> int:
 
     children = {i: spawn(i) for i in range(args.processes)}
     print(f"workers started: {' '.join(str(p.pid) for p in children.values())}", flush=True)
-    while not stopping.wait(0.5):
+    refused = 0
+    while not refused and not stopping.wait(0.5):
         for i, child in list(children.items()):
+            if child.poll() == EX_CONFIG:
+                LOG.error("worker %s-%d (pid %d) refused its configuration (exit %d): stopping the workers",
+                          args.name, i, child.pid, EX_CONFIG)
+                refused = EX_CONFIG
+                break
             if child.poll() is not None:
                 LOG.warning("worker %s-%d (pid %d) exited with %s; restarting",
                             args.name, i, child.pid, child.returncode)
@@ -387,8 +402,10 @@ def supervise(args: argparse.Namespace) -> int:
     for child in children.values():
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
+    # a worker ended by the SIGTERM sent to it stopped as asked (one just restarted may not have
+    # its handler yet, and holds no job then)
     codes = [child.wait() for child in children.values()]
-    return max((abs(c) for c in codes), default=0)
+    return refused or max((0 if c == -signal.SIGTERM else abs(c) for c in codes), default=0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -65,8 +65,23 @@ return 0
 """
 
 # A job accepted must be able to end when the Redis is full (maxmemory, noeviction: only submits
-# are refused then), so the scripts that start and end jobs may write past maxmemory (Redis 7.0+).
+# are refused then), so the scripts that start and end jobs may write past maxmemory. Script flags
+# are Redis 7.0's: an older Redis cannot compile them (the workers refuse it at start).
 _ALLOW_OOM = "#!lua flags=allow-oom\n"
+MIN_REDIS_VERSION = (7, 0)
+
+
+class UnsupportedRedis(RuntimeError):
+    """The queue's Redis is older than MIN_REDIS_VERSION."""
+
+
+def check_redis_version(version: str, where: str) -> None:
+    """UnsupportedRedis naming `where` and its `version` (INFO's redis_version) when it is too old."""
+    found = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if found < MIN_REDIS_VERSION:
+        raise UnsupportedRedis(
+            f"the job queue needs Redis {'.'.join(map(str, MIN_REDIS_VERSION))} or newer (the scripts that "
+            f"start and end jobs carry script flags), but {where} runs Redis {version}")
 
 # KEYS[1] job hash. ARGV: ttl, then field/value pairs. Returns 0 when the job already ended.
 _START = _ALLOW_OOM + """
@@ -405,6 +420,12 @@ class JobQueue:
             created=float(_text(f["created"])),
             deliveries=deliveries,
         )
+
+    def check_server(self) -> None:
+        """UnsupportedRedis when the Redis is too old for the scripts that start and end jobs."""
+        connection = self.redis.connection_pool.connection_kwargs
+        where = f"{connection.get('host', connection.get('path', '?'))}:{connection.get('port', '')}"
+        check_redis_version(str(self.redis.info("server")["redis_version"]), where.rstrip(":"))
 
     def register(self, consumer: str) -> None:
         """Make the consumer visible in XINFO CONSUMERS before it has read anything. A Redis full
