@@ -83,6 +83,7 @@ def check_redis_version(version: str, where: str) -> None:
             f"the job queue needs Redis {'.'.join(map(str, MIN_REDIS_VERSION))} or newer (the scripts that "
             f"start and end jobs carry script flags), but {where} runs Redis {version}")
 
+
 # KEYS[1] job hash. ARGV: ttl, then field/value pairs. Returns 0 when the job already ended.
 _START = _ALLOW_OOM + """
 local s = redis.call('HGET', KEYS[1], 'status')
