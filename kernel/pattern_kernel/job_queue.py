@@ -424,9 +424,9 @@ class JobQueue:
 
     def check_server(self) -> None:
         """UnsupportedRedis when the Redis is too old for the scripts that start and end jobs."""
-        connection = self.redis.connection_pool.connection_kwargs
-        where = f"{connection.get('host', connection.get('path', '?'))}:{connection.get('port', '')}"
-        check_redis_version(str(self.redis.info("server")["redis_version"]), where.rstrip(":"))
+        connection = self.redis.connection_pool.connection_kwargs  # a unix socket has a path, no host
+        where = connection.get("path") or f"{connection.get('host')}:{connection.get('port')}"
+        check_redis_version(str(self.redis.info("server")["redis_version"]), where)
 
     def register(self, consumer: str) -> None:
         """Make the consumer visible in XINFO CONSUMERS before it has read anything. A Redis full
